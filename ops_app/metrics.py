@@ -1,0 +1,30 @@
+"""Every Prometheus metric of the product, named and bucketed as in the seed (8.2)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+voice_sessions_active = Gauge(
+    "voice_sessions_active", "Number of active voice sessions", ["region", "pod"]
+)
+voice_session_duration_seconds = Histogram(
+    "voice_session_duration_seconds",
+    "Duration of voice sessions",
+    buckets=[30, 60, 120, 300, 600, 900],
+)
+voice_session_created_total = Counter(
+    "voice_session_created_total", "Total sessions created", ["region", "status"]
+)
+voice_api_request_duration_seconds = Histogram(
+    "voice_api_request_duration_seconds",
+    "API request latency",
+    ["endpoint", "method", "status"],
+    buckets=[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+)
+voice_openai_latency_seconds = Histogram(
+    "voice_openai_latency_seconds",
+    "OpenAI API latency",
+    ["operation"],
+    buckets=[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+)
+voice_errors_total = Counter("voice_errors_total", "Total errors", ["error_type", "component"])

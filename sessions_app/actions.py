@@ -1,0 +1,188 @@
+"""What happens to voice sessions: start, connect, record, end, expire."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+
+from ops_app import degradation, ratelimit
+from ops_app.metrics import (
+    voice_session_created_total,
+    voice_session_duration_seconds,
+)
+from sessions_app import realtime, sideband, tokens, transcripts
+from sessions_app.callers import Caller
+from sessions_app.models import VoiceSession
+from voiceplatform.celery import enqueue
+from voiceplatform.errors import Conflict, ServiceUnavailable
+
+log = structlog.get_logger(__name__)
+
+VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "marin", "sage", "shimmer", "verse")
+
+
+@dataclass(frozen=True)
+class StartedSession:
+    session: VoiceSession
+    token: str
+    client_secret: dict
+
+
+def config_of(session: VoiceSession) -> dict:
+    return realtime.session_config(
+        model=session.model,
+        voice=session.voice,
+        instructions=session.instructions,
+        tools=session.tools,
+    )
+
+
+async def start_session(
+    *,
+    caller: Caller,
+    instructions: str | None,
+    voice: str | None,
+    client_ip: str | None,
+    user_agent: str = "",
+    source: str = VoiceSession.Source.WEB,
+) -> StartedSession:
+    """Mints an ephemeral secret upstream under our policy and records the session."""
+    level = await degradation.current_level()
+    degradation.refuse_in_maintenance(level)
+    if client_ip:
+        await ratelimit.hit(f"session:ip:{client_ip}", settings.SESSION_RATE_LIMIT_PER_IP)
+    if caller.rate_key:
+        await ratelimit.hit(f"session:{caller.rate_key}", settings.SESSION_RATE_LIMIT_PER_USER)
+    if await VoiceSession.objects.filter(
+        pod=settings.POD_NAME, status__in=VoiceSession.LIVE_STATUSES
+    ).acount() >= settings.SESSION_CAPACITY:
+        raise ServiceUnavailable(
+            "No capacity for another session right now.", code="at_capacity", retry_after=30
+        )
+
+    session = VoiceSession(
+        source=source,
+        model=settings.OPENAI_MODEL,
+        voice=voice or settings.OPENAI_DEFAULT_VOICE,
+        instructions=instructions or settings.SESSION_DEFAULT_INSTRUCTIONS,
+        # The tools a caller may use are server policy; none are offered yet.
+        tools=[],
+        pod=settings.POD_NAME,
+        degradation_level=level,
+        user_id=caller.user_id,
+        api_key_id=caller.api_key_id,
+        client_ip=client_ip,
+        user_agent=user_agent[:300],
+    )
+    try:
+        secret = await realtime.create_client_secret(config_of(session))
+    except realtime.UpstreamError:
+        voice_session_created_total.labels(region=settings.REGION, status="failed").inc()
+        raise
+    session.upstream_session_id = secret["session_id"][:80]
+    session.created_at = timezone.now()
+    session.expires_at = session.created_at + timedelta(seconds=settings.SESSION_MAX_SECONDS)
+    await session.asave(force_insert=True)
+    voice_session_created_total.labels(region=settings.REGION, status="created").inc()
+    log.info("session_started", session_id=session.id, caller=caller.kind, ip=client_ip)
+    return StartedSession(session=session, token=tokens.issue(session.id), client_secret=secret)
+
+
+def require_live(session: VoiceSession) -> None:
+    if not session.is_live:
+        raise Conflict(f"The session has {session.status}.", code="session_ended")
+
+
+async def expire_if_overdue(session: VoiceSession) -> VoiceSession:
+    if session.is_live and session.expires_at <= timezone.now():
+        return await end_session(session, reason="max_duration", status=VoiceSession.Status.EXPIRED)
+    return session
+
+
+async def connect_call(session: VoiceSession, offer: str) -> str:
+    """Forwards the browser's SDP offer upstream; returns the answer and records the call."""
+    require_live(session)
+    claimed = await VoiceSession.objects.filter(
+        pk=session.pk, status=VoiceSession.Status.CREATED, call_id__isnull=True
+    ).aupdate(status=VoiceSession.Status.CONNECTING)
+    if not claimed:
+        raise Conflict("This session already has a call.", code="already_connected")
+    try:
+        answer, call_id = await realtime.create_call(offer, config_of(session))
+    except realtime.UpstreamError:
+        await VoiceSession.objects.filter(pk=session.pk).aupdate(
+            status=VoiceSession.Status.CREATED
+        )
+        raise
+    session.call_id = call_id
+    session.status = VoiceSession.Status.ACTIVE
+    session.connected_at = timezone.now()
+    await session.asave(update_fields=["call_id", "status", "connected_at", "updated_at"])
+    if settings.SIDEBAND_ENABLED:
+        sideband.attach(session.pk, call_id)
+    log.info("call_connected", session_id=session.pk, call_id=call_id)
+    return answer
+
+
+async def record_events(session: VoiceSession, events: list[dict]) -> int:
+    """Transcript intake from the browser, for what the server could not see itself."""
+    require_live(session)
+    return await transcripts.apply_events(session.pk, events, source="client")
+
+
+async def end_session(
+    session: VoiceSession,
+    *,
+    reason: str,
+    status: str = VoiceSession.Status.ENDED,
+) -> VoiceSession:
+    """Ends a live session once (later calls change nothing): hangs up the call, stops
+    the sideband, records the duration, and exports the transcript."""
+    now = timezone.now()
+    duration = (now - (session.connected_at or session.created_at)).total_seconds()
+    claimed = await VoiceSession.objects.filter(
+        pk=session.pk, status__in=VoiceSession.LIVE_STATUSES
+    ).aupdate(status=status, ended_at=now, end_reason=reason, duration_seconds=duration)
+    if claimed:
+        if session.call_id:
+            try:
+                await realtime.hangup(session.call_id)
+            except realtime.UpstreamError as exc:
+                log.info("hangup_failed", session_id=session.pk, code=exc.code)
+        await sideband.detach(session.pk)
+        voice_session_duration_seconds.observe(duration)
+        from sessions_app.tasks import export_transcript_task
+
+        await enqueue(export_transcript_task, session.pk)
+        layer = get_channel_layer()
+        if layer is not None:
+            await layer.group_send(
+                transcripts.group_name(session.pk),
+                {"type": "session.event", "event": {"type": "session.ended", "status": status,
+                                                    "reason": reason}},
+            )
+        log.info("session_ended", session_id=session.pk, reason=reason, status=status)
+    return await VoiceSession.objects.aget(pk=session.pk)
+
+
+async def end_session_by_id(session_id: str, *, reason: str) -> None:
+    session = await VoiceSession.objects.filter(pk=session_id).afirst()
+    if session is not None:
+        await end_session(session, reason=reason)
+
+
+async def expire_overdue_sessions() -> int:
+    """Ends every live session past its lifetime; returns how many."""
+    overdue = VoiceSession.objects.filter(
+        status__in=VoiceSession.LIVE_STATUSES, expires_at__lte=timezone.now()
+    )
+    count = 0
+    async for session in overdue:
+        await end_session(session, reason="max_duration", status=VoiceSession.Status.EXPIRED)
+        count += 1
+    return count

@@ -1,0 +1,90 @@
+"""Support staff's view of history: sessions with their ordered transcript, read-only."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.utils import timezone
+from django.utils.html import format_html
+
+from sessions_app.models import ApiKey, ConversationItem, VoiceSession, WebhookEvent
+
+
+class ReadOnlyMixin:
+    """History is a record: it is browsed, never edited."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ConversationItemInline(ReadOnlyMixin, admin.TabularInline):
+    model = ConversationItem
+    fields = ("created_at", "role", "kind", "status", "text", "name", "arguments", "source")
+    readonly_fields = fields
+    ordering = ("created_at", "id")
+    extra = 0
+    show_change_link = False
+
+
+@admin.register(VoiceSession)
+class VoiceSessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("id", "status", "source", "model", "created_at", "duration_seconds",
+                    "total_tokens", "caller")
+    list_filter = ("status", "source", "model", "created_at", "degradation_level")
+    date_hierarchy = "created_at"
+    search_fields = ("id", "call_id", "items__text", "client_ip")
+    inlines = [ConversationItemInline]
+    readonly_fields = ("transcript_files",)
+    exclude = ("transcript_json", "transcript_text")
+    list_select_related = ("user", "api_key")
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, _ = super().get_search_results(request, queryset, search_term)
+        return queryset.distinct(), False
+
+    @admin.display(description="caller")
+    def caller(self, obj: VoiceSession) -> str:
+        return f"{obj.attribution} {obj.client_ip or ''}".strip()
+
+    @admin.display(description="transcript export")
+    def transcript_files(self, obj: VoiceSession) -> str:
+        if not obj.transcript_json:
+            return "— (written when the session ends)"
+        return format_html(
+            '<a href="{}">JSON</a> · <a href="{}">text</a>',
+            obj.transcript_json.url,
+            obj.transcript_text.url,
+        )
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "lookup", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "lookup")
+    fields = ("name", "user", "revoked_at")
+    actions = ["revoke"]
+
+    def save_model(self, request, obj: ApiKey, form, change) -> None:
+        if not change:
+            raw = obj.issue()
+            messages.warning(
+                request, f"The new key is {raw} — copy it now, it will not be shown again."
+            )
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request, queryset) -> None:
+        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("webhook_id", "event_type", "outcome", "session", "created_at")
+    list_filter = ("event_type", "created_at")
+    search_fields = ("webhook_id", "session__id")

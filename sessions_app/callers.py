@@ -1,0 +1,72 @@
+"""Who is asking: a logged-in user, an API client with a key, or an anonymous browser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils import timezone
+
+from sessions_app import tokens
+from sessions_app.models import ApiKey, VoiceSession
+from voiceplatform.api import bearer_token
+from voiceplatform.errors import Forbidden, NotFound, Unauthorized
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: int | None = None
+    api_key_id: int | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.user_id:
+            return "user"
+        return "api_key" if self.api_key_id else "anonymous"
+
+    @property
+    def rate_key(self) -> str | None:
+        if self.user_id:
+            return f"user:{self.user_id}"
+        return f"key:{self.api_key_id}" if self.api_key_id else None
+
+
+def _csrf_failure(request: HttpRequest) -> bool:
+    # The view is CSRF-exempt for bearer callers; a caller relying on the login cookie
+    # gets the same check Django's middleware would make.
+    check = CsrfViewMiddleware(lambda r: None)
+    return check.process_view(request, None, (), {}) is not None
+
+
+async def session_creator(request: HttpRequest) -> Caller:
+    """The caller of /session, or 401/403."""
+    raw_key = bearer_token(request)
+    if raw_key:
+        key = await ApiKey.objects.active().filter(key_hash=ApiKey.hash(raw_key)).afirst()
+        if key is None:
+            raise Unauthorized("The API key is not valid or was revoked.", code="invalid_api_key")
+        await ApiKey.objects.filter(pk=key.pk).aupdate(last_used_at=timezone.now())
+        return Caller(user_id=key.user_id, api_key_id=key.pk)
+    user = await request.auser()
+    if user.is_authenticated:
+        if _csrf_failure(request):
+            raise Forbidden("CSRF token missing or incorrect.", code="csrf_failed")
+        return Caller(user_id=user.pk)
+    if settings.SESSION_ALLOW_ANONYMOUS:
+        return Caller()
+    raise Unauthorized("Log in or send an API key to start a session.", code="login_required")
+
+
+async def session_for_token(request: HttpRequest, session_id: str | None = None) -> VoiceSession:
+    """The session the bearer token is bound to; it must be the one named in the URL
+    (and in X-Voice-Session-Id, when sent) and must not have outlived its lifetime."""
+    token_session = tokens.session_id_from(bearer_token(request))
+    named = [n for n in (session_id, request.headers.get("X-Voice-Session-Id")) if n]
+    if any(name != token_session for name in named):
+        raise Forbidden("The session token belongs to another session.", code="wrong_session")
+    session = await VoiceSession.objects.filter(pk=token_session).afirst()
+    if session is None:
+        raise NotFound("No such session.", code="session_not_found")
+    return session

@@ -1,0 +1,27 @@
+"""`manage.py simulator --port N`: the realtime simulator on its own port."""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Runs the realtime simulator (OpenAI Realtime stand-in) on its own port."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--port", type=int, default=8765)
+        parser.add_argument("--host", default="127.0.0.1")
+
+    def handle(self, *args, host: str, port: int, **options) -> None:
+        # The simulator lives at /simulator of this project's ASGI app, which reads
+        # this flag when its routes are first built (below, in this process).
+        settings.SIMULATOR_ENABLED = True
+        from daphne.cli import CommandLineInterface
+
+        self.stdout.write(f"simulator on http://{host}:{port}/simulator")
+        CommandLineInterface().run(
+            ["-b", host, "-p", str(port), "--access-log", os.devnull, "voiceplatform.asgi:application"]
+        )

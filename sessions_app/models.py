@@ -1,0 +1,191 @@
+"""Voice sessions, their transcript, the API keys that may create them, webhooks seen."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+def new_session_id() -> str:
+    return "sess_" + secrets.token_urlsafe(16)
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def active(self) -> ApiKeyQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiKey(models.Model):
+    """A key an API client uses to create sessions. Only its SHA-256 is stored."""
+
+    PREFIX = "vpk_"
+
+    name = models.CharField(max_length=100)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    lookup = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.PREFIX}{self.lookup}…)"
+
+    @staticmethod
+    def hash(raw: str) -> str:
+        # Keys are 256 random bits: a fast hash is enough, and lookups stay cheap.
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def issue(self) -> str:
+        """Sets a fresh key on this instance and returns it; it is shown once."""
+        self.lookup = secrets.token_hex(8)
+        raw = f"{self.PREFIX}{self.lookup}_{secrets.token_urlsafe(32)}"
+        self.key_hash = self.hash(raw)
+        return raw
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class VoiceSession(models.Model):
+    class Status(models.TextChoices):
+        CREATED = "created"
+        CONNECTING = "connecting"
+        ACTIVE = "active"
+        ENDED = "ended"
+        EXPIRED = "expired"
+        FAILED = "failed"
+
+    class Source(models.TextChoices):
+        WEB = "web"
+        API = "api"
+        SIP = "sip"
+
+    LIVE_STATUSES = (Status.CREATED, Status.CONNECTING, Status.ACTIVE)
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_session_id, editable=False)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.CREATED)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.WEB)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    connected_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    duration_seconds = models.FloatField(null=True, blank=True)
+    end_reason = models.CharField(max_length=40, blank=True)
+
+    model = models.CharField(max_length=64)
+    voice = models.CharField(max_length=32)
+    instructions = models.TextField(blank=True)
+    tools = models.JSONField(default=list, blank=True)
+    call_id = models.CharField(max_length=80, null=True, blank=True, unique=True)
+    upstream_session_id = models.CharField(max_length=80, blank=True)
+    pod = models.CharField(max_length=120, blank=True)
+    degradation_level = models.PositiveSmallIntegerField(default=1)
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+
+    transcript_json = models.FileField(upload_to="transcripts/", blank=True)
+    transcript_text = models.FileField(upload_to="transcripts/", blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "expires_at"])]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
+
+    @property
+    def attribution(self) -> str:
+        if self.user_id:
+            return f"user:{self.user_id}"
+        if self.api_key_id:
+            return f"api_key:{self.api_key_id}"
+        return "anonymous"
+
+
+class ConversationItem(models.Model):
+    """One transcript entry, keyed by the upstream item id; ordered by first sight."""
+
+    class Kind(models.TextChoices):
+        MESSAGE = "message"
+        FUNCTION_CALL = "function_call"
+        FUNCTION_CALL_OUTPUT = "function_call_output"
+
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+        SYSTEM = "system"
+        TOOL = "tool"
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    session = models.ForeignKey(VoiceSession, related_name="items", on_delete=models.CASCADE)
+    item_id = models.CharField(max_length=80)
+    kind = models.CharField(max_length=24, choices=Kind.choices, default=Kind.MESSAGE)
+    role = models.CharField(max_length=12, choices=Role.choices)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.IN_PROGRESS)
+    text = models.TextField(blank=True)
+    name = models.CharField(max_length=80, blank=True)
+    call_id = models.CharField(max_length=80, blank=True)
+    arguments = models.TextField(blank=True)
+    source = models.CharField(max_length=12, default="sideband")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "item_id"], name="unique_item_per_session")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:60]}"
+
+
+class WebhookEvent(models.Model):
+    """Every accepted webhook delivery, once: the webhook-id is the idempotency key."""
+
+    webhook_id = models.CharField(max_length=120, unique=True)
+    event_type = models.CharField(max_length=80)
+    payload = models.JSONField()
+    outcome = models.CharField(max_length=200, blank=True)
+    session = models.ForeignKey(VoiceSession, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.webhook_id}"

@@ -1,0 +1,210 @@
+"""The one client of the realtime upstream (OpenAI, or the simulator in its place).
+
+Built on the official SDK over our own httpx2 client (timeouts, connection limits).
+Every upstream failure becomes an UpstreamError: a JSON 400/502/503/504 with
+Retry-After for our caller, never the upstream body and never our key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx2
+import openai
+import structlog
+from django.conf import settings
+
+from ops_app.metrics import voice_errors_total, voice_openai_latency_seconds
+from voiceplatform.errors import ApiError
+
+log = structlog.get_logger(__name__)
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class UpstreamError(ApiError):
+    status, code = 502, "upstream_error"
+
+
+def api_key() -> str:
+    return settings.OPENAI_API_KEY or settings.SIMULATOR_API_KEY
+
+
+def client() -> openai.AsyncOpenAI:
+    """The SDK client of the running event loop (an httpx2 pool is bound to its loop)."""
+    loop = asyncio.get_running_loop()
+    existing = _clients.get(loop)
+    if existing is not None:
+        return existing
+    http = httpx2.AsyncClient(
+        timeout=httpx2.Timeout(settings.OPENAI_TIMEOUT_SECONDS, connect=5.0),
+        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20),
+    )
+    created = openai.AsyncOpenAI(
+        api_key=api_key(),
+        base_url=settings.OPENAI_BASE_URL.rstrip("/") + "/v1",
+        http_client=http,
+        max_retries=settings.OPENAI_MAX_RETRIES,
+        timeout=settings.OPENAI_TIMEOUT_SECONDS,
+    )
+    _clients[loop] = created
+    return created
+
+
+def session_config(
+    *, model: str, voice: str, instructions: str, tools: list[dict] | None = None
+) -> dict:
+    """The realtime session configuration we send upstream (GA shape)."""
+    return {
+        "type": "realtime",
+        "model": model,
+        "instructions": instructions,
+        "audio": {
+            "input": {
+                # Input transcription is how the user's speech reaches history.
+                "transcription": {"model": settings.OPENAI_TRANSCRIPTION_MODEL},
+                "turn_detection": {"type": "server_vad"},
+            },
+            "output": {"voice": voice},
+        },
+        "tools": tools or [],
+    }
+
+
+def _retry_after(headers: httpx2.Headers | None, default: int) -> int:
+    if headers is not None:
+        millis = headers.get("retry-after-ms")
+        seconds = headers.get("retry-after")
+        try:
+            if millis:
+                return max(1, math.ceil(float(millis) / 1000))
+            if seconds:
+                return max(1, math.ceil(float(seconds)))
+        except ValueError:
+            pass
+    return default
+
+
+def _translate(operation: str, exc: Exception) -> UpstreamError:
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
+        return UpstreamError(
+            "The voice service took too long to answer.",
+            status=504,
+            code="upstream_timeout",
+            retry_after=5,
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamError(
+            "The voice service cannot be reached.",
+            status=502,
+            code="upstream_unavailable",
+            retry_after=5,
+        )
+    assert isinstance(exc, openai.APIStatusError)
+    status = exc.status_code
+    if status == 429:
+        return UpstreamError(
+            "The voice service is busy; try again shortly.",
+            status=503,
+            code="upstream_rate_limited",
+            retry_after=_retry_after(exc.response.headers, 1),
+        )
+    if status >= 500:
+        return UpstreamError(
+            "The voice service failed to answer.",
+            status=502,
+            code="upstream_error",
+            retry_after=_retry_after(exc.response.headers, 5),
+        )
+    if operation == "create_call" and status in (400, 422):
+        return UpstreamError(
+            "The voice service rejected the SDP offer.", status=400, code="offer_rejected"
+        )
+    # Anything else (401, 403, 404 ...) is a problem on our side, not the caller's.
+    return UpstreamError(
+        "The voice service refused the request.",
+        status=502,
+        code="upstream_refused",
+        retry_after=30,
+    )
+
+
+@asynccontextmanager
+async def _upstream(operation: str) -> AsyncIterator[None]:
+    """Times one operation, caps its total time, and translates its failures."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(settings.OPENAI_TOTAL_TIMEOUT_SECONDS):
+            yield
+    except (openai.APIError, TimeoutError) as exc:
+        error = _translate(operation, exc)
+        response = getattr(exc, "response", None)
+        log.warning(
+            "upstream_failed",
+            operation=operation,
+            upstream_status=getattr(exc, "status_code", None),
+            upstream_request_id=response.headers.get("x-request-id") if response else None,
+            status=error.status,
+            code=error.code,
+        )
+        voice_errors_total.labels(error_type=error.code, component="openai").inc()
+        raise error from None
+    finally:
+        voice_openai_latency_seconds.labels(operation=operation).observe(
+            time.perf_counter() - started
+        )
+
+
+async def create_client_secret(config: dict) -> dict:
+    """Mints an ephemeral client secret: {"value", "expires_at", "session_id"}."""
+    async with _upstream("client_secrets"):
+        secret = await client().realtime.client_secrets.create(
+            expires_after={
+                "anchor": "created_at",
+                "seconds": settings.OPENAI_CLIENT_SECRET_TTL_SECONDS,
+            },
+            session=config,
+        )
+    session_id = getattr(secret.session, "id", None) or ""
+    return {"value": secret.value, "expires_at": secret.expires_at, "session_id": session_id}
+
+
+async def create_call(sdp: str, config: dict) -> tuple[str, str]:
+    """Posts an SDP offer; returns (answer SDP, call id from the Location header)."""
+    async with _upstream("create_call"):
+        raw = await client().realtime.calls.with_raw_response.create(sdp=sdp, session=config)
+    location = raw.headers.get("location", "")
+    call_id = location.rstrip("/").rsplit("/", 1)[-1]
+    answer = raw.http_response.text
+    if not call_id.startswith("rtc_") or not answer.startswith("v=0"):
+        raise UpstreamError(
+            "The voice service gave an unusable answer.", code="upstream_bad_answer", retry_after=5
+        )
+    return answer, call_id
+
+
+async def hangup(call_id: str) -> None:
+    async with _upstream("hangup"):
+        await client().realtime.calls.hangup(call_id)
+
+
+async def accept_call(call_id: str, config: dict) -> None:
+    async with _upstream("accept_call"):
+        await client().realtime.calls.accept(call_id, **config)
+
+
+async def reject_call(call_id: str, status_code: int = 603) -> None:
+    async with _upstream("reject_call"):
+        await client().realtime.calls.reject(call_id, status_code=status_code)
+
+
+def sideband(call_id: str):
+    """The server-side control connection on a call (an async context manager)."""
+    return client().realtime.connect(call_id=call_id)

@@ -1,0 +1,78 @@
+"""The sideband: a server-side WebSocket on a call, seeing what the data channel sees."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from sessions_app.simulator.state import STATE, SimCall
+
+
+class SidebandConsumer(AsyncWebsocketConsumer):
+    call: SimCall | None = None
+    queue: asyncio.Queue | None = None
+    pump: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        headers = dict(self.scope.get("headers") or [])
+        auth = headers.get(b"authorization", b"").decode()
+        scheme, _, key = auth.partition(" ")
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        call = STATE.calls.get((query.get("call_id") or [""])[0])
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            key.strip(), settings.SIMULATOR_API_KEY
+        ):
+            await self.close(code=4401)
+            return
+        if call is None or call.state in ("hung_up", "ended", "failed", "closed"):
+            await self.close(code=4404)
+            return
+        await self.accept()
+        self.call = call
+        self.queue = asyncio.Queue()
+        call.subscribers.add(self.queue)
+        self.pump = asyncio.ensure_future(self._forward())
+        await self.send(text_data=json.dumps({"type": "session.created", "session": call.session}))
+
+    async def _forward(self) -> None:
+        while True:
+            event = await self.queue.get()
+            if event is None:
+                await self.close()
+                return
+            await self.send(text_data=json.dumps(event))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        try:
+            event = json.loads(text_data or "")
+            if not isinstance(event, dict):
+                raise ValueError
+        except ValueError:
+            await self.send(
+                text_data=json.dumps(
+                    {
+                        "type": "error",
+                        "error": {
+                            "type": "invalid_request_error",
+                            "code": "invalid_json",
+                            "message": "Client events must be JSON objects.",
+                        },
+                    }
+                )
+            )
+            return
+        await self.call.receive(event)
+
+    async def disconnect(self, code: int) -> None:
+        if self.call is not None and self.queue is not None:
+            self.call.subscribers.discard(self.queue)
+        if self.pump is not None:
+            self.pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.pump

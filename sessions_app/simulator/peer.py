@@ -1,0 +1,111 @@
+"""The simulator's WebRTC side: a real aiortc peer that answers the caller's offer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
+from django.conf import settings
+
+from sessions_app.simulator.state import SimCall
+
+
+class InvalidOffer(ValueError):
+    pass
+
+
+def restrict_ice_to_loopback() -> None:
+    """Gathers host candidates on loopback only: the simulator and its callers share a
+    machine, and nothing should be sent to any other address."""
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: (
+        ["127.0.0.1"] if use_ipv4 else []
+    )
+
+
+def check_offer(sdp: str) -> None:
+    if not sdp.startswith("v=0") or "\nm=" not in sdp:
+        raise InvalidOffer("The SDP offer is not a valid session description.")
+    if "a=fingerprint:" not in sdp or "a=ice-ufrag:" not in sdp:
+        raise InvalidOffer("The SDP offer lacks ICE credentials or a DTLS fingerprint.")
+
+
+async def answer(call: SimCall, offer_sdp: str) -> str:
+    """Answers the offer with a real peer bound to the call; returns the answer SDP."""
+    check_offer(offer_sdp)
+    if settings.SIMULATOR_ICE_LOOPBACK_ONLY:
+        restrict_ice_to_loopback()
+    # No ICE servers: aiortc would otherwise ask a public STUN server.
+    peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    call.peer = peer
+
+    @peer.on("datachannel")
+    def on_datachannel(channel) -> None:
+        if channel.label != "oai-events":
+            return
+        call.channel = channel
+
+        @channel.on("message")
+        def on_message(message) -> None:
+            try:
+                event = json.loads(message)
+                if not isinstance(event, dict):
+                    raise ValueError
+            except ValueError:
+                asyncio.ensure_future(
+                    call.emit(
+                        {
+                            "type": "error",
+                            "error": {
+                                "type": "invalid_request_error",
+                                "code": "invalid_json",
+                                "message": "Client events must be JSON objects.",
+                            },
+                        }
+                    )
+                )
+                return
+            asyncio.ensure_future(call.receive(event))
+
+        asyncio.ensure_future(call.conversation.start())
+
+    @peer.on("track")
+    def on_track(track) -> None:
+        if track.kind == "audio":
+            asyncio.ensure_future(_listen(call, track))
+
+    @peer.on("connectionstatechange")
+    async def on_state() -> None:
+        call.state = peer.connectionState
+        if peer.connectionState in ("failed", "closed"):
+            await call.close(peer.connectionState)
+
+    try:
+        await peer.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        for transceiver in peer.getTransceivers():
+            if transceiver.kind == "audio":
+                peer.addTrack(AudioStreamTrack())  # the model's voice: silence here
+                break
+        await peer.setLocalDescription(await peer.createAnswer())
+    except Exception as exc:  # aiortc raises several types for a bad offer
+        await call.close("failed")
+        raise InvalidOffer(f"The SDP offer could not be negotiated: {exc}") from None
+    call.state = "connecting"
+    return peer.localDescription.sdp
+
+
+async def _listen(call: SimCall, track) -> None:
+    """Simulated voice activity: after enough audio, the scripted user speaks once."""
+    needed = settings.SIMULATOR_SPEECH_AFTER_SECONDS
+    heard = 0.0
+    with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+        while True:
+            frame = await track.recv()
+            if needed <= 0 or call.conversation is None or call.conversation.spoke:
+                continue
+            heard += frame.samples / frame.sample_rate
+            if heard >= needed:
+                await call.conversation.user_spoke()

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from sessions_app.simulator import views
+
+urlpatterns = [
+    path("v1/realtime/client_secrets", views.client_secrets),
+    path("v1/realtime/calls", views.calls),
+    path(
+        "v1/realtime/calls/<str:call_id>/<str:action>",
+        views.call_action,
+    ),
+    path("_control/fault", views.control_fault),
+    path("_control/reset", views.control_reset),
+    path("_control/webhook", views.control_webhook),
+    path("_control/calls/<str:call_id>", views.control_call),
+]

@@ -1,0 +1,245 @@
+"""The simulator's HTTP endpoints, shaped like OpenAI's Realtime REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+
+import httpx
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from standardwebhooks.webhooks import Webhook
+
+from sessions_app.simulator import peer
+from sessions_app.simulator.state import STATE, Fault
+
+
+def _error(status: int, message: str, code: str, kind: str = "invalid_request_error"):
+    return JsonResponse(
+        {"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status
+    )
+
+
+def _bearer(request: HttpRequest) -> str:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _server_key_ok(request: HttpRequest) -> bool:
+    return secrets.compare_digest(_bearer(request), settings.SIMULATOR_API_KEY)
+
+
+def _unauthorized() -> JsonResponse:
+    return _error(401, "Incorrect API key provided.", "invalid_api_key")
+
+
+async def _fault(operation: str) -> JsonResponse | None:
+    """Applies the switched-on failure mode to this operation, if any."""
+    fault = STATE.take_fault(operation)
+    if fault is None:
+        return None
+    if fault.mode == "slow":
+        await asyncio.sleep(fault.delay)
+        return None
+    if fault.mode == "rate_limit":
+        response = _error(429, "Rate limit reached.", "rate_limit_exceeded", "rate_limit_error")
+        response["retry-after-ms"] = str(fault.retry_after_ms)
+        response["retry-after"] = str(max(1, fault.retry_after_ms // 1000))
+    else:
+        response = _error(fault.status, "The server had an error.", "server_error", "server_error")
+    response["x-request-id"] = "req_sim_" + secrets.token_hex(6)
+    return response
+
+
+def _json_body(request: HttpRequest) -> dict | None:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+@csrf_exempt
+async def client_secrets(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _error(405, "Method not allowed.", "method_not_allowed")
+    if not _server_key_ok(request):
+        return _unauthorized()
+    if failed := await _fault("client_secrets"):
+        return failed
+    body = _json_body(request)
+    if body is None:
+        return _error(400, "The body must be a JSON object.", "invalid_json")
+    session = body.get("session") or {"type": "realtime", "model": "gpt-realtime"}
+    if not isinstance(session, dict) or session.get("type") != "realtime":
+        return _error(400, "session.type must be 'realtime'.", "invalid_value")
+    expires = body.get("expires_after") or {}
+    ttl = expires.get("seconds", 600) if isinstance(expires, dict) else None
+    if not isinstance(ttl, int) or not 10 <= ttl <= 7200:
+        return _error(400, "expires_after.seconds must be 10..7200.", "invalid_value")
+    session = {"id": "sess_sim_" + secrets.token_hex(8), "object": "realtime.session", **session}
+    value, expires_at = STATE.issue_secret(session, ttl)
+    return JsonResponse({"value": value, "expires_at": expires_at, "session": session})
+
+
+@csrf_exempt
+async def calls(request: HttpRequest) -> HttpResponse:
+    """Browser form (raw SDP, ephemeral key) or SDK form (multipart sdp+session, server key)."""
+    if request.method != "POST":
+        return _error(405, "Method not allowed.", "method_not_allowed")
+    content_type = request.content_type
+    if content_type == "application/sdp":
+        session = STATE.session_for_secret(_bearer(request))
+        if session is None:
+            return _unauthorized()
+        offer = request.body.decode("utf-8", "replace")
+    elif content_type == "multipart/form-data":
+        if not _server_key_ok(request):
+            return _unauthorized()
+        offer = request.POST.get("sdp", "")
+        try:
+            session = json.loads(request.POST.get("session") or '{"type": "realtime"}')
+        except ValueError:
+            return _error(400, "session must be JSON.", "invalid_value")
+        if not isinstance(session, dict):
+            return _error(400, "session must be an object.", "invalid_value")
+    else:
+        return _error(400, "Send application/sdp or multipart/form-data.", "invalid_content_type")
+    if failed := await _fault("calls"):
+        return failed
+    call = STATE.new_call(session)
+    try:
+        answer = await peer.answer(call, offer)
+    except peer.InvalidOffer as exc:
+        STATE.calls.pop(call.call_id, None)
+        return _error(400, str(exc), "invalid_offer")
+    response = HttpResponse(answer, status=201, content_type="application/sdp")
+    response["Location"] = f"/v1/realtime/calls/{call.call_id}"
+    return response
+
+
+@csrf_exempt
+async def call_action(request: HttpRequest, call_id: str, action: str) -> HttpResponse:
+    if request.method != "POST":
+        return _error(405, "Method not allowed.", "method_not_allowed")
+    if action not in {"hangup", "accept", "reject", "refer"}:
+        return _error(404, f"Unknown action '{action}'.", "not_found")
+    if not _server_key_ok(request):
+        return _unauthorized()
+    if failed := await _fault(action):
+        return failed
+    call = STATE.calls.get(call_id)
+    if call is None:
+        return _error(404, f"Call '{call_id}' not found.", "call_not_found")
+    body = _json_body(request) or {}
+    if action == "hangup":
+        await call.close("hung_up")
+    elif action == "accept":
+        if body.get("type") != "realtime":
+            return _error(400, "type must be 'realtime'.", "invalid_value")
+        call.session = {**call.session, **body}
+        call.conversation.session = call.session
+        call.state = "accepted"
+    elif action == "reject":
+        call.state = f"rejected:{body.get('status_code', 603)}"
+    elif action == "refer":
+        call.state = f"referred:{body.get('target_uri', '')}"
+    return HttpResponse(status=200)
+
+
+# --- control endpoints: for tests and local development --------------------------------
+
+
+@csrf_exempt
+async def control_fault(request: HttpRequest) -> HttpResponse:
+    """POST {"mode": "error"|"rate_limit"|"slow"|"off", "status", "delay", "count",
+    "operations": [...]} switches the failure mode."""
+    if not _server_key_ok(request):
+        return _unauthorized()
+    body = _json_body(request)
+    if body is None or body.get("mode") not in {"error", "rate_limit", "slow", "off"}:
+        return _error(400, "mode must be error, rate_limit, slow or off.", "invalid_value")
+    if body["mode"] == "off":
+        STATE.fault = None
+    else:
+        STATE.fault = Fault(
+            mode=body["mode"],
+            status=int(body.get("status", 500)),
+            delay=float(body.get("delay", 0.0)),
+            retry_after_ms=int(body.get("retry_after_ms", 100)),
+            remaining=body.get("count"),
+            operations=frozenset(body.get("operations") or ()),
+        )
+    return JsonResponse({"fault": body["mode"]})
+
+
+@csrf_exempt
+async def control_reset(request: HttpRequest) -> HttpResponse:
+    if not _server_key_ok(request):
+        return _unauthorized()
+    await STATE.reset()
+    return JsonResponse({"reset": True})
+
+
+async def control_call(request: HttpRequest, call_id: str) -> HttpResponse:
+    if not _server_key_ok(request):
+        return _unauthorized()
+    call = STATE.calls.get(call_id)
+    if call is None:
+        return _error(404, f"Call '{call_id}' not found.", "call_not_found")
+    return JsonResponse(call.summary())
+
+
+def sign_webhook(secret: str, webhook_id: str, timestamp: int, body: str) -> dict[str, str]:
+    signature = Webhook(secret).sign(
+        msg_id=webhook_id,
+        timestamp=datetime.fromtimestamp(timestamp, tz=UTC),
+        data=body,
+    )
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
+
+
+@csrf_exempt
+async def control_webhook(request: HttpRequest) -> HttpResponse:
+    """POST {"url", "type", "data"} sends a signed webhook event to url. With type
+    `realtime.call.incoming` a SIP call is registered first, so it can be accepted."""
+    if not _server_key_ok(request):
+        return _unauthorized()
+    body = _json_body(request)
+    if body is None or not body.get("url") or not body.get("type"):
+        return _error(400, "url and type are required.", "invalid_value")
+    data = dict(body.get("data") or {})
+    if body["type"] == "realtime.call.incoming":
+        call = STATE.new_call({"type": "realtime"})
+        call.state = "ringing"
+        data = {
+            "call_id": call.call_id,
+            "sip_headers": [{"name": "From", "value": "sip:+15551230000@sim.invalid"}],
+            **data,
+        }
+    webhook_id = "wh_" + secrets.token_hex(12)
+    now = int(time.time())
+    payload = json.dumps(
+        {
+            "id": "evt_" + secrets.token_hex(12),
+            "object": "event",
+            "type": body["type"],
+            "created_at": now,
+            "data": data,
+        }
+    )
+    headers = sign_webhook(settings.SIMULATOR_WEBHOOK_SECRET, webhook_id, now, payload)
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        delivered = await http.post(body["url"], content=payload, headers=headers)
+    return JsonResponse(
+        {"webhook_id": webhook_id, "status": delivered.status_code, "call_id": data.get("call_id")}
+    )

@@ -1,0 +1,199 @@
+"""Realtime events -> conversation items: ordered, deduplicated by item id, finals win.
+
+The same events arrive from the sideband and from the browser's relay; applying one
+twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+from django.db import IntegrityError
+from django.db.models import F
+
+from sessions_app.models import ConversationItem as Item
+from sessions_app.models import VoiceSession
+
+_FINAL = Item.Status.COMPLETED
+
+
+def group_name(session_id: str) -> str:
+    return f"session.{session_id}"
+
+
+def _text_of(content: list | None) -> str:
+    parts = []
+    for part in content or []:
+        if isinstance(part, dict):
+            text = part.get("text") or part.get("transcript")
+            if isinstance(text, str):
+                parts.append(text)
+    return " ".join(parts).strip()
+
+
+def _fields_of_item(item: dict) -> dict:
+    kind = item.get("type")
+    status = _FINAL if item.get("status") == "completed" else Item.Status.IN_PROGRESS
+    if kind == "function_call":
+        return {
+            "kind": Item.Kind.FUNCTION_CALL,
+            "role": Item.Role.ASSISTANT,
+            "name": str(item.get("name") or ""),
+            "call_id": str(item.get("call_id") or ""),
+            "arguments": str(item.get("arguments") or ""),
+            "status": status,
+        }
+    if kind == "function_call_output":
+        return {
+            "kind": Item.Kind.FUNCTION_CALL_OUTPUT,
+            "role": Item.Role.TOOL,
+            "call_id": str(item.get("call_id") or ""),
+            "text": str(item.get("output") or ""),
+            "status": _FINAL,
+        }
+    role = item.get("role") if item.get("role") in Item.Role.values else Item.Role.ASSISTANT
+    fields = {"kind": Item.Kind.MESSAGE, "role": role, "status": status}
+    text = _text_of(item.get("content"))
+    if text:
+        fields["text"] = text
+    elif status == _FINAL and role == Item.Role.USER:
+        # A finished user audio item waits for its transcription to be final.
+        fields["status"] = Item.Status.IN_PROGRESS
+    return fields
+
+
+def changes_for(event: dict) -> tuple[str, dict] | None:
+    """(item_id, fields) that an event tells us, or None for events without transcript."""
+    kind = event.get("type")
+    if kind in ("conversation.item.added", "conversation.item.created", "conversation.item.done",
+                "response.output_item.added", "response.output_item.done"):
+        item = event.get("item")
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            return item["id"], _fields_of_item(item)
+        return None
+    item_id = event.get("item_id")
+    if not isinstance(item_id, str):
+        return None
+    if kind == "input_audio_buffer.committed":
+        return item_id, {"kind": Item.Kind.MESSAGE, "role": Item.Role.USER}
+    if kind == "conversation.item.input_audio_transcription.completed":
+        return item_id, {"role": Item.Role.USER, "text": str(event.get("transcript") or ""),
+                         "status": _FINAL}
+    if kind == "conversation.item.input_audio_transcription.failed":
+        return item_id, {"role": Item.Role.USER, "status": Item.Status.FAILED}
+    if kind in ("response.output_audio_transcript.done", "response.output_text.done"):
+        text = event.get("transcript") if "transcript" in event else event.get("text")
+        return item_id, {"role": Item.Role.ASSISTANT, "text": str(text or ""), "status": _FINAL}
+    return None
+
+
+def _merge(item: Item, fields: dict) -> list[str]:
+    """Applies what is new; a final item keeps its final text and status."""
+    changed = []
+    for name, value in fields.items():
+        current = getattr(item, name)
+        if value in ("", None) or current == value:
+            continue
+        if item.status == _FINAL and name in ("text", "status"):
+            continue
+        setattr(item, name, value)
+        changed.append(name)
+    return changed
+
+
+async def _apply_item(session_id: str, item_id: str, fields: dict, source: str) -> Item | None:
+    defaults = {"role": Item.Role.ASSISTANT, **fields, "source": source}
+    try:
+        item, created = await Item.objects.aget_or_create(
+            session_id=session_id, item_id=item_id, defaults=defaults
+        )
+    except IntegrityError:
+        item, created = await Item.objects.aget(session_id=session_id, item_id=item_id), False
+    if created:
+        return item
+    changed = _merge(item, fields)
+    if not changed:
+        return None
+    await item.asave(update_fields=[*changed, "updated_at"])
+    return item
+
+
+async def _count_usage(session_id: str, response: dict) -> None:
+    usage = response.get("usage")
+    response_id = response.get("id")
+    if not isinstance(usage, dict) or not isinstance(response_id, str):
+        return
+    # Both doors may report the same response: count it once.
+    if not await cache.aadd(f"usage:{session_id}:{response_id}", 1, timeout=86400):
+        return
+    counts = {
+        name: int(usage.get(name) or 0)
+        for name in ("input_tokens", "output_tokens", "total_tokens")
+    }
+    await VoiceSession.objects.filter(pk=session_id).aupdate(
+        **{name: F(name) + value for name, value in counts.items()}
+    )
+
+
+def as_event(item: Item) -> dict:
+    return {
+        "type": "transcript.item",
+        "item_id": item.item_id,
+        "kind": item.kind,
+        "role": item.role,
+        "status": item.status,
+        "text": item.text,
+        "name": item.name,
+        "call_id": item.call_id,
+        "arguments": item.arguments,
+    }
+
+
+async def apply_events(session_id: str, events: list[dict], *, source: str) -> int:
+    """Records what the events say about the transcript; returns how many items changed."""
+    layer = get_channel_layer()
+    changed = 0
+    for event in events:
+        if event.get("type") == "response.done" and isinstance(event.get("response"), dict):
+            await _count_usage(session_id, event["response"])
+            continue
+        found = changes_for(event)
+        if found is None:
+            continue
+        item = await _apply_item(session_id, *found, source=source)
+        if item is not None:
+            changed += 1
+            if layer is not None:
+                await layer.group_send(
+                    group_name(session_id), {"type": "session.event", "event": as_event(item)}
+                )
+    return changed
+
+
+def export(items: list[Item]) -> tuple[str, str]:
+    """The transcript as (JSON, plain text)."""
+    entries = [
+        {
+            "item_id": item.item_id,
+            "kind": item.kind,
+            "role": item.role,
+            "status": item.status,
+            "text": item.text,
+            "name": item.name,
+            "call_id": item.call_id,
+            "arguments": item.arguments,
+            "at": item.created_at.isoformat(),
+        }
+        for item in items
+    ]
+    lines = []
+    for item in items:
+        if item.kind == Item.Kind.FUNCTION_CALL:
+            lines.append(f"[{item.role}] called {item.name}({item.arguments})")
+        elif item.kind == Item.Kind.FUNCTION_CALL_OUTPUT:
+            lines.append(f"[tool] {item.text}")
+        elif item.text:
+            lines.append(f"[{item.role}] {item.text}")
+    return json.dumps(entries, indent=2), "\n".join(lines) + "\n"

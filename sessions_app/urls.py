@@ -1,0 +1,11 @@
+from django.urls import path
+
+from sessions_app import views
+
+urlpatterns = [
+    path("session", views.create_session, name="session-create"),
+    path("sdp", views.sdp, name="sdp"),
+    path("session/<str:session_id>/events", views.session_events, name="session-events"),
+    path("session/<str:session_id>/end", views.end_session, name="session-end"),
+    path("webhook/<str:provider>", views.webhook, name="webhook"),
+]

@@ -1,0 +1,19 @@
+"""ASGI entry point: Django for HTTP, Channels for WebSockets."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+
+from voiceplatform import startup  # noqa: E402
+from voiceplatform.routing import websocket_router  # noqa: E402
+
+application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_router()})
+
+startup.log_backends()

@@ -1,0 +1,68 @@
+"""Request context for logs, and the one place API errors become JSON."""
+
+from __future__ import annotations
+
+import secrets
+
+import structlog
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from voiceplatform.errors import ApiError, render
+
+log = structlog.get_logger(__name__)
+
+
+class RequestContextMiddleware:
+    """Binds a request id (from X-Request-Id or fresh) to every log line of the request."""
+
+    async_capable = True
+    sync_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def _bind(self, request: HttpRequest) -> str:
+        incoming = request.headers.get("X-Request-Id", "")
+        request_id = incoming if 0 < len(incoming) <= 64 else secrets.token_hex(8)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        return request_id
+
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        request_id = self._bind(request)
+        response = self.get_response(request)
+        response["X-Request-Id"] = request_id
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        request_id = self._bind(request)
+        response = await self.get_response(request)
+        response["X-Request-Id"] = request_id
+        return response
+
+
+class ApiErrorMiddleware:
+    """Renders ApiError raised by a view as the JSON error shape."""
+
+    async_capable = True
+    sync_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        if isinstance(exception, ApiError):
+            if exception.status >= 500:
+                log.warning("api_error", code=exception.code, status=exception.status)
+            return render(exception)
+        return None

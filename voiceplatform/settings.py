@@ -1,0 +1,249 @@
+"""Settings, filled from the environment; every value has an embedded default.
+
+With nothing set, the server runs on one machine: SQLite under var/, local-memory
+cache, in-memory channel layer, Celery tasks in-process, files under var/, and the
+built-in realtime simulator as the upstream. DATABASE_URL, REDIS_URL, OPENAI_API_KEY
+and the storage settings switch each part to the real thing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- core -------------------------------------------------------------------------
+DEBUG = env_bool("DEBUG", False)
+# PRODUCTION flips the defaults that must be strict on a public deployment.
+PRODUCTION = env_bool("PRODUCTION", False)
+SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_prometheus",
+    "sessions_app",
+    "tools_app",
+    "ops_app",
+]
+
+MIDDLEWARE = [
+    "voiceplatform.middleware.RequestContextMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "voiceplatform.middleware.ApiErrorMiddleware",
+]
+
+ROOT_URLCONF = "voiceplatform.urls"
+ASGI_APPLICATION = "voiceplatform.asgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# --- data -------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if not DATABASE_URL:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))
+    if DATABASE_URL
+    else {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "vp"),
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHANNEL_PREFIX", "vp")},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- files ------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+MEDIA_URL = "/media/"
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
+STORAGES = {
+    "default": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": AWS_STORAGE_BUCKET_NAME,
+                "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
+                "default_acl": None,
+                "querystring_auth": True,
+            },
+        }
+        if AWS_STORAGE_BUCKET_NAME
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    ),
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# --- security ---------------------------------------------------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if PRODUCTION else None
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^health", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
+SECURE_HSTS_PRELOAD = PRODUCTION
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+X_FRAME_OPTIONS = "DENY"
+
+# --- voice sessions ---------------------------------------------------------------
+# Behind a load balancer the client address comes from X-Forwarded-For.
+USE_X_FORWARDED_FOR = env_bool("USE_X_FORWARDED_FOR", False)
+SESSION_CAPACITY = env_int("SESSION_CAPACITY", 100)
+POD_NAME = env_str("POD_NAME") or env_str("HOSTNAME") or "local"
+REGION = env_str("REGION", "local")
+SESSION_MAX_SECONDS = env_int("SESSION_MAX_SECONDS", 900)
+SESSION_ALLOW_ANONYMOUS = env_bool("SESSION_ALLOW_ANONYMOUS", not PRODUCTION)
+SESSION_RATE_LIMIT_PER_IP = env_int("SESSION_RATE_LIMIT_PER_IP", 20)
+SESSION_RATE_LIMIT_PER_USER = env_int("SESSION_RATE_LIMIT_PER_USER", 20)
+SESSION_MAX_INSTRUCTIONS_CHARS = 4000
+SESSION_DEFAULT_INSTRUCTIONS = env_str(
+    "SESSION_DEFAULT_INSTRUCTIONS",
+    "You are a helpful voice assistant. Keep answers short and spoken-friendly.",
+)
+SDP_MAX_BYTES = env_int("SDP_MAX_BYTES", 64 * 1024)
+JSON_MAX_BYTES = env_int("JSON_MAX_BYTES", 256 * 1024)
+SIDEBAND_ENABLED = env_bool("SIDEBAND_ENABLED", True)
+MAINTENANCE_MODE = env_bool("MAINTENANCE_MODE", False)
+MAINTENANCE_RETRY_AFTER_SECONDS = env_int("MAINTENANCE_RETRY_AFTER_SECONDS", 300)
+
+# --- realtime upstream ------------------------------------------------------------
+# With no key, the built-in simulator (mounted at /simulator) is the upstream.
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", not OPENAI_API_KEY)
+SIMULATOR_API_KEY = env_str("SIMULATOR_API_KEY", "sk-sim-local")
+SIMULATOR_WEBHOOK_SECRET = env_str(
+    "SIMULATOR_WEBHOOK_SECRET", "whsec_c2ltdWxhdG9yLXdlYmhvb2stc2VjcmV0LWxvY2Fs"
+)
+SIMULATOR_SPEECH_AFTER_SECONDS = env_float("SIMULATOR_SPEECH_AFTER_SECONDS", 1.0)
+SIMULATOR_ICE_LOOPBACK_ONLY = env_bool("SIMULATOR_ICE_LOOPBACK_ONLY", True)
+PORT = env_int("PORT", 8000)
+OPENAI_BASE_URL = env_str(
+    "OPENAI_BASE_URL",
+    "https://api.openai.com" if OPENAI_API_KEY else f"http://127.0.0.1:{PORT}/simulator",
+)
+OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-realtime")
+OPENAI_TRANSCRIPTION_MODEL = env_str("OPENAI_TRANSCRIPTION_MODEL", "gpt-4o-mini-transcribe")
+OPENAI_DEFAULT_VOICE = env_str("OPENAI_DEFAULT_VOICE", "marin")
+OPENAI_TIMEOUT_SECONDS = env_float("OPENAI_TIMEOUT_SECONDS", 10.0)
+OPENAI_TOTAL_TIMEOUT_SECONDS = env_float("OPENAI_TOTAL_TIMEOUT_SECONDS", 25.0)
+OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
+OPENAI_CLIENT_SECRET_TTL_SECONDS = env_int("OPENAI_CLIENT_SECRET_TTL_SECONDS", 600)
+# Comma-separated: more than one during secret rotation.
+OPENAI_WEBHOOK_SECRETS = env_list(
+    "OPENAI_WEBHOOK_SECRET", "" if OPENAI_API_KEY else SIMULATOR_WEBHOOK_SECRET
+)
+
+# --- celery -----------------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "expire-overdue-sessions": {
+        "task": "sessions_app.tasks.expire_sessions_task",
+        "schedule": env_float("SESSION_EXPIRY_SWEEP_SECONDS", 30.0),
+    },
+}
+
+# --- logging ----------------------------------------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "voiceplatform.logconfig.json_formatter"}
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "aioice": {"level": "WARNING"},
+        "aiortc": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+    },
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True

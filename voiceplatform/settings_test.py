@@ -1,0 +1,16 @@
+"""Test settings: the real PostgreSQL and Redis, never SQLite or fakes."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/voiceplatform")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
+os.environ.setdefault("SIDEBAND_ENABLED", "1")
+
+from voiceplatform.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tasks run in the test process unless a test starts a real worker.
+CELERY_TASK_ALWAYS_EAGER = True
+MEDIA_ROOT = VAR_DIR / "test-media"  # noqa: F405

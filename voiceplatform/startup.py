@@ -1,0 +1,27 @@
+"""The one line at start that says which backends are in use."""
+
+from __future__ import annotations
+
+import structlog
+from django.conf import settings
+
+log = structlog.get_logger("voiceplatform.startup")
+
+
+def describe_backends() -> dict[str, str]:
+    database = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    storage = settings.STORAGES["default"]["BACKEND"].rsplit(".", 1)[-1]
+    return {
+        "database": database,
+        "cache": "redis" if settings.REDIS_URL else "locmem",
+        "channel_layer": "redis" if settings.REDIS_URL else "in-memory",
+        "celery": "in-process" if settings.CELERY_TASK_ALWAYS_EAGER else "redis",
+        "storage": storage,
+        "upstream": "simulator" if not settings.OPENAI_API_KEY else "openai",
+        "upstream_url": settings.OPENAI_BASE_URL,
+        "pod": settings.POD_NAME,
+    }
+
+
+def log_backends() -> None:
+    log.info("backends", **describe_backends())

@@ -1,0 +1,22 @@
+"""HTTP routes: the voice API at the root, the admin, the simulator when enabled."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+
+from voiceplatform import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("sessions_app.urls")),
+    path("", include("django_prometheus.urls")),
+    path("health/live", views.live),
+]
+
+if settings.SIMULATOR_ENABLED:
+    urlpatterns.append(path("simulator/", include("sessions_app.simulator.urls")))
+
+handler404 = "voiceplatform.views.not_found"
+handler500 = "voiceplatform.views.server_error"
