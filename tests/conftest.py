@@ -1,0 +1,135 @@
+"""Shared fixtures: the simulator on its own port, real PostgreSQL and Redis, no
+outside network."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from django.core.cache import cache
+
+from tests import network_guard
+
+network_guard.install()
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not start within {timeout} s")
+
+
+def start_server(args: list[str], port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_until_serving(f"http://127.0.0.1:{port}/health/live", process)
+    return process
+
+
+class Simulator:
+    """The simulator running in its own process, and its control endpoints."""
+
+    key = "sk-sim-local"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {self.key}"}
+
+    def control(self, path: str, body: dict | None = None) -> dict:
+        response = httpx.post(f"{self.url}/_control/{path}", json=body or {}, headers=self.headers)
+        response.raise_for_status()
+        return response.json()
+
+    def fault(self, mode: str, **options) -> None:
+        self.control("fault", {"mode": mode, **options})
+
+    def call(self, call_id: str) -> dict:
+        response = httpx.get(f"{self.url}/_control/calls/{call_id}", headers=self.headers)
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="session")
+def simulator_process(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("simulator") / "simulator.log"
+    process = start_server(
+        ["manage.py", "simulator", "--port", str(port)],
+        port,
+        {"SIMULATOR_SPEECH_AFTER_SECONDS": "0.5", "DATABASE_URL": "", "REDIS_URL": ""},
+        log,
+    )
+    yield Simulator(f"http://127.0.0.1:{port}/simulator")
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def simulator(simulator_process, settings):
+    """A fresh simulator as our upstream for this test."""
+    simulator_process.control("reset")
+    settings.OPENAI_BASE_URL = simulator_process.url
+    settings.OPENAI_API_KEY = ""
+    yield simulator_process
+    simulator_process.control("fault", {"mode": "off"})
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    cache.clear()  # rate-limit windows and usage dedupe keys
+
+
+@pytest.fixture(autouse=True)
+async def _stop_sidebands():
+    yield
+    from sessions_app import sideband
+
+    await sideband.detach_all()
+
+
+@pytest.fixture
+def api():
+    from django.test import AsyncClient
+
+    return AsyncClient()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stray_connections(django_db_setup, django_db_blocker):
+    """Async tests leave connections open in worker threads; close them so the test
+    database can be dropped at the end."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

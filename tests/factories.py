@@ -1,0 +1,52 @@
+"""Shared factories."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import factory
+from django.utils import timezone
+
+from sessions_app import tokens
+from sessions_app.models import ApiKey, ConversationItem, VoiceSession
+
+
+class VoiceSessionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = VoiceSession
+
+    model = "gpt-realtime"
+    voice = "marin"
+    instructions = "Be brief."
+    pod = "local"
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=15))
+
+
+class ConversationItemFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ConversationItem
+
+    session = factory.SubFactory(VoiceSessionFactory)
+    item_id = factory.Sequence(lambda n: f"item_{n:04d}")
+    role = ConversationItem.Role.USER
+    status = ConversationItem.Status.COMPLETED
+    text = factory.Sequence(lambda n: f"utterance {n}")
+
+
+class ApiKeyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ApiKey
+
+    name = factory.Sequence(lambda n: f"client {n}")
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        key = model_class(*args, **kwargs)
+        key.raw = key.issue()
+        key.save()
+        return key
+
+
+def bearer(session: VoiceSession | str) -> dict[str, str]:
+    session_id = session if isinstance(session, str) else session.pk
+    return {"Authorization": f"Bearer {tokens.issue(session_id)}"}
