@@ -166,7 +166,7 @@ async def end_session(
                 {"type": "session.event", "event": {"type": "session.ended", "status": status,
                                                     "reason": reason}},
             )
-        log.info("session_ended", session_id=session.pk, reason=reason, status=status)
+        log.info("session_ended", session_id=session.pk, reason=reason, status=str(status))
     return await VoiceSession.objects.aget(pk=session.pk)
 
 

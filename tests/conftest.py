@@ -115,6 +115,28 @@ async def _stop_sidebands():
 
 
 @pytest.fixture
+async def http():
+    """httpx over our ASGI app in-process: what the probe (and a browser) sends."""
+    from voiceplatform.asgi import application
+
+    transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+async def eventually(check, timeout: float = 10.0):
+    """Polls an async check until it returns something truthy."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
 def api():
     from django.test import AsyncClient
 

@@ -1,0 +1,165 @@
+"""Transcript intake: the sideband records the conversation; the browser relay fills in
+what it could not see; neither duplicates anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessions_app.models import ConversationItem, VoiceSession
+from sessions_app.probe import open_call
+from tests.conftest import eventually
+from tests.factories import VoiceSessionFactory, bearer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def _items(session_id: str) -> list[tuple[str, str, str]]:
+    return [
+        (item.role, item.status, item.text)
+        async for item in ConversationItem.objects.filter(session_id=session_id)
+    ]
+
+
+async def test_the_sideband_records_the_conversation_in_order(http, simulator):
+    call = await open_call(http)
+    session_id = call.session["session_id"]
+    try:
+        # The simulated user speaks first (voice activity on the microphone track) ...
+        await call.wait_for(lambda e: e["type"] == "response.done")
+        call.say("What is the weather like?")  # ... then types.
+        await call.wait_for(lambda e: e["type"] == "response.done"
+                            and len([x for x in call.events if x["type"] == "response.done"]) == 2)
+
+        async def four_final_items():
+            items = await _items(session_id)
+            return len(items) == 4 and all(status == "completed" for _, status, _ in items)
+
+        assert await eventually(four_final_items)
+        session = await VoiceSession.objects.aget(pk=session_id)
+        # The browser relays the same events: nothing changes, nothing is counted twice.
+        relayed = await http.post(
+            f"/session/{session_id}/events",
+            json={"events": call.events},
+            headers={"Authorization": f"Bearer {call.session['session_token']}"},
+        )
+    finally:
+        await call.close()
+
+    assert relayed.status_code == 200 and relayed.json()["changed"] == 0
+    assert (await VoiceSession.objects.aget(pk=session_id)).total_tokens == session.total_tokens
+
+    assert await _items(session_id) == [
+        ("user", "completed", "Hello, what can you do?"),
+        ("assistant", "completed",
+         "I can talk with you, and run tools like bash and file access when they are enabled."),
+        ("user", "completed", "What is the weather like?"),
+        ("assistant", "completed",
+         "You said: What is the weather like?. This is the voiceplatform simulator."),
+    ]
+    assert session.input_tokens > 0 and session.total_tokens == (
+        session.input_tokens + session.output_tokens)
+
+
+RELAYED = [
+    {"type": "input_audio_buffer.committed", "item_id": "item_u1"},
+    {"type": "response.output_item.added",
+     "item": {"id": "item_a1", "type": "message", "role": "assistant", "status": "in_progress"}},
+    {"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_u1",
+     "transcript": "Turn on the lights"},
+    {"type": "response.output_audio_transcript.done", "item_id": "item_a1",
+     "transcript": "I cannot reach your lights."},
+    {"type": "response.done",
+     "response": {"id": "resp_1", "usage": {"input_tokens": 30, "output_tokens": 12,
+                                            "total_tokens": 42}}},
+    {"type": "rate_limits.updated", "rate_limits": []},
+    {"type": "some.future.event", "payload": 1},
+]
+
+
+async def test_relayed_events_are_recorded_once_by_item_id(api):
+    from asgiref.sync import sync_to_async
+
+    session = await sync_to_async(VoiceSessionFactory)(status="active")
+    url = f"/session/{session.pk}/events"
+
+    first = await api.post(url, {"events": RELAYED}, content_type="application/json",
+                           headers=bearer(session))
+    second = await api.post(url, {"events": RELAYED}, content_type="application/json",
+                            headers=bearer(session))
+
+    assert first.status_code == second.status_code == 200
+    assert first.json() == {"received": 7, "changed": 4}
+    assert second.json()["changed"] == 0
+    assert await _items(session.pk) == [
+        ("user", "completed", "Turn on the lights"),
+        ("assistant", "completed", "I cannot reach your lights."),
+    ]
+    await session.arefresh_from_db()
+    assert (session.input_tokens, session.output_tokens, session.total_tokens) == (30, 12, 42)
+
+
+async def test_a_late_partial_never_overwrites_a_final_transcript(api):
+    from asgiref.sync import sync_to_async
+
+    session = await sync_to_async(VoiceSessionFactory)(status="active")
+    events = [
+        {"type": "conversation.item.input_audio_transcription.completed", "item_id": "i1",
+         "transcript": "final words"},
+        {"type": "conversation.item.added",
+         "item": {"id": "i1", "type": "message", "role": "user", "status": "in_progress",
+                  "content": [{"type": "input_text", "text": "partial"}]}},
+    ]
+
+    await api.post(f"/session/{session.pk}/events", {"events": events},
+                   content_type="application/json", headers=bearer(session))
+
+    assert await _items(session.pk) == [("user", "completed", "final words")]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({}, 400, "missing_field"),
+        ({"events": "nope"}, 400, "invalid_events"),
+        ({"events": [{"no_type": 1}]}, 400, "invalid_events"),
+        ({"events": [1, 2]}, 400, "invalid_events"),
+        ({"events": [], "extra": 1}, 400, "unknown_field"),
+        ({"events": [{"type": "x"}] * 501}, 400, "too_many_events"),
+    ],
+)
+async def test_it_rejects_malformed_event_posts(api, body, status, code):
+    from asgiref.sync import sync_to_async
+
+    session = await sync_to_async(VoiceSessionFactory)(status="active")
+
+    response = await api.post(f"/session/{session.pk}/events", body,
+                              content_type="application/json", headers=bearer(session))
+
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+async def test_it_refuses_events_with_another_sessions_token(api):
+    from asgiref.sync import sync_to_async
+
+    mine = await sync_to_async(VoiceSessionFactory)(status="active")
+    theirs = await sync_to_async(VoiceSessionFactory)(status="active")
+
+    response = await api.post(f"/session/{theirs.pk}/events", {"events": RELAYED},
+                              content_type="application/json", headers=bearer(mine))
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "wrong_session"
+    assert await ConversationItem.objects.acount() == 0
+
+
+async def test_it_refuses_events_for_an_ended_session(api):
+    from asgiref.sync import sync_to_async
+
+    session = await sync_to_async(VoiceSessionFactory)(status="ended")
+
+    response = await api.post(f"/session/{session.pk}/events", {"events": RELAYED},
+                              content_type="application/json", headers=bearer(session))
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "session_ended"
