@@ -154,7 +154,7 @@ async def end_session(
                 await realtime.hangup(session.call_id)
             except realtime.UpstreamError as exc:
                 log.info("hangup_failed", session_id=session.pk, code=exc.code)
-        await sideband.detach(session.pk)
+        await sideband.detach(session.pk, drain_seconds=settings.SIDEBAND_DRAIN_SECONDS)
         voice_session_duration_seconds.observe(duration)
         from sessions_app.tasks import export_transcript_task
 

@@ -29,10 +29,15 @@ def is_attached(session_id: str) -> bool:
     return session_id in _running
 
 
-async def detach(session_id: str) -> None:
+async def detach(session_id: str, *, drain_seconds: float = 0.0) -> None:
+    """Stops listening. With drain_seconds, first lets the connection deliver what is
+    still in flight (after a hangup upstream closes it once everything is sent)."""
     task = _running.pop(session_id, None)
     if task is None or task is asyncio.current_task():
         return
+    if drain_seconds > 0:
+        with contextlib.suppress(TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(task), drain_seconds)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task

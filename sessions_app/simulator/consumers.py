@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from sessions_app.simulator.state import STATE, SimCall
+from sessions_app.simulator.state import STATE, TERMINAL_STATES, SimCall
 
 
 class SidebandConsumer(AsyncWebsocketConsumer):
@@ -30,7 +30,7 @@ class SidebandConsumer(AsyncWebsocketConsumer):
         ):
             await self.close(code=4401)
             return
-        if call is None or call.state in ("hung_up", "ended", "failed", "closed"):
+        if call is None or call.state in TERMINAL_STATES:
             await self.close(code=4404)
             return
         await self.accept()

@@ -79,7 +79,6 @@ async def answer(call: SimCall, offer_sdp: str) -> str:
 
     @peer.on("connectionstatechange")
     async def on_state() -> None:
-        call.state = peer.connectionState
         if peer.connectionState in ("failed", "closed"):
             await call.close(peer.connectionState)
 

@@ -27,6 +27,9 @@ class Fault:
         return not self.operations or operation in self.operations
 
 
+TERMINAL_STATES = frozenset({"hung_up", "ended", "failed", "closed"})
+
+
 @dataclass
 class SimCall:
     call_id: str
@@ -55,6 +58,8 @@ class SimCall:
             await self.conversation.handle(event)
 
     async def close(self, state: str = "ended") -> None:
+        if self.state in TERMINAL_STATES:
+            return
         self.state = state
         for queue in list(self.subscribers):
             queue.put_nowait(None)  # tells each sideband connection to close
