@@ -93,7 +93,10 @@ async def calls(request: HttpRequest) -> HttpResponse:
         return _error(405, "Method not allowed.", "method_not_allowed")
     content_type = request.content_type
     if content_type == "application/sdp":
+        # An ephemeral key carries its session; the server key gets the defaults.
         session = STATE.session_for_secret(_bearer(request))
+        if session is None and _server_key_ok(request):
+            session = {"type": "realtime", "model": "gpt-realtime"}
         if session is None:
             return _unauthorized()
         offer = request.body.decode("utf-8", "replace")

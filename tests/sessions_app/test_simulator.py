@@ -1,0 +1,138 @@
+"""The simulator is wire-compatible with the official SDK and plays its script."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import openai
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
+
+from sessions_app.simulator.peer import restrict_ice_to_loopback
+
+BASH = {"type": "function", "name": "bash", "description": "Run a command",
+        "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}
+
+
+@pytest.fixture
+async def sdk(simulator):
+    async with openai.AsyncOpenAI(api_key=simulator.key, base_url=simulator.url + "/v1",
+                                  max_retries=0) as client:
+        yield client
+
+
+async def _offer() -> RTCPeerConnection:
+    restrict_ice_to_loopback()
+    peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    peer.addTrack(AudioStreamTrack())
+    peer.createDataChannel("oai-events")
+    await peer.setLocalDescription(await peer.createOffer())
+    return peer
+
+
+async def test_the_sdk_mints_a_client_secret(sdk):
+    secret = await sdk.realtime.client_secrets.create(
+        session={"type": "realtime", "model": "gpt-realtime"},
+        expires_after={"anchor": "created_at", "seconds": 60},
+    )
+
+    assert secret.value.startswith("ek_sim_") and secret.expires_at > 0
+    assert secret.session.type == "realtime"
+
+
+async def test_the_sdk_is_refused_with_a_wrong_key(simulator):
+    async with openai.AsyncOpenAI(api_key="sk-wrong", base_url=simulator.url + "/v1",
+                                  max_retries=0) as client:
+        with pytest.raises(openai.AuthenticationError):
+            await client.realtime.client_secrets.create(session={"type": "realtime"})
+
+
+async def test_the_sdk_creates_a_call_talks_on_the_sideband_and_hangs_up(sdk, simulator):
+    peer = await _offer()
+    raw = await sdk.realtime.calls.with_raw_response.create(
+        sdp=peer.localDescription.sdp,
+        session={"type": "realtime", "model": "gpt-realtime", "tools": [BASH]},
+    )
+    call_id = raw.headers["location"].rsplit("/", 1)[-1]
+    await peer.setRemoteDescription(RTCSessionDescription(raw.http_response.text, "answer"))
+
+    async with sdk.realtime.connect(call_id=call_id) as sideband:
+        await sideband.conversation.item.create(
+            item={"type": "message", "role": "user",
+                  "content": [{"type": "input_text", "text": "please list files"}]})
+        await sideband.response.create()
+        call = None
+        while call is None:
+            event = json.loads(await sideband.recv_bytes())
+            if event["type"] == "response.output_item.done":
+                call = event["item"]
+        await sideband.conversation.item.create(
+            item={"type": "function_call_output", "call_id": call["call_id"],
+                  "output": "README.md manage.py"})
+        await sideband.response.create()
+        reply = None
+        while reply is None:
+            event = json.loads(await sideband.recv_bytes())
+            if event["type"] == "response.output_audio_transcript.done":
+                reply = event["transcript"]
+        await sdk.realtime.calls.hangup(call_id)
+    await peer.close()
+
+    assert raw.http_response.status_code == 201
+    assert call["type"] == "function_call" and call["name"] == "bash"
+    assert json.loads(call["arguments"]) == {"command": "ls -la"}
+    assert reply == "Here is what I found: README.md manage.py"
+    assert simulator.call(call_id)["state"] == "hung_up"
+
+
+async def test_a_browser_posts_raw_sdp_with_the_ephemeral_key(sdk, simulator):
+    secret = await sdk.realtime.client_secrets.create(session={"type": "realtime"})
+    peer = await _offer()
+
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(simulator.url + "/v1/realtime/calls",
+                                 content=peer.localDescription.sdp,
+                                 headers={"Content-Type": "application/sdp",
+                                          "Authorization": f"Bearer {secret.value}"})
+        refused = await http.post(simulator.url + "/v1/realtime/calls",
+                                  content=peer.localDescription.sdp,
+                                  headers={"Content-Type": "application/sdp",
+                                           "Authorization": "Bearer ek_sim_unknown"})
+    await peer.close()
+
+    assert answer.status_code == 201 and answer.text.startswith("v=0")
+    assert answer.headers["location"].startswith("/v1/realtime/calls/rtc_")
+    assert refused.status_code == 401
+
+
+async def test_switched_on_failures_reach_the_sdk(sdk, simulator):
+    simulator.fault("rate_limit", count=1)
+    with pytest.raises(openai.RateLimitError):
+        await sdk.realtime.client_secrets.create(session={"type": "realtime"})
+
+    simulator.fault("error", status=503, count=1)
+    with pytest.raises(openai.InternalServerError):
+        await sdk.realtime.client_secrets.create(session={"type": "realtime"})
+
+    simulator.fault("slow", delay=0.3, count=1)
+    started = asyncio.get_running_loop().time()
+    await sdk.realtime.client_secrets.create(session={"type": "realtime"})
+    assert asyncio.get_running_loop().time() - started >= 0.3
+
+
+async def test_an_unknown_client_event_gets_an_error_event(sdk, simulator):
+    peer = await _offer()
+    raw = await sdk.realtime.calls.with_raw_response.create(sdp=peer.localDescription.sdp)
+    call_id = raw.headers["location"].rsplit("/", 1)[-1]
+
+    async with sdk.realtime.connect(call_id=call_id) as sideband:
+        await sideband.send({"type": "no.such.event"})
+        event = {"type": ""}
+        while event["type"] != "error":
+            event = json.loads(await sideband.recv_bytes())
+    await peer.close()
+
+    assert event["error"]["code"] == "unknown_event"
