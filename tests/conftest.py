@@ -43,7 +43,7 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30.
 def start_server(args: list[str], port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, *args],
+            args,
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=out,
@@ -81,7 +81,7 @@ def simulator_process(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("simulator") / "simulator.log"
     process = start_server(
-        ["manage.py", "simulator", "--port", str(port)],
+        [sys.executable, "manage.py", "simulator", "--port", str(port)],
         port,
         {"SIMULATOR_SPEECH_AFTER_SECONDS": "0.5", "DATABASE_URL": "", "REDIS_URL": ""},
         log,

@@ -1,0 +1,70 @@
+"""Support staff browse history in the admin; they cannot rewrite it."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessions_app.models import ApiKey
+from tests.factories import ConversationItemFactory, VoiceSessionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_session_page_shows_the_transcript_in_order(admin_client):
+    session = VoiceSessionFactory(status="ended", call_id="rtc_abc")
+    ConversationItemFactory(session=session, role="user", text="first words")
+    ConversationItemFactory(session=session, role="assistant", text="second words")
+
+    page = admin_client.get(f"/admin/sessions_app/voicesession/{session.pk}/change/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert html.index("first words") < html.index("second words")
+    assert 'name="_save"' not in html  # read-only
+
+
+@pytest.mark.parametrize("term", ["rtc_abc", "needle phrase"])
+def test_sessions_are_found_by_call_id_or_transcript_text(admin_client, term):
+    wanted = VoiceSessionFactory(call_id="rtc_abc")
+    ConversationItemFactory(session=wanted, text="a needle phrase here")
+    ConversationItemFactory(session=wanted, text="another needle phrase")
+    other = VoiceSessionFactory()
+
+    page = admin_client.get("/admin/sessions_app/voicesession/", {"q": term})
+
+    html = page.content.decode()
+    assert wanted.pk in html and other.pk not in html
+    assert page.context["cl"].result_count == 1  # once, though two items match
+
+
+def test_the_list_filters_by_status_and_model(admin_client):
+    VoiceSessionFactory(status="ended")
+    live = VoiceSessionFactory(status="active")
+
+    page = admin_client.get("/admin/sessions_app/voicesession/", {"status__exact": "active"})
+
+    assert page.status_code == 200 and page.context["cl"].result_count == 1
+    assert live.pk in page.content.decode()
+
+
+def test_history_cannot_be_edited_or_deleted(admin_client):
+    session = VoiceSessionFactory(status="ended")
+    url = f"/admin/sessions_app/voicesession/{session.pk}/"
+
+    edit = admin_client.post(url + "change/", {"status": "active"})
+    delete = admin_client.post(url + "delete/", {"post": "yes"})
+
+    assert edit.status_code == 403 and delete.status_code == 403
+    session.refresh_from_db()
+    assert session.status == "ended"
+
+
+def test_adding_an_api_key_shows_it_once_and_stores_only_its_hash(admin_client):
+    response = admin_client.post("/admin/sessions_app/apikey/add/", {"name": "kiosk"},
+                                 follow=True)
+
+    shown = [str(m) for m in response.context["messages"]][0]
+    raw = shown.split("The new key is ")[1].split(" ")[0]
+    key = ApiKey.objects.get(name="kiosk")
+    assert raw.startswith("vpk_") and key.key_hash == ApiKey.hash(raw)
+    assert raw not in str(ApiKey.objects.values_list())
