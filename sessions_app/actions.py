@@ -58,9 +58,12 @@ async def start_session(
         await ratelimit.hit(f"session:ip:{client_ip}", settings.SESSION_RATE_LIMIT_PER_IP)
     if caller.rate_key:
         await ratelimit.hit(f"session:{caller.rate_key}", settings.SESSION_RATE_LIMIT_PER_USER)
-    if await VoiceSession.objects.filter(
-        pod=settings.POD_NAME, status__in=VoiceSession.LIVE_STATUSES
-    ).acount() >= settings.SESSION_CAPACITY:
+    if (
+        await VoiceSession.objects.filter(
+            pod=settings.POD_NAME, status__in=VoiceSession.LIVE_STATUSES
+        ).acount()
+        >= settings.SESSION_CAPACITY
+    ):
         raise ServiceUnavailable(
             "No capacity for another session right now.", code="at_capacity", retry_after=30
         )
@@ -115,9 +118,7 @@ async def connect_call(session: VoiceSession, offer: str) -> str:
     try:
         answer, call_id = await realtime.create_call(offer, config_of(session))
     except realtime.UpstreamError:
-        await VoiceSession.objects.filter(pk=session.pk).aupdate(
-            status=VoiceSession.Status.CREATED
-        )
+        await VoiceSession.objects.filter(pk=session.pk).aupdate(status=VoiceSession.Status.CREATED)
         raise
     session.call_id = call_id
     session.status = VoiceSession.Status.ACTIVE
@@ -163,8 +164,10 @@ async def end_session(
         if layer is not None:
             await layer.group_send(
                 transcripts.group_name(session.pk),
-                {"type": "session.event", "event": {"type": "session.ended", "status": status,
-                                                    "reason": reason}},
+                {
+                    "type": "session.event",
+                    "event": {"type": "session.ended", "status": status, "reason": reason},
+                },
             )
         log.info("session_ended", session_id=session.pk, reason=reason, status=str(status))
     return await VoiceSession.objects.aget(pk=session.pk)

@@ -33,8 +33,16 @@ class ConversationItemInline(ReadOnlyMixin, admin.TabularInline):
 
 @admin.register(VoiceSession)
 class VoiceSessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("id", "status", "source", "model", "created_at", "duration_seconds",
-                    "total_tokens", "caller")
+    list_display = (
+        "id",
+        "status",
+        "source",
+        "model",
+        "created_at",
+        "duration_seconds",
+        "total_tokens",
+        "caller",
+    )
     list_filter = ("status", "source", "model", "created_at", "degradation_level")
     date_hierarchy = "created_at"
     search_fields = ("id", "call_id", "items__text", "client_ip")

@@ -67,8 +67,13 @@ def _fields_of_item(item: dict) -> dict:
 def changes_for(event: dict) -> tuple[str, dict] | None:
     """(item_id, fields) that an event tells us, or None for events without transcript."""
     kind = event.get("type")
-    if kind in ("conversation.item.added", "conversation.item.created", "conversation.item.done",
-                "response.output_item.added", "response.output_item.done"):
+    if kind in (
+        "conversation.item.added",
+        "conversation.item.created",
+        "conversation.item.done",
+        "response.output_item.added",
+        "response.output_item.done",
+    ):
         item = event.get("item")
         if isinstance(item, dict) and isinstance(item.get("id"), str):
             return item["id"], _fields_of_item(item)
@@ -79,8 +84,11 @@ def changes_for(event: dict) -> tuple[str, dict] | None:
     if kind == "input_audio_buffer.committed":
         return item_id, {"kind": Item.Kind.MESSAGE, "role": Item.Role.USER}
     if kind == "conversation.item.input_audio_transcription.completed":
-        return item_id, {"role": Item.Role.USER, "text": str(event.get("transcript") or ""),
-                         "status": _FINAL}
+        return item_id, {
+            "role": Item.Role.USER,
+            "text": str(event.get("transcript") or ""),
+            "status": _FINAL,
+        }
     if kind == "conversation.item.input_audio_transcription.failed":
         return item_id, {"role": Item.Role.USER, "status": Item.Status.FAILED}
     if kind in ("response.output_audio_transcript.done", "response.output_text.done"):

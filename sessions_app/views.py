@@ -27,10 +27,12 @@ async def create_session(request: HttpRequest) -> JsonResponse:
     body = json_object(request, allowed={"instructions", "voice"}, optional_body=True)
     instructions = body.get("instructions")
     if instructions is not None and (
-        not isinstance(instructions, str) or len(instructions) > settings.SESSION_MAX_INSTRUCTIONS_CHARS
+        not isinstance(instructions, str)
+        or len(instructions) > settings.SESSION_MAX_INSTRUCTIONS_CHARS
     ):
         raise BadRequest(
-            f"instructions must be a string of at most {settings.SESSION_MAX_INSTRUCTIONS_CHARS} characters.",
+            "instructions must be a string of at most "
+            f"{settings.SESSION_MAX_INSTRUCTIONS_CHARS} characters.",
             code="invalid_instructions",
         )
     voice = body.get("voice")
@@ -108,11 +110,13 @@ async def session_events(request: HttpRequest, session_id: str) -> JsonResponse:
     if not isinstance(events, list) or not all(
         isinstance(event, dict) and isinstance(event.get("type"), str) for event in events
     ):
-        raise BadRequest("events must be a list of realtime events (objects with a type).",
-                         code="invalid_events")
+        raise BadRequest(
+            "events must be a list of realtime events (objects with a type).", code="invalid_events"
+        )
     if len(events) > MAX_EVENTS_PER_POST:
-        raise BadRequest(f"Send at most {MAX_EVENTS_PER_POST} events at once.",
-                         code="too_many_events")
+        raise BadRequest(
+            f"Send at most {MAX_EVENTS_PER_POST} events at once.", code="too_many_events"
+        )
     session = await _live_session(request, session_id)
     changed = await actions.record_events(session, events)
     return JsonResponse({"received": len(events), "changed": changed})
@@ -136,8 +140,13 @@ async def end_session(request: HttpRequest, session_id: str) -> JsonResponse:
 @api_view("POST")
 async def webhook(request: HttpRequest, provider: str) -> JsonResponse:
     if provider != "openai":
-        raise BadRequest(f"Unknown webhook provider '{provider}'.", code="unknown_provider",
-                         status=404)
-    body = read_body(request, max_bytes=settings.JSON_MAX_BYTES, content_types=("application/json",))
-    outcome, record = await webhooks.receive(body, {k.lower(): v for k, v in request.headers.items()})
+        raise BadRequest(
+            f"Unknown webhook provider '{provider}'.", code="unknown_provider", status=404
+        )
+    body = read_body(
+        request, max_bytes=settings.JSON_MAX_BYTES, content_types=("application/json",)
+    )
+    outcome, record = await webhooks.receive(
+        body, {k.lower(): v for k, v in request.headers.items()}
+    )
     return JsonResponse({"status": outcome, "outcome": record.outcome if record else None})

@@ -15,23 +15,30 @@ from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.probe import open_call
 from tests.conftest import ROOT, free_port, start_server
 
-
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(params=["embedded", "postgres"])
 def live_server_env(request, tmp_path):
     port = free_port()
-    env = {"PORT": str(port), "VAR_DIR": str(tmp_path / "var"), "SIMULATOR_SPEECH_AFTER_SECONDS": "0.5",
-           "DJANGO_SETTINGS_MODULE": "voiceplatform.settings"}
+    env = {
+        "PORT": str(port),
+        "VAR_DIR": str(tmp_path / "var"),
+        "SIMULATOR_SPEECH_AFTER_SECONDS": "0.5",
+        "DJANGO_SETTINGS_MODULE": "voiceplatform.settings",
+    }
     if request.param == "embedded":
         env |= {"DATABASE_URL": "", "REDIS_URL": "", "OPENAI_API_KEY": ""}
     else:
         db = connection.settings_dict
-        env |= {"DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-                "REDIS_URL": "redis://127.0.0.1:6379/9", "OPENAI_API_KEY": ""}
-    process = start_server(["bash", str(ROOT / "scripts/run.sh")], port, env,
-                           tmp_path / "server.log")
+        env |= {
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "REDIS_URL": "redis://127.0.0.1:6379/9",
+            "OPENAI_API_KEY": "",
+        }
+    process = start_server(
+        ["bash", str(ROOT / "scripts/run.sh")], port, env, tmp_path / "server.log"
+    )
     yield request.param, f"http://127.0.0.1:{port}", tmp_path / "var"
     process.terminate()
     process.wait(10)
@@ -42,32 +49,44 @@ async def test_the_run_command_serves_a_whole_conversation(live_server_env):
     async with httpx.AsyncClient(base_url=url, timeout=20) as http:
         call = await open_call(http)
         call.say("Tell me a joke")
-        await call.wait_for(lambda e: e["type"] == "response.output_audio_transcript.done"
-                            and "joke" in e["transcript"])
-        ended = await http.post(call.session["urls"]["end"],
-                                headers={"Authorization": f"Bearer {call.session['session_token']}"})
+        await call.wait_for(
+            lambda e: (
+                e["type"] == "response.output_audio_transcript.done" and "joke" in e["transcript"]
+            )
+        )
+        ended = await http.post(
+            call.session["urls"]["end"],
+            headers={"Authorization": f"Bearer {call.session['session_token']}"},
+        )
         await call.close()
         # A SIP call rings: the simulator signs a webhook and delivers it to us over HTTP.
-        ring = await http.post("/simulator/_control/webhook",
-                               json={"type": "realtime.call.incoming", "url": f"{url}/webhook/openai"},
-                               headers={"Authorization": "Bearer sk-sim-local"})
+        ring = await http.post(
+            "/simulator/_control/webhook",
+            json={"type": "realtime.call.incoming", "url": f"{url}/webhook/openai"},
+            headers={"Authorization": "Bearer sk-sim-local"},
+        )
 
     session_id = call.session["session_id"]
     assert ended.status_code == 200 and ended.json()["status"] == "ended"
     assert ring.json()["status"] == 200
     if kind == "postgres":
-        items = [(i.role, i.text) async for i in ConversationItem.objects.filter(
-            session_id=session_id)]
+        items = [
+            (i.role, i.text) async for i in ConversationItem.objects.filter(session_id=session_id)
+        ]
         session = await VoiceSession.objects.aget(pk=session_id)
         sip = await VoiceSession.objects.aget(call_id=ring.json()["call_id"])
         assert sip.source == "sip" and sip.status == "active"
     else:
         db = sqlite3.connect(var / "db.sqlite3")
-        items = db.execute("SELECT role, text FROM sessions_app_conversationitem "
-                           "WHERE session_id = ? ORDER BY created_at, id", (session_id,)).fetchall()
-        status, exported = db.execute("SELECT status, transcript_json FROM "
-                                      "sessions_app_voicesession WHERE id = ?",
-                                      (session_id,)).fetchone()
+        items = db.execute(
+            "SELECT role, text FROM sessions_app_conversationitem "
+            "WHERE session_id = ? ORDER BY created_at, id",
+            (session_id,),
+        ).fetchall()
+        status, exported = db.execute(
+            "SELECT status, transcript_json FROM sessions_app_voicesession WHERE id = ?",
+            (session_id,),
+        ).fetchone()
         assert status == "ended"
         assert json.loads((var / "media" / exported).read_text())[-1]["text"].startswith("You said")
         session = None

@@ -58,10 +58,16 @@ def read_body(request: HttpRequest, *, max_bytes: int, content_types: tuple[str,
 
 
 def json_object(
-    request: HttpRequest, *, allowed: set[str], required: set[str] = frozenset(), optional_body=False
+    request: HttpRequest,
+    *,
+    allowed: set[str],
+    required: set[str] = frozenset(),
+    optional_body=False,
 ) -> dict:
     """The JSON object body; unknown fields are rejected, so typos do not pass silently."""
-    body = read_body(request, max_bytes=settings.JSON_MAX_BYTES, content_types=("application/json",))
+    body = read_body(
+        request, max_bytes=settings.JSON_MAX_BYTES, content_types=("application/json",)
+    )
     if not body.strip():
         if optional_body:
             return {}

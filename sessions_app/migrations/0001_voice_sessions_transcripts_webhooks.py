@@ -2,13 +2,13 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import sessions_app.models
 from django.conf import settings
 from django.db import migrations, models
 
+import sessions_app.models
+
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,101 +17,225 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('lookup', models.CharField(editable=False, max_length=16, unique=True)),
-                ('key_hash', models.CharField(editable=False, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("lookup", models.CharField(editable=False, max_length=16, unique=True)),
+                ("key_hash", models.CharField(editable=False, max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("last_used_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API key',
-                'ordering': ['-created_at'],
+                "verbose_name": "API key",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='VoiceSession',
+            name="VoiceSession",
             fields=[
-                ('id', models.CharField(default=sessions_app.models.new_session_id, editable=False, max_length=40, primary_key=True, serialize=False)),
-                ('status', models.CharField(choices=[('created', 'Created'), ('connecting', 'Connecting'), ('active', 'Active'), ('ended', 'Ended'), ('expired', 'Expired'), ('failed', 'Failed')], default='created', max_length=12)),
-                ('source', models.CharField(choices=[('web', 'Web'), ('api', 'Api'), ('sip', 'Sip')], default='web', max_length=8)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('connected_at', models.DateTimeField(blank=True, null=True)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('expires_at', models.DateTimeField()),
-                ('duration_seconds', models.FloatField(blank=True, null=True)),
-                ('end_reason', models.CharField(blank=True, max_length=40)),
-                ('model', models.CharField(max_length=64)),
-                ('voice', models.CharField(max_length=32)),
-                ('instructions', models.TextField(blank=True)),
-                ('tools', models.JSONField(blank=True, default=list)),
-                ('call_id', models.CharField(blank=True, max_length=80, null=True, unique=True)),
-                ('upstream_session_id', models.CharField(blank=True, max_length=80)),
-                ('pod', models.CharField(blank=True, max_length=120)),
-                ('degradation_level', models.PositiveSmallIntegerField(default=1)),
-                ('client_ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('user_agent', models.CharField(blank=True, max_length=300)),
-                ('input_tokens', models.PositiveIntegerField(default=0)),
-                ('output_tokens', models.PositiveIntegerField(default=0)),
-                ('total_tokens', models.PositiveIntegerField(default=0)),
-                ('transcript_json', models.FileField(blank=True, upload_to='transcripts/')),
-                ('transcript_text', models.FileField(blank=True, upload_to='transcripts/')),
-                ('api_key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='sessions_app.apikey')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.CharField(
+                        default=sessions_app.models.new_session_id,
+                        editable=False,
+                        max_length=40,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("created", "Created"),
+                            ("connecting", "Connecting"),
+                            ("active", "Active"),
+                            ("ended", "Ended"),
+                            ("expired", "Expired"),
+                            ("failed", "Failed"),
+                        ],
+                        default="created",
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("web", "Web"), ("api", "Api"), ("sip", "Sip")],
+                        default="web",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("connected_at", models.DateTimeField(blank=True, null=True)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                ("expires_at", models.DateTimeField()),
+                ("duration_seconds", models.FloatField(blank=True, null=True)),
+                ("end_reason", models.CharField(blank=True, max_length=40)),
+                ("model", models.CharField(max_length=64)),
+                ("voice", models.CharField(max_length=32)),
+                ("instructions", models.TextField(blank=True)),
+                ("tools", models.JSONField(blank=True, default=list)),
+                ("call_id", models.CharField(blank=True, max_length=80, null=True, unique=True)),
+                ("upstream_session_id", models.CharField(blank=True, max_length=80)),
+                ("pod", models.CharField(blank=True, max_length=120)),
+                ("degradation_level", models.PositiveSmallIntegerField(default=1)),
+                ("client_ip", models.GenericIPAddressField(blank=True, null=True)),
+                ("user_agent", models.CharField(blank=True, max_length=300)),
+                ("input_tokens", models.PositiveIntegerField(default=0)),
+                ("output_tokens", models.PositiveIntegerField(default=0)),
+                ("total_tokens", models.PositiveIntegerField(default=0)),
+                ("transcript_json", models.FileField(blank=True, upload_to="transcripts/")),
+                ("transcript_text", models.FileField(blank=True, upload_to="transcripts/")),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="sessions_app.apikey",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ConversationItem',
+            name="ConversationItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('item_id', models.CharField(max_length=80)),
-                ('kind', models.CharField(choices=[('message', 'Message'), ('function_call', 'Function Call'), ('function_call_output', 'Function Call Output')], default='message', max_length=24)),
-                ('role', models.CharField(choices=[('user', 'User'), ('assistant', 'Assistant'), ('system', 'System'), ('tool', 'Tool')], max_length=12)),
-                ('status', models.CharField(choices=[('in_progress', 'In Progress'), ('completed', 'Completed'), ('failed', 'Failed')], default='in_progress', max_length=12)),
-                ('text', models.TextField(blank=True)),
-                ('name', models.CharField(blank=True, max_length=80)),
-                ('call_id', models.CharField(blank=True, max_length=80)),
-                ('arguments', models.TextField(blank=True)),
-                ('source', models.CharField(default='sideband', max_length=12)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('session', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='sessions_app.voicesession')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("item_id", models.CharField(max_length=80)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("message", "Message"),
+                            ("function_call", "Function Call"),
+                            ("function_call_output", "Function Call Output"),
+                        ],
+                        default="message",
+                        max_length=24,
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("user", "User"),
+                            ("assistant", "Assistant"),
+                            ("system", "System"),
+                            ("tool", "Tool"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("in_progress", "In Progress"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                        ],
+                        default="in_progress",
+                        max_length=12,
+                    ),
+                ),
+                ("text", models.TextField(blank=True)),
+                ("name", models.CharField(blank=True, max_length=80)),
+                ("call_id", models.CharField(blank=True, max_length=80)),
+                ("arguments", models.TextField(blank=True)),
+                ("source", models.CharField(default="sideband", max_length=12)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "session",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="items",
+                        to="sessions_app.voicesession",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='WebhookEvent',
+            name="WebhookEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('webhook_id', models.CharField(max_length=120, unique=True)),
-                ('event_type', models.CharField(max_length=80)),
-                ('payload', models.JSONField()),
-                ('outcome', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('session', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='sessions_app.voicesession')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("webhook_id", models.CharField(max_length=120, unique=True)),
+                ("event_type", models.CharField(max_length=80)),
+                ("payload", models.JSONField()),
+                ("outcome", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "session",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="sessions_app.voicesession",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddIndex(
-            model_name='voicesession',
-            index=models.Index(fields=['status', 'expires_at'], name='sessions_ap_status_9f77db_idx'),
+            model_name="voicesession",
+            index=models.Index(
+                fields=["status", "expires_at"], name="sessions_ap_status_9f77db_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='conversationitem',
-            constraint=models.UniqueConstraint(fields=('session', 'item_id'), name='unique_item_per_session'),
+            model_name="conversationitem",
+            constraint=models.UniqueConstraint(
+                fields=("session", "item_id"), name="unique_item_per_session"
+            ),
         ),
     ]

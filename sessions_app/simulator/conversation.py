@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 Emit = Callable[[dict], Awaitable[None]]
 
 SPOKEN_TURN = "Hello, what can you do?"
-SPOKEN_REPLY = (
-    "I can talk with you, and run tools like bash and file access when they are enabled."
-)
+SPOKEN_REPLY = "I can talk with you, and run tools like bash and file access when they are enabled."
 NO_TOOLS_REPLY = "I can't execute tasks right now, but I can still help with questions."
 
 # What the user says -> the tool the scripted model calls, and with which arguments.
@@ -23,7 +21,11 @@ _TOOL_TRIGGERS: list[tuple[re.Pattern[str], str, Callable[[re.Match[str]], dict]
         "read_file",
         lambda m: {"file_path": m.group(1)},
     ),
-    (re.compile(r"\bsearch (?:the web )?for (.+)", re.I), "web_search", lambda m: {"query": m.group(1)}),
+    (
+        re.compile(r"\bsearch (?:the web )?for (.+)", re.I),
+        "web_search",
+        lambda m: {"query": m.group(1)},
+    ),
 ]
 
 

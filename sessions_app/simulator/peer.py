@@ -21,9 +21,7 @@ class InvalidOffer(ValueError):
 def restrict_ice_to_loopback() -> None:
     """Gathers host candidates on loopback only: the simulator and its callers share a
     machine, and nothing should be sent to any other address."""
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: (
-        ["127.0.0.1"] if use_ipv4 else []
-    )
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
 
 
 def check_offer(sdp: str) -> None:

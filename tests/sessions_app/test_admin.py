@@ -60,8 +60,7 @@ def test_history_cannot_be_edited_or_deleted(admin_client):
 
 
 def test_adding_an_api_key_shows_it_once_and_stores_only_its_hash(admin_client):
-    response = admin_client.post("/admin/sessions_app/apikey/add/", {"name": "kiosk"},
-                                 follow=True)
+    response = admin_client.post("/admin/sessions_app/apikey/add/", {"name": "kiosk"}, follow=True)
 
     shown = [str(m) for m in response.context["messages"]][0]
     raw = shown.split("The new key is ")[1].split(" ")[0]

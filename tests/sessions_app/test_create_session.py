@@ -14,8 +14,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_it_creates_a_session_with_an_ephemeral_secret_and_a_token(api, simulator):
-    response = await api.post("/session", {"voice": "cedar", "instructions": "Be terse."},
-                              content_type="application/json")
+    response = await api.post(
+        "/session", {"voice": "cedar", "instructions": "Be terse."}, content_type="application/json"
+    )
 
     assert response.status_code == 201
     body = response.json()
@@ -68,16 +69,15 @@ async def test_it_answers_get_with_405(api, simulator):
         ("[1, 2]", "application/json", 400, "invalid_json"),
         ('{"voice": "robot"}', "application/json", 400, "invalid_voice"),
         ('{"instructions": 42}', "application/json", 400, "invalid_instructions"),
-        ('{"instructions": "' + "x" * 4001 + '"}', "application/json", 400,
-         "invalid_instructions"),
+        ('{"instructions": "' + "x" * 4001 + '"}', "application/json", 400, "invalid_instructions"),
         ("voice=marin", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
-        ('{"instructions": "' + "x" * 300_000 + '"}', "application/json", 413,
-         "payload_too_large"),
+        ('{"instructions": "' + "x" * 300_000 + '"}', "application/json", 413, "payload_too_large"),
         (b'{"voice": "\xff"}', "application/json", 400, "invalid_json"),
     ],
 )
-async def test_it_rejects_bad_bodies_with_a_clear_error(api, simulator, body, content_type,
-                                                        status, code):
+async def test_it_rejects_bad_bodies_with_a_clear_error(
+    api, simulator, body, content_type, status, code
+):
     response = await api.post("/session", body, content_type=content_type)
 
     assert response.status_code == status
@@ -85,8 +85,7 @@ async def test_it_rejects_bad_bodies_with_a_clear_error(api, simulator, body, co
     assert await VoiceSession.objects.acount() == 0
 
 
-async def test_it_refuses_anonymous_callers_when_the_setting_forbids_them(api, simulator,
-                                                                          settings):
+async def test_it_refuses_anonymous_callers_when_the_setting_forbids_them(api, simulator, settings):
     settings.SESSION_ALLOW_ANONYMOUS = False
 
     response = await api.post("/session", content_type="application/json")
@@ -99,7 +98,9 @@ async def test_it_attributes_a_session_to_the_api_key_that_created_it(api, simul
     settings.SESSION_ALLOW_ANONYMOUS = False
     key = await sync_to_async(ApiKeyFactory)()
 
-    response = await api.post("/session", content_type="application/json", headers={"Authorization": f"Bearer {key.raw}"})
+    response = await api.post(
+        "/session", content_type="application/json", headers={"Authorization": f"Bearer {key.raw}"}
+    )
 
     assert response.status_code == 201
     session = await VoiceSession.objects.aget(pk=response.json()["session_id"])
@@ -111,8 +112,12 @@ async def test_it_attributes_a_session_to_the_api_key_that_created_it(api, simul
 async def test_it_refuses_a_revoked_or_unknown_api_key(api, simulator):
     key = await sync_to_async(ApiKeyFactory)(revoked_at="2026-01-01T00:00:00Z")
 
-    revoked = await api.post("/session", content_type="application/json", headers={"Authorization": f"Bearer {key.raw}"})
-    unknown = await api.post("/session", content_type="application/json", headers={"Authorization": "Bearer vpk_nope"})
+    revoked = await api.post(
+        "/session", content_type="application/json", headers={"Authorization": f"Bearer {key.raw}"}
+    )
+    unknown = await api.post(
+        "/session", content_type="application/json", headers={"Authorization": "Bearer vpk_nope"}
+    )
 
     assert revoked.status_code == unknown.status_code == 401
     assert revoked.json()["error"]["code"] == "invalid_api_key"
@@ -126,7 +131,9 @@ async def test_a_logged_in_user_needs_the_csrf_token(simulator):
     refused = await client.post("/session", content_type="application/json")
     page = await client.get("/admin/login/")  # any page that sets the CSRF cookie
     token = page.cookies["csrftoken"].value
-    allowed = await client.post("/session", content_type="application/json", headers={"X-CSRFToken": token})
+    allowed = await client.post(
+        "/session", content_type="application/json", headers={"X-CSRFToken": token}
+    )
 
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "csrf_failed"
@@ -138,7 +145,9 @@ async def test_a_logged_in_user_needs_the_csrf_token(simulator):
 async def test_it_limits_sessions_per_client_ip(api, simulator, settings):
     settings.SESSION_RATE_LIMIT_PER_IP = 3
 
-    statuses = [(await api.post("/session", content_type="application/json")).status_code for _ in range(3)]
+    statuses = [
+        (await api.post("/session", content_type="application/json")).status_code for _ in range(3)
+    ]
     limited = await api.post("/session", content_type="application/json")
 
     assert statuses == [201, 201, 201]
@@ -174,8 +183,9 @@ async def test_it_retries_a_transient_upstream_failure(api, simulator):
         ({"mode": "error", "status": 401}, 502, "upstream_refused"),
     ],
 )
-async def test_it_maps_upstream_failures_without_leaking_them(api, simulator, settings, fault,
-                                                              status, code):
+async def test_it_maps_upstream_failures_without_leaking_them(
+    api, simulator, settings, fault, status, code
+):
     simulator.fault(**fault)
 
     response = await api.post("/session", content_type="application/json")

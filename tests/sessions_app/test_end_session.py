@@ -21,11 +21,17 @@ async def test_ending_a_call_hangs_up_and_exports_the_transcript(http, simulator
     call = await open_call(http)
     session_id = call.session["session_id"]
     call.say("Good morning")
-    await call.wait_for(lambda e: e["type"] == "response.output_audio_transcript.done"
-                        and "Good morning" in e["transcript"])
+    await call.wait_for(
+        lambda e: (
+            e["type"] == "response.output_audio_transcript.done"
+            and "Good morning" in e["transcript"]
+        )
+    )
 
-    response = await http.post(f"/session/{session_id}/end",
-                               headers={"Authorization": f"Bearer {call.session['session_token']}"})
+    response = await http.post(
+        f"/session/{session_id}/end",
+        headers={"Authorization": f"Bearer {call.session['session_token']}"},
+    )
     await call.close()
 
     assert response.status_code == 200
@@ -42,8 +48,7 @@ async def test_ending_a_call_hangs_up_and_exports_the_transcript(http, simulator
 
 
 async def test_ending_twice_changes_nothing_the_second_time(api):
-    session = await sync_to_async(VoiceSessionFactory)(status="active",
-                                                       connected_at=timezone.now())
+    session = await sync_to_async(VoiceSessionFactory)(status="active", connected_at=timezone.now())
     await sync_to_async(ConversationItemFactory)(session=session, text="only words")
 
     first = await api.post(f"/session/{session.pk}/end", headers=bearer(session))
@@ -69,9 +74,12 @@ async def test_end_needs_the_sessions_own_token(api):
 
 def test_the_periodic_task_expires_overdue_sessions_only():
     now = timezone.now()
-    overdue = VoiceSessionFactory(status="active", created_at=now - timedelta(minutes=16),
-                                  connected_at=now - timedelta(minutes=16),
-                                  expires_at=now - timedelta(minutes=1))
+    overdue = VoiceSessionFactory(
+        status="active",
+        created_at=now - timedelta(minutes=16),
+        connected_at=now - timedelta(minutes=16),
+        expires_at=now - timedelta(minutes=1),
+    )
     current = VoiceSessionFactory(status="active", expires_at=now + timedelta(minutes=5))
 
     assert expire_sessions_task.delay().get() == 1

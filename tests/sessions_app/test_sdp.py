@@ -22,8 +22,11 @@ async def _session(http) -> dict:
 
 
 def _offer_headers(session: dict, **extra) -> dict:
-    return {"Content-Type": "application/sdp",
-            "Authorization": f"Bearer {session['session_token']}", **extra}
+    return {
+        "Content-Type": "application/sdp",
+        "Authorization": f"Bearer {session['session_token']}",
+        **extra,
+    }
 
 
 async def test_it_answers_a_real_offer_and_the_call_connects(http, simulator):
@@ -42,20 +45,30 @@ async def test_it_answers_a_real_offer_and_the_call_connects(http, simulator):
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "code"),
     [
-        ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "application/json", 415,
-         "unsupported_media_type"),
+        (
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
+            "application/json",
+            415,
+            "unsupported_media_type",
+        ),
         ("hello", "application/sdp", 400, "invalid_sdp"),
         ("v=0\r\n" + "a=x\r\n" * 20_000, "application/sdp", 413, "payload_too_large"),
-        ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
-         "application/sdp", 400, "offer_rejected"),
+        (
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
+            "application/sdp",
+            400,
+            "offer_rejected",
+        ),
     ],
 )
-async def test_it_rejects_a_bad_offer_and_keeps_the_session_usable(http, simulator, body,
-                                                                   content_type, status, code):
+async def test_it_rejects_a_bad_offer_and_keeps_the_session_usable(
+    http, simulator, body, content_type, status, code
+):
     session = await _session(http)
 
-    response = await http.post("/sdp", content=body,
-                               headers=_offer_headers(session, **{"Content-Type": content_type}))
+    response = await http.post(
+        "/sdp", content=body, headers=_offer_headers(session, **{"Content-Type": content_type})
+    )
 
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
@@ -70,10 +83,14 @@ async def test_it_refuses_an_offer_without_a_valid_token(http, simulator):
     offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 
     missing = await http.post("/sdp", content=offer, headers={"Content-Type": "application/sdp"})
-    forged = await http.post("/sdp", content=offer,
-                             headers=_offer_headers({"session_token": session["session_token"] + "x"}))
-    unknown = await http.post("/sdp", content=offer,
-                              headers=_offer_headers({"session_token": tokens.issue("sess_nope")}))
+    forged = await http.post(
+        "/sdp",
+        content=offer,
+        headers=_offer_headers({"session_token": session["session_token"] + "x"}),
+    )
+    unknown = await http.post(
+        "/sdp", content=offer, headers=_offer_headers({"session_token": tokens.issue("sess_nope")})
+    )
 
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_token"
     assert forged.status_code == 401 and forged.json()["error"]["code"] == "invalid_token"
@@ -87,8 +104,9 @@ async def test_it_refuses_a_token_older_than_a_session_may_live(http, simulator,
     old = tokens.issue(session["session_id"])
     monkeypatch.undo()
 
-    response = await http.post("/sdp", content="v=0\r\nm=audio 9 x\r\n",
-                               headers=_offer_headers({"session_token": old}))
+    response = await http.post(
+        "/sdp", content="v=0\r\nm=audio 9 x\r\n", headers=_offer_headers({"session_token": old})
+    )
 
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "token_expired"
@@ -97,10 +115,12 @@ async def test_it_refuses_a_token_older_than_a_session_may_live(http, simulator,
 async def test_it_refuses_an_offer_for_an_expired_session_and_marks_it_expired(http, simulator):
     session = await _session(http)
     await VoiceSession.objects.filter(pk=session["session_id"]).aupdate(
-        expires_at="2000-01-01T00:00:00Z")
+        expires_at="2000-01-01T00:00:00Z"
+    )
 
-    response = await http.post("/sdp", content="v=0\r\nm=audio 9 x\r\n",
-                               headers=_offer_headers(session))
+    response = await http.post(
+        "/sdp", content="v=0\r\nm=audio 9 x\r\n", headers=_offer_headers(session)
+    )
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "session_ended"
@@ -111,8 +131,9 @@ async def test_it_refuses_an_offer_for_an_expired_session_and_marks_it_expired(h
 async def test_it_refuses_a_second_offer_for_the_same_session(http, simulator):
     call = await open_call(http)
     try:
-        again = await http.post("/sdp", content="v=0\r\nm=audio 9 x\r\n",
-                                headers=_offer_headers(call.session))
+        again = await http.post(
+            "/sdp", content="v=0\r\nm=audio 9 x\r\n", headers=_offer_headers(call.session)
+        )
     finally:
         await call.close()
 
@@ -124,8 +145,10 @@ async def test_it_refuses_a_session_header_that_disagrees_with_the_token(http, s
     session = await _session(http)
 
     response = await http.post(
-        "/sdp", content="v=0\r\nm=audio 9 x\r\n",
-        headers=_offer_headers(session, **{"X-Voice-Session-Id": "sess_someone_else"}))
+        "/sdp",
+        content="v=0\r\nm=audio 9 x\r\n",
+        headers=_offer_headers(session, **{"X-Voice-Session-Id": "sess_someone_else"}),
+    )
 
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "wrong_session"

@@ -16,8 +16,11 @@ def _connect(session_id: str, token: str | None) -> WebsocketCommunicator:
     from voiceplatform.asgi import application
 
     query = f"?token={token}" if token is not None else ""
-    return WebsocketCommunicator(application, f"/ws/sessions/{session_id}/{query}",
-                                 headers=[(b"origin", b"http://localhost")])
+    return WebsocketCommunicator(
+        application,
+        f"/ws/sessions/{session_id}/{query}",
+        headers=[(b"origin", b"http://localhost")],
+    )
 
 
 async def test_it_streams_transcript_items_and_the_end(simulator):
@@ -25,9 +28,16 @@ async def test_it_streams_transcript_items_and_the_end(simulator):
     socket = _connect(session.pk, tokens.issue(session.pk))
     connected, _ = await socket.connect()
 
-    await actions.record_events(session, [
-        {"type": "conversation.item.input_audio_transcription.completed", "item_id": "i1",
-         "transcript": "hello there"}])
+    await actions.record_events(
+        session,
+        [
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": "i1",
+                "transcript": "hello there",
+            }
+        ],
+    )
     item = await socket.receive_json_from(timeout=5)
     await actions.end_session(session, reason="client")
     ended = await socket.receive_json_from(timeout=5)

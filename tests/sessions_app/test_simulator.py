@@ -13,14 +13,19 @@ from aiortc.mediastreams import AudioStreamTrack
 
 from sessions_app.simulator.peer import restrict_ice_to_loopback
 
-BASH = {"type": "function", "name": "bash", "description": "Run a command",
-        "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}
+BASH = {
+    "type": "function",
+    "name": "bash",
+    "description": "Run a command",
+    "parameters": {"type": "object", "properties": {"command": {"type": "string"}}},
+}
 
 
 @pytest.fixture
 async def sdk(simulator):
-    async with openai.AsyncOpenAI(api_key=simulator.key, base_url=simulator.url + "/v1",
-                                  max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        api_key=simulator.key, base_url=simulator.url + "/v1", max_retries=0
+    ) as client:
         yield client
 
 
@@ -44,8 +49,9 @@ async def test_the_sdk_mints_a_client_secret(sdk):
 
 
 async def test_the_sdk_is_refused_with_a_wrong_key(simulator):
-    async with openai.AsyncOpenAI(api_key="sk-wrong", base_url=simulator.url + "/v1",
-                                  max_retries=0) as client:
+    async with openai.AsyncOpenAI(
+        api_key="sk-wrong", base_url=simulator.url + "/v1", max_retries=0
+    ) as client:
         with pytest.raises(openai.AuthenticationError):
             await client.realtime.client_secrets.create(session={"type": "realtime"})
 
@@ -61,8 +67,12 @@ async def test_the_sdk_creates_a_call_talks_on_the_sideband_and_hangs_up(sdk, si
 
     async with sdk.realtime.connect(call_id=call_id) as sideband:
         await sideband.conversation.item.create(
-            item={"type": "message", "role": "user",
-                  "content": [{"type": "input_text", "text": "please list files"}]})
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "please list files"}],
+            }
+        )
         await sideband.response.create()
         call = None
         while call is None:
@@ -70,8 +80,12 @@ async def test_the_sdk_creates_a_call_talks_on_the_sideband_and_hangs_up(sdk, si
             if event["type"] == "response.output_item.done":
                 call = event["item"]
         await sideband.conversation.item.create(
-            item={"type": "function_call_output", "call_id": call["call_id"],
-                  "output": "README.md manage.py"})
+            item={
+                "type": "function_call_output",
+                "call_id": call["call_id"],
+                "output": "README.md manage.py",
+            }
+        )
         await sideband.response.create()
         reply = None
         while reply is None:
@@ -93,14 +107,16 @@ async def test_a_browser_posts_raw_sdp_with_the_ephemeral_key(sdk, simulator):
     peer = await _offer()
 
     async with httpx.AsyncClient() as http:
-        answer = await http.post(simulator.url + "/v1/realtime/calls",
-                                 content=peer.localDescription.sdp,
-                                 headers={"Content-Type": "application/sdp",
-                                          "Authorization": f"Bearer {secret.value}"})
-        refused = await http.post(simulator.url + "/v1/realtime/calls",
-                                  content=peer.localDescription.sdp,
-                                  headers={"Content-Type": "application/sdp",
-                                           "Authorization": "Bearer ek_sim_unknown"})
+        answer = await http.post(
+            simulator.url + "/v1/realtime/calls",
+            content=peer.localDescription.sdp,
+            headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {secret.value}"},
+        )
+        refused = await http.post(
+            simulator.url + "/v1/realtime/calls",
+            content=peer.localDescription.sdp,
+            headers={"Content-Type": "application/sdp", "Authorization": "Bearer ek_sim_unknown"},
+        )
     await peer.close()
 
     assert answer.status_code == 201 and answer.text.startswith("v=0")

@@ -27,8 +27,12 @@ async def test_the_sideband_records_the_conversation_in_order(http, simulator):
         # The simulated user speaks first (voice activity on the microphone track) ...
         await call.wait_for(lambda e: e["type"] == "response.done")
         call.say("What is the weather like?")  # ... then types.
-        await call.wait_for(lambda e: e["type"] == "response.done"
-                            and len([x for x in call.events if x["type"] == "response.done"]) == 2)
+        await call.wait_for(
+            lambda e: (
+                e["type"] == "response.done"
+                and len([x for x in call.events if x["type"] == "response.done"]) == 2
+            )
+        )
 
         async def four_final_items():
             items = await _items(session_id)
@@ -50,27 +54,46 @@ async def test_the_sideband_records_the_conversation_in_order(http, simulator):
 
     assert await _items(session_id) == [
         ("user", "completed", "Hello, what can you do?"),
-        ("assistant", "completed",
-         "I can talk with you, and run tools like bash and file access when they are enabled."),
+        (
+            "assistant",
+            "completed",
+            "I can talk with you, and run tools like bash and file access when they are enabled.",
+        ),
         ("user", "completed", "What is the weather like?"),
-        ("assistant", "completed",
-         "You said: What is the weather like?. This is the voiceplatform simulator."),
+        (
+            "assistant",
+            "completed",
+            "You said: What is the weather like?. This is the voiceplatform simulator.",
+        ),
     ]
     assert session.input_tokens > 0 and session.total_tokens == (
-        session.input_tokens + session.output_tokens)
+        session.input_tokens + session.output_tokens
+    )
 
 
 RELAYED = [
     {"type": "input_audio_buffer.committed", "item_id": "item_u1"},
-    {"type": "response.output_item.added",
-     "item": {"id": "item_a1", "type": "message", "role": "assistant", "status": "in_progress"}},
-    {"type": "conversation.item.input_audio_transcription.completed", "item_id": "item_u1",
-     "transcript": "Turn on the lights"},
-    {"type": "response.output_audio_transcript.done", "item_id": "item_a1",
-     "transcript": "I cannot reach your lights."},
-    {"type": "response.done",
-     "response": {"id": "resp_1", "usage": {"input_tokens": 30, "output_tokens": 12,
-                                            "total_tokens": 42}}},
+    {
+        "type": "response.output_item.added",
+        "item": {"id": "item_a1", "type": "message", "role": "assistant", "status": "in_progress"},
+    },
+    {
+        "type": "conversation.item.input_audio_transcription.completed",
+        "item_id": "item_u1",
+        "transcript": "Turn on the lights",
+    },
+    {
+        "type": "response.output_audio_transcript.done",
+        "item_id": "item_a1",
+        "transcript": "I cannot reach your lights.",
+    },
+    {
+        "type": "response.done",
+        "response": {
+            "id": "resp_1",
+            "usage": {"input_tokens": 30, "output_tokens": 12, "total_tokens": 42},
+        },
+    },
     {"type": "rate_limits.updated", "rate_limits": []},
     {"type": "some.future.event", "payload": 1},
 ]
@@ -82,10 +105,12 @@ async def test_relayed_events_are_recorded_once_by_item_id(api):
     session = await sync_to_async(VoiceSessionFactory)(status="active")
     url = f"/session/{session.pk}/events"
 
-    first = await api.post(url, {"events": RELAYED}, content_type="application/json",
-                           headers=bearer(session))
-    second = await api.post(url, {"events": RELAYED}, content_type="application/json",
-                            headers=bearer(session))
+    first = await api.post(
+        url, {"events": RELAYED}, content_type="application/json", headers=bearer(session)
+    )
+    second = await api.post(
+        url, {"events": RELAYED}, content_type="application/json", headers=bearer(session)
+    )
 
     assert first.status_code == second.status_code == 200
     assert first.json() == {"received": 7, "changed": 4}
@@ -103,15 +128,29 @@ async def test_a_late_partial_never_overwrites_a_final_transcript(api):
 
     session = await sync_to_async(VoiceSessionFactory)(status="active")
     events = [
-        {"type": "conversation.item.input_audio_transcription.completed", "item_id": "i1",
-         "transcript": "final words"},
-        {"type": "conversation.item.added",
-         "item": {"id": "i1", "type": "message", "role": "user", "status": "in_progress",
-                  "content": [{"type": "input_text", "text": "partial"}]}},
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "i1",
+            "transcript": "final words",
+        },
+        {
+            "type": "conversation.item.added",
+            "item": {
+                "id": "i1",
+                "type": "message",
+                "role": "user",
+                "status": "in_progress",
+                "content": [{"type": "input_text", "text": "partial"}],
+            },
+        },
     ]
 
-    await api.post(f"/session/{session.pk}/events", {"events": events},
-                   content_type="application/json", headers=bearer(session))
+    await api.post(
+        f"/session/{session.pk}/events",
+        {"events": events},
+        content_type="application/json",
+        headers=bearer(session),
+    )
 
     assert await _items(session.pk) == [("user", "completed", "final words")]
 
@@ -132,8 +171,12 @@ async def test_it_rejects_malformed_event_posts(api, body, status, code):
 
     session = await sync_to_async(VoiceSessionFactory)(status="active")
 
-    response = await api.post(f"/session/{session.pk}/events", body,
-                              content_type="application/json", headers=bearer(session))
+    response = await api.post(
+        f"/session/{session.pk}/events",
+        body,
+        content_type="application/json",
+        headers=bearer(session),
+    )
 
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
@@ -145,8 +188,12 @@ async def test_it_refuses_events_with_another_sessions_token(api):
     mine = await sync_to_async(VoiceSessionFactory)(status="active")
     theirs = await sync_to_async(VoiceSessionFactory)(status="active")
 
-    response = await api.post(f"/session/{theirs.pk}/events", {"events": RELAYED},
-                              content_type="application/json", headers=bearer(mine))
+    response = await api.post(
+        f"/session/{theirs.pk}/events",
+        {"events": RELAYED},
+        content_type="application/json",
+        headers=bearer(mine),
+    )
 
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "wrong_session"
@@ -158,8 +205,12 @@ async def test_it_refuses_events_for_an_ended_session(api):
 
     session = await sync_to_async(VoiceSessionFactory)(status="ended")
 
-    response = await api.post(f"/session/{session.pk}/events", {"events": RELAYED},
-                              content_type="application/json", headers=bearer(session))
+    response = await api.post(
+        f"/session/{session.pk}/events",
+        {"events": RELAYED},
+        content_type="application/json",
+        headers=bearer(session),
+    )
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "session_ended"

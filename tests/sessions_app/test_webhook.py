@@ -22,20 +22,30 @@ def _secrets(settings):
     settings.OPENAI_WEBHOOK_SECRETS = [SECRET]
 
 
-def signed(event: dict, *, secret: str = SECRET, webhook_id: str = "wh_1",
-           timestamp: int | None = None) -> tuple[str, dict]:
+def signed(
+    event: dict, *, secret: str = SECRET, webhook_id: str = "wh_1", timestamp: int | None = None
+) -> tuple[str, dict]:
     body = json.dumps(event)
     headers = sign_webhook(secret, webhook_id, timestamp or int(time.time()), body)
     return body, headers
 
 
-EVENT = {"id": "evt_1", "object": "event", "type": "realtime.call.ended",
-         "created_at": 1, "data": {"call_id": "rtc_x"}}
+EVENT = {
+    "id": "evt_1",
+    "object": "event",
+    "type": "realtime.call.ended",
+    "created_at": 1,
+    "data": {"call_id": "rtc_x"},
+}
 
 
 async def post(api, body, headers):
-    return await api.post("/webhook/openai", body, content_type="application/json",
-                          headers={k: v for k, v in headers.items() if k != "content-type"})
+    return await api.post(
+        "/webhook/openai",
+        body,
+        content_type="application/json",
+        headers={k: v for k, v in headers.items() if k != "content-type"},
+    )
 
 
 async def test_it_records_a_signed_event_and_acknowledges_it(api):
@@ -146,8 +156,9 @@ async def test_an_incoming_sip_call_is_rejected_in_maintenance(api, simulator, s
     assert await VoiceSession.objects.acount() == 0
 
 
-async def test_a_failed_accept_is_retried_by_the_sender_and_then_done_once(api, simulator,
-                                                                          settings):
+async def test_a_failed_accept_is_retried_by_the_sender_and_then_done_once(
+    api, simulator, settings
+):
     settings.OPENAI_MAX_RETRIES = 0
     settings.SIDEBAND_ENABLED = False
     call = await _ring(simulator)
@@ -184,6 +195,8 @@ async def _ring(simulator) -> dict:
     port = server.sockets[0].getsockname()[1]
     async with server:
         result = await asyncio.to_thread(
-            simulator.control, "webhook",
-            {"type": "realtime.call.incoming", "url": f"http://127.0.0.1:{port}/hook"})
+            simulator.control,
+            "webhook",
+            {"type": "realtime.call.incoming", "url": f"http://127.0.0.1:{port}/hook"},
+        )
     return {"call_id": result["call_id"], "event": json.loads(received["body"])}

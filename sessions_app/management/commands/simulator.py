@@ -23,5 +23,13 @@ class Command(BaseCommand):
 
         self.stdout.write(f"simulator on http://{host}:{port}/simulator")
         CommandLineInterface().run(
-            ["-b", host, "-p", str(port), "--access-log", os.devnull, "voiceplatform.asgi:application"]
+            [
+                "-b",
+                host,
+                "-p",
+                str(port),
+                "--access-log",
+                os.devnull,
+                "voiceplatform.asgi:application",
+            ]
         )
