@@ -33,16 +33,9 @@ def free_port() -> int:
 
 
 async def offer():
-    from aiortc import RTCConfiguration, RTCPeerConnection
-    from aiortc.mediastreams import AudioStreamTrack
+    from sessions_app.probe import offering_peer
 
-    from sessions_app.simulator.peer import restrict_ice_to_loopback
-
-    restrict_ice_to_loopback()
-    peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    peer.addTrack(AudioStreamTrack())
-    peer.createDataChannel("oai-events")
-    await peer.setLocalDescription(await peer.createOffer())
+    peer, _ = await offering_peer()
     return peer
 
 

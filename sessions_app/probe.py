@@ -66,6 +66,17 @@ class ProbeCall:
         await self.peer.close()
 
 
+async def offering_peer() -> tuple[RTCPeerConnection, object]:
+    """A peer with a (silent) microphone track and the `oai-events` channel, its offer
+    set as local description: what a browser page has before it posts to /sdp."""
+    restrict_ice_to_loopback()
+    peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    peer.addTrack(AudioStreamTrack())
+    channel = peer.createDataChannel("oai-events")
+    await peer.setLocalDescription(await peer.createOffer())
+    return peer, channel
+
+
 async def open_call(
     http: httpx.AsyncClient,
     *,
@@ -79,10 +90,8 @@ async def open_call(
         created = await http.post("/session", json=session_body or {})
         created.raise_for_status()
         session = created.json()
-    restrict_ice_to_loopback()
-    peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    peer.addTrack(AudioStreamTrack())  # the microphone: silence
-    channel = peer.createDataChannel("oai-events")
+    started = time.perf_counter()
+    peer, channel = await offering_peer()
     opened = asyncio.Event()
     call = ProbeCall(session=session, call_id="", peer=peer, channel=channel)
 
@@ -95,8 +104,6 @@ async def open_call(
         call.events.append(json.loads(message))
         call._arrived.set()
 
-    started = time.perf_counter()
-    await peer.setLocalDescription(await peer.createOffer())
     answer = await http.post(
         session["urls"]["sdp"],
         content=peer.localDescription.sdp,

@@ -8,10 +8,9 @@ import json
 import httpx
 import openai
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import AudioStreamTrack
+from aiortc import RTCSessionDescription
 
-from sessions_app.simulator.peer import restrict_ice_to_loopback
+from sessions_app.probe import offering_peer
 
 BASH = {
     "type": "function",
@@ -29,12 +28,8 @@ async def sdk(simulator):
         yield client
 
 
-async def _offer() -> RTCPeerConnection:
-    restrict_ice_to_loopback()
-    peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    peer.addTrack(AudioStreamTrack())
-    peer.createDataChannel("oai-events")
-    await peer.setLocalDescription(await peer.createOffer())
+async def _offer():
+    peer, _ = await offering_peer()
     return peer
 
 
