@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
-voice_sessions_active = Gauge(
-    "voice_sessions_active", "Number of active voice sessions", ["region", "pod"]
-)
 voice_session_duration_seconds = Histogram(
     "voice_session_duration_seconds",
     "Duration of voice sessions",
@@ -14,12 +11,6 @@ voice_session_duration_seconds = Histogram(
 )
 voice_session_created_total = Counter(
     "voice_session_created_total", "Total sessions created", ["region", "status"]
-)
-voice_api_request_duration_seconds = Histogram(
-    "voice_api_request_duration_seconds",
-    "API request latency",
-    ["endpoint", "method", "status"],
-    buckets=[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
 )
 voice_openai_latency_seconds = Histogram(
     "voice_openai_latency_seconds",

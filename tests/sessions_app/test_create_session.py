@@ -225,3 +225,23 @@ async def test_it_accepts_a_post_without_a_body(api, simulator):
     response = await api.generic("POST", "/session", b"")
 
     assert response.status_code == 201
+
+
+async def test_created_and_failed_sessions_are_counted_at_metrics(api, simulator):
+    from prometheus_client import REGISTRY
+
+    def count(status: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "voice_session_created_total", {"region": "local", "status": status}
+        )
+        return value or 0.0
+
+    before_created, before_failed = count("created"), count("failed")
+    await api.post("/session", content_type="application/json")
+    simulator.fault("error", status=500)
+    await api.post("/session", content_type="application/json")
+    page = await api.get("/metrics")
+
+    assert count("created") == before_created + 1
+    assert count("failed") == before_failed + 1
+    assert b"voice_openai_latency_seconds_bucket" in page.content
