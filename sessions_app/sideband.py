@@ -25,10 +25,6 @@ def attach(session_id: str, call_id: str) -> None:
     task.add_done_callback(lambda _: _running.pop(session_id, None))
 
 
-def is_attached(session_id: str) -> bool:
-    return session_id in _running
-
-
 async def detach(session_id: str, *, drain_seconds: float = 0.0) -> None:
     """Stops listening. With drain_seconds, first lets the connection deliver what is
     still in flight (after a hangup upstream closes it once everything is sent)."""

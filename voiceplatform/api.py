@@ -47,8 +47,6 @@ def read_body(request: HttpRequest, *, max_bytes: int, content_types: tuple[str,
         raise BadRequest("Content-Length is not a number.") from None
     if length > max_bytes:
         raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
-    if length and request.content_type not in content_types:
-        raise UnsupportedMediaType(f"Send Content-Type: {' or '.join(content_types)}.")
     body = request.body
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
