@@ -19,3 +19,12 @@ voice_openai_latency_seconds = Histogram(
     buckets=[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
 )
 voice_errors_total = Counter("voice_errors_total", "Total errors", ["error_type", "component"])
+voice_tool_execution_duration_seconds = Histogram(
+    "voice_tool_execution_duration_seconds",
+    "Tool execution time",
+    ["tool_name", "status"],
+    buckets=[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0],
+)
+voice_tool_execution_total = Counter(
+    "voice_tool_execution_total", "Total tool executions", ["tool_name", "status"]
+)

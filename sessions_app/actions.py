@@ -18,6 +18,7 @@ from ops_app.metrics import (
 from sessions_app import realtime, sideband, tokens, transcripts
 from sessions_app.callers import Caller
 from sessions_app.models import VoiceSession
+from tools_app import policy
 from voiceplatform.celery import enqueue
 from voiceplatform.errors import Conflict, ServiceUnavailable
 
@@ -72,9 +73,8 @@ async def start_session(
         source=source,
         model=settings.OPENAI_MODEL,
         voice=voice or settings.OPENAI_DEFAULT_VOICE,
-        instructions=instructions or settings.SESSION_DEFAULT_INSTRUCTIONS,
-        # The tools a caller may use are server policy; none are offered yet.
-        tools=[],
+        instructions=session_instructions(instructions, level),
+        tools=session_tools(caller.kind, level),
         pod=settings.POD_NAME,
         degradation_level=level,
         user_id=caller.user_id,
@@ -94,6 +94,23 @@ async def start_session(
     voice_session_created_total.labels(region=settings.REGION, status="created").inc()
     log.info("session_started", session_id=session.id, caller=caller.kind, ip=client_ip)
     return StartedSession(session=session, token=tokens.issue(session.id), client_secret=secret)
+
+
+def session_tools(caller_kind: str, level: int) -> list[dict]:
+    """The function tools a new session gets: the caller's policy, none when degraded."""
+    if level != degradation.FULL:
+        return []
+    return policy.definitions(policy.allowed_names(caller_kind))
+
+
+def session_instructions(requested: str | None, level: int) -> str:
+    instructions = requested or settings.SESSION_DEFAULT_INSTRUCTIONS
+    if level == degradation.REDUCED:
+        instructions += (
+            "\n\nTools are unavailable right now. If asked to do a task, say: "
+            f'"{degradation.NO_TOOLS_MESSAGE}"'
+        )
+    return instructions
 
 
 def require_live(session: VoiceSession) -> None:

@@ -95,6 +95,8 @@ class VoiceSession(models.Model):
     call_id = models.CharField(max_length=80, null=True, blank=True, unique=True)
     upstream_session_id = models.CharField(max_length=80, blank=True)
     pod = models.CharField(max_length=120, blank=True)
+    # True while this server holds the call's sideband (it then executes tool calls).
+    sideband_connected = models.BooleanField(default=False)
     degradation_level = models.PositiveSmallIntegerField(default=1)
 
     user = models.ForeignKey(

@@ -10,6 +10,7 @@ import json
 import structlog
 
 from sessions_app import realtime, transcripts
+from sessions_app.models import VoiceSession
 
 log = structlog.get_logger(__name__)
 
@@ -50,27 +51,61 @@ async def _listen(session_id: str, call_id: str) -> None:
     structlog.contextvars.bind_contextvars(session_id=session_id, call_id=call_id)
     ended_by_upstream = False
     try:
-        async with realtime.sideband(call_id) as connection:
+        async with realtime.sideband(call_id) as connection, asyncio.TaskGroup() as calls:
+            await _mark(session_id, connected=True)
             log.info("sideband_attached")
             while True:
                 try:
                     raw = await connection.recv_bytes()
                 except Exception as exc:  # the SDK raises the websocket's close error
-                    ended_by_upstream = getattr(exc, "rcvd", None) is not None and (
-                        exc.rcvd.code == 1000
-                    )
+                    rcvd = getattr(exc, "rcvd", None)
+                    ended_by_upstream = rcvd is not None and rcvd.code == 1000
                     break
                 try:
                     event = json.loads(raw)
                 except ValueError:
                     continue
-                if isinstance(event, dict):
-                    await transcripts.apply_events(session_id, [event], source="sideband")
+                if not isinstance(event, dict):
+                    continue
+                await transcripts.apply_events(session_id, [event], source="sideband")
+                item = (
+                    event.get("item") if event.get("type") == "response.output_item.done" else None
+                )
+                if isinstance(item, dict) and item.get("type") == "function_call":
+                    calls.create_task(_answer(connection, session_id, item))
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         log.warning("sideband_failed", error=type(exc).__name__)
         return
+    finally:
+        await _mark(session_id, connected=False)
     log.info("sideband_closed", ended_by_upstream=ended_by_upstream)
     if ended_by_upstream:
         await actions.end_session_by_id(session_id, reason="call_ended")
+
+
+async def _mark(session_id: str, *, connected: bool) -> None:
+    with contextlib.suppress(Exception):
+        await VoiceSession.objects.filter(pk=session_id).aupdate(sideband_connected=connected)
+
+
+async def _answer(connection, session_id: str, item: dict) -> None:
+    """Executes the model's function call and tells the model the result."""
+    from tools_app import calls
+
+    try:
+        output = await calls.output_for_model(session_id, item)
+        await connection.send(
+            {
+                "type": "conversation.item.create",
+                "item": {
+                    "type": "function_call_output",
+                    "call_id": item.get("call_id"),
+                    "output": output,
+                },
+            }
+        )
+        await connection.send({"type": "response.create"})
+    except Exception as exc:  # one bad call must not drop the sideband
+        log.warning("tool_answer_failed", error=type(exc).__name__)

@@ -78,8 +78,9 @@ async def _incoming_call(record: WebhookEvent, data: dict) -> str:
             "source": VoiceSession.Source.SIP,
             "model": settings.OPENAI_MODEL,
             "voice": settings.OPENAI_DEFAULT_VOICE,
-            "instructions": settings.SESSION_DEFAULT_INSTRUCTIONS,
-            "tools": [],
+            "instructions": actions.session_instructions(None, level),
+            # A phone caller is anonymous.
+            "tools": actions.session_tools("anonymous", level),
             "pod": settings.POD_NAME,
             "degradation_level": level,
             "expires_at": now + timedelta(seconds=settings.SESSION_MAX_SECONDS),

@@ -207,6 +207,31 @@ OPENAI_WEBHOOK_SECRETS = env_list(
     "OPENAI_WEBHOOK_SECRET", "" if OPENAI_API_KEY else SIMULATOR_WEBHOOK_SECRET
 )
 
+# --- tools (Amplifier bridge) -----------------------------------------------------
+TOOL_WORKSPACE_ROOT = Path(env_str("TOOL_WORKSPACE_ROOT", str(VAR_DIR / "workspaces")))
+# A tool call waits at most this long for its result (the seed's /tools/* timeout).
+TOOL_TIMEOUT_SECONDS = env_int("TOOL_TIMEOUT_SECONDS", 300)
+TOOL_BASH_TIMEOUT_SECONDS = env_int("TOOL_BASH_TIMEOUT_SECONDS", 30)
+TOOL_BASH_MAX_TIMEOUT_SECONDS = env_int("TOOL_BASH_MAX_TIMEOUT_SECONDS", 240)
+TOOL_BASH_MEMORY_BYTES = env_int("TOOL_BASH_MEMORY_BYTES", 512 * 1024 * 1024)
+TOOL_BASH_FILE_SIZE_BYTES = env_int("TOOL_BASH_FILE_SIZE_BYTES", 64 * 1024 * 1024)
+TOOL_BASH_MAX_PROCESSES = env_int("TOOL_BASH_MAX_PROCESSES", 64)
+TOOL_OUTPUT_MAX_BYTES = env_int("TOOL_OUTPUT_MAX_BYTES", 64 * 1024)
+TOOL_READ_MAX_BYTES = env_int("TOOL_READ_MAX_BYTES", 1024 * 1024)
+# bash runs as uid BASE + hash(session) when we are root; 0 turns that off.
+TOOL_SANDBOX_UID_BASE = env_int("TOOL_SANDBOX_UID_BASE", 200_000)
+TOOL_ISOLATION = env_str("TOOL_ISOLATION", "auto")  # auto (bwrap when it works) | rlimits
+# Tool names per kind of caller; "*" is every registered tool.
+TOOLS_FOR_ANONYMOUS = env_list("TOOLS_FOR_ANONYMOUS", "" if PRODUCTION else "*")
+TOOLS_FOR_USERS = env_list("TOOLS_FOR_USERS", "*")
+TOOLS_FOR_API_KEYS = env_list("TOOLS_FOR_API_KEYS", "*")
+WEB_SEARCH_URL = env_str("WEB_SEARCH_URL")
+WEB_SEARCH_API_KEY = env_str("WEB_SEARCH_API_KEY")
+WEB_FETCH_ALLOW_PRIVATE = env_bool("WEB_FETCH_ALLOW_PRIVATE", False)
+AMPLIFIER_BREAKER_FAILURES = env_int("AMPLIFIER_BREAKER_FAILURES", 3)
+AMPLIFIER_BREAKER_RESET_SECONDS = env_int("AMPLIFIER_BREAKER_RESET_SECONDS", 10)
+WORKER_PING_TIMEOUT_SECONDS = env_float("WORKER_PING_TIMEOUT_SECONDS", 1.0)
+
 # --- celery -----------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
@@ -215,11 +240,25 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A message unacknowledged this long is delivered again: longer than the longest tool.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", TOOL_TIMEOUT_SECONDS + 120)
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ANNOTATIONS = {
+    "tools_app.tasks.execute_tool_task": {
+        "soft_time_limit": TOOL_TIMEOUT_SECONDS,
+        "time_limit": TOOL_TIMEOUT_SECONDS + 30,
+    }
+}
 CELERY_BEAT_SCHEDULE = {
     "expire-overdue-sessions": {
         "task": "sessions_app.tasks.expire_sessions_task",
         "schedule": env_float("SESSION_EXPIRY_SWEEP_SECONDS", 30.0),
+    },
+    "fail-lost-tool-executions": {
+        "task": "tools_app.tasks.fail_lost_executions_task",
+        "schedule": 60.0,
     },
 }
 

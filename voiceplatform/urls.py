@@ -11,6 +11,7 @@ from voiceplatform import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("sessions_app.urls")),
+    path("", include("tools_app.urls")),
     path("", include("django_prometheus.urls")),
     path("health/live", views.live),
 ]

@@ -1,0 +1,46 @@
+"""Tool runs for support staff: read-only, by tool and status, inline on the session."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from sessions_app.admin import ReadOnlyMixin, VoiceSessionAdmin
+from tools_app.models import ToolExecution
+
+
+@admin.register(ToolExecution)
+class ToolExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = (
+        "call_id",
+        "tool",
+        "status",
+        "session",
+        "origin",
+        "created_at",
+        "duration_seconds",
+        "worker",
+    )
+    list_filter = ("tool", "status", "origin", "created_at")
+    search_fields = ("call_id", "session__id")
+    list_select_related = ("session",)
+
+
+class ToolExecutionInline(ReadOnlyMixin, admin.TabularInline):
+    model = ToolExecution
+    fields = (
+        "created_at",
+        "tool",
+        "call_id",
+        "arguments",
+        "status",
+        "output",
+        "error",
+        "duration_seconds",
+        "worker",
+    )
+    readonly_fields = fields
+    ordering = ("created_at", "id")
+    extra = 0
+
+
+VoiceSessionAdmin.inlines = [*VoiceSessionAdmin.inlines, ToolExecutionInline]

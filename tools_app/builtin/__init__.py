@@ -1,0 +1,16 @@
+"""The standard Amplifier tools, with Amplifier's names and argument names."""
+
+from tools_app.builtin.bash import BashTool
+from tools_app.builtin.files import EditFileTool, GlobTool, GrepTool, ReadFileTool, WriteFileTool
+from tools_app.builtin.web import WebFetchTool, WebSearchTool
+
+BUILTIN_TOOLS = (
+    BashTool,
+    ReadFileTool,
+    WriteFileTool,
+    EditFileTool,
+    GlobTool,
+    GrepTool,
+    WebSearchTool,
+    WebFetchTool,
+)

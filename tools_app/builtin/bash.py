@@ -1,0 +1,58 @@
+"""bash: a command in the session's workspace, sandboxed (see tools_app.sandbox)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from amplifier_core import ToolResult
+from django.conf import settings
+
+from tools_app.builtin.base import WorkspaceTool, failure
+from tools_app.sandbox import run_bash
+
+
+class BashTool(WorkspaceTool):
+    name = "bash"
+    description = (
+        "Run a bash command in the conversation's private workspace directory. No network. "
+        "Output is limited; long-running commands are stopped at the timeout."
+    )
+    input_schema = {
+        "type": "object",
+        "properties": {
+            "command": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 10_000,
+                "description": "The command line to run.",
+            },
+            "timeout": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 300,
+                "description": "Seconds before the command is stopped (default 30).",
+            },
+        },
+        "required": ["command"],
+        "additionalProperties": False,
+    }
+
+    async def execute(self, input: dict) -> ToolResult:  # noqa: A002
+        timeout = min(
+            input.get("timeout") or settings.TOOL_BASH_TIMEOUT_SECONDS,
+            settings.TOOL_BASH_MAX_TIMEOUT_SECONDS,
+        )
+        result = await asyncio.to_thread(run_bash, self.workspace, input["command"], timeout)
+        if result.timed_out:
+            return failure(
+                "timeout",
+                f"The command was stopped after {timeout} s.\n" + result.output,
+                output=result.output,
+            )
+        if result.exit_code != 0:
+            return failure(
+                "exit_code",
+                f"The command exited with code {result.exit_code}.\n" + result.output,
+                exit_code=result.exit_code,
+            )
+        return ToolResult(success=True, output=result.output)

@@ -1,0 +1,324 @@
+"""Where tools run: one workspace per session, paths that cannot leave it, and bash
+in a bounded, isolated process.
+
+File access walks the path one component at a time with O_NOFOLLOW relative to the
+directory already opened, so neither `..`, absolute paths, symlinks pointing out, nor a
+symlink swapped in between a check and the use can reach outside the workspace.
+
+bash runs in its own session/process group as an unprivileged uid of its own per
+session (when we are root), with CPU, memory, file-size and process-count limits, a
+scrubbed environment and a wall-clock timeout that kills the whole group. Where
+bubblewrap works it also gets no network, a read-only root and a private /tmp and PID
+namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from django.conf import settings
+
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+class PathRefused(ValueError):
+    """A path that would leave the workspace, or is not usable as asked."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    uid: int | None  # the sandbox uid owning it, when we can switch users
+
+    @classmethod
+    def for_session(cls, session_id: str) -> Workspace:
+        root = Path(settings.TOOL_WORKSPACE_ROOT) / session_id
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        uid = sandbox_uid(session_id)
+        if uid is not None:
+            os.chown(root, uid, uid)
+        return cls(root=root, uid=uid)
+
+    # --- paths ---------------------------------------------------------------------
+
+    @staticmethod
+    def parts(path: str) -> list[str]:
+        """The components of a workspace-relative path, or PathRefused."""
+        if not isinstance(path, str) or not path or "\x00" in path:
+            raise PathRefused("The path must be a non-empty string.")
+        for candidate in (path, unquote(path)):
+            if candidate.startswith(("/", "\\", "~")):
+                raise PathRefused(f"'{path}' is absolute; use a path inside the workspace.")
+            if ".." in candidate.replace("\\", "/").split("/"):
+                raise PathRefused(f"'{path}' leaves the workspace ('..' is not allowed).")
+        parts = [part for part in path.split("/") if part not in ("", ".")]
+        if not parts:
+            raise PathRefused("The path names the workspace itself, not a file.")
+        return parts
+
+    @contextlib.contextmanager
+    def _dir_fd(self, parts: list[str], *, create: bool = False) -> Iterator[int]:
+        """An fd of the directory parts name, opened without following any symlink."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for part in parts:
+                try:
+                    next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    if self.uid is not None:
+                        os.chown(part, self.uid, self.uid, dir_fd=fd, follow_symlinks=False)
+                    next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                except (NotADirectoryError, OSError) as exc:
+                    if isinstance(exc, FileNotFoundError):
+                        raise
+                    raise PathRefused(
+                        f"'{part}' is a symlink or not a directory; refused."
+                    ) from None
+                os.close(fd)
+                fd = next_fd
+            yield fd
+        finally:
+            os.close(fd)
+
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        *dirs, name = self.parts(path)
+        with self._dir_fd(dirs) as dir_fd:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno == 40:  # ELOOP: the file itself is a symlink
+                    raise PathRefused(f"'{path}' is a symlink; refused.") from None
+                raise
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    raise PathRefused(f"'{path}' is not a regular file.")
+                return handle.read(limit + 1)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        *dirs, name = self.parts(path)
+        with self._dir_fd(dirs, create=True) as dir_fd:
+            try:
+                fd = os.open(
+                    name,
+                    os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+                    0o644,
+                    dir_fd=dir_fd,
+                )
+            except OSError as exc:
+                if exc.errno == 40:
+                    raise PathRefused(f"'{path}' is a symlink; refused.") from None
+                raise
+            with os.fdopen(fd, "wb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    raise PathRefused(f"'{path}' is not a regular file.")
+                handle.write(data)
+                if self.uid is not None:
+                    os.fchown(handle.fileno(), self.uid, self.uid)
+
+    def walk(self, start: str = ".") -> Iterator[str]:
+        """Workspace-relative paths of regular files under start; symlinks are skipped."""
+        base = [] if start in ("", ".") else self.parts(start)
+        with self._dir_fd(base) as top:
+            yield from self._walk(os.dup(top), "/".join(base))
+
+    def _walk(self, fd: int, prefix: str) -> Iterator[str]:
+        try:
+            entries = sorted(os.listdir(fd))
+            for name in entries:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                rel = f"{prefix}/{name}" if prefix else name
+                if stat.S_ISDIR(info.st_mode):
+                    child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                    yield from self._walk(child, rel)
+                elif stat.S_ISREG(info.st_mode):
+                    yield rel
+        finally:
+            os.close(fd)
+
+
+def sandbox_uid(session_id: str) -> int | None:
+    """A uid of the session's own for its bash processes (only root can switch)."""
+    if os.geteuid() != 0 or not settings.TOOL_SANDBOX_UID_BASE:
+        return None
+    digest = int(hashlib.sha256(session_id.encode()).hexdigest()[:8], 16)
+    return settings.TOOL_SANDBOX_UID_BASE + digest % 50_000
+
+
+@functools.cache
+def bwrap_works() -> bool:
+    """Whether bubblewrap can make a sandbox here (probed once per process)."""
+    if settings.TOOL_ISOLATION == "rlimits" or not shutil.which("bwrap"):
+        return False
+    try:
+        probe = subprocess.run(
+            [
+                "bwrap",
+                "--unshare-all",
+                "--die-with-parent",
+                "--ro-bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+                "/bin/true",
+            ],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+def isolation() -> str:
+    """What bash runs in: 'bwrap' or 'rlimits' (either with a per-session uid if root)."""
+    return "bwrap" if bwrap_works() else "rlimits"
+
+
+@dataclass(frozen=True)
+class BashResult:
+    exit_code: int | None
+    output: str
+    truncated: bool
+    timed_out: bool
+
+
+def _limit(workspace: Workspace, timeout: float):
+    def apply() -> None:
+        memory = settings.TOOL_BASH_MEMORY_BYTES
+        cpu = int(timeout) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        size = settings.TOOL_BASH_FILE_SIZE_BYTES
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if workspace.uid is not None:
+            procs = settings.TOOL_BASH_MAX_PROCESSES
+            resource.setrlimit(resource.RLIMIT_NPROC, (procs, procs))
+            os.setgroups([])
+            os.setgid(workspace.uid)
+            os.setuid(workspace.uid)
+
+    return apply
+
+
+def _command(workspace: Workspace, command: str) -> list[str]:
+    shell = ["/bin/bash", "--noprofile", "--norc", "-c", command]
+    if not bwrap_works():
+        return shell
+    root = str(workspace.root)
+    return [
+        "bwrap",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind",
+        "/",
+        "/",
+        "--tmpfs",
+        "/tmp",  # noqa: S108 (a private tmpfs inside the sandbox)
+        "--tmpfs",
+        str(settings.TOOL_WORKSPACE_ROOT),
+        "--bind",
+        root,
+        root,
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--chdir",
+        root,
+        *shell,
+    ]
+
+
+def _kill_all_of(uid: int) -> None:
+    """Kills every process of the sandbox uid, including any that left the group."""
+
+    def become() -> None:
+        os.setgid(uid)
+        os.setuid(uid)
+
+    subprocess.run(["/bin/kill", "-9", "-1"], preexec_fn=become, capture_output=True, check=False)
+
+
+def run_bash(workspace: Workspace, command: str, timeout: float) -> BashResult:
+    """Runs command in the workspace; output (stdout+stderr) capped, the whole process
+    group killed at the timeout and again when the shell exits (no stragglers)."""
+    cap = settings.TOOL_OUTPUT_MAX_BYTES
+    env = {"PATH": SAFE_PATH, "HOME": str(workspace.root), "LANG": "C.UTF-8", "TERM": "dumb"}
+    process = subprocess.Popen(
+        _command(workspace, command),
+        cwd=workspace.root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_limit(workspace, timeout),  # noqa: PLW1509 (no threads in the child)
+    )
+    os.set_blocking(process.stdout.fileno(), False)
+    chunks: list[bytes] = []
+    size = 0
+    timed_out = False
+    deadline = time.monotonic() + timeout
+
+    def take(chunk: bytes) -> None:
+        nonlocal size
+        if size < cap:
+            chunks.append(chunk[: cap - size])
+        size += len(chunk)
+
+    try:
+        while True:
+            chunk = process.stdout.read(65536)
+            if chunk:
+                take(chunk)
+                continue
+            if chunk == b"":
+                break  # every writer is gone
+            if process.poll() is not None:
+                # The shell is done; children left in the background may hold the pipe.
+                while chunk := process.stdout.read(65536):
+                    take(chunk)
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+            time.sleep(0.01)
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if workspace.uid is not None:
+            _kill_all_of(workspace.uid)
+        process.stdout.close()
+        process.wait()
+    truncated = size > cap
+    output = b"".join(chunks).decode("utf-8", "replace")
+    if truncated:
+        output += f"\n[output cut at {cap} bytes]"
+    return BashResult(
+        exit_code=None if timed_out else process.returncode,
+        output=output,
+        truncated=truncated,
+        timed_out=timed_out,
+    )
