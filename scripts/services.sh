@@ -36,3 +36,8 @@ if [ -z "${REDIS_URL:-}" ] && ! port_open 6379; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
   wait_port 6379
 fi
+
+# bash tools run under bubblewrap where it works; have it so the suite exercises it.
+if ! command -v bwrap >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  echo "installing bubblewrap"; apt_install bubblewrap || echo "bubblewrap unavailable: rlimits only"
+fi

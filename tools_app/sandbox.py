@@ -45,8 +45,11 @@ class Workspace:
 
     @classmethod
     def for_session(cls, session_id: str) -> Workspace:
-        root = Path(settings.TOOL_WORKSPACE_ROOT) / session_id
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        base = Path(settings.TOOL_WORKSPACE_ROOT)
+        base.mkdir(parents=True, exist_ok=True)
+        base.chmod(0o711)  # sandbox uids may pass through, not list their neighbours
+        root = base / session_id
+        root.mkdir(exist_ok=True, mode=0o700)
         uid = sandbox_uid(session_id)
         if uid is not None:
             os.chown(root, uid, uid)
@@ -160,10 +163,15 @@ def sandbox_uid(session_id: str) -> int | None:
     return settings.TOOL_SANDBOX_UID_BASE + digest % 50_000
 
 
-@functools.cache
 def bwrap_works() -> bool:
+    """Whether bash runs under bubblewrap: wanted, and it works on this host."""
+    return settings.TOOL_ISOLATION != "rlimits" and _bwrap_probe()
+
+
+@functools.cache
+def _bwrap_probe() -> bool:
     """Whether bubblewrap can make a sandbox here (probed once per process)."""
-    if settings.TOOL_ISOLATION == "rlimits" or not shutil.which("bwrap"):
+    if not shutil.which("bwrap"):
         return False
     try:
         probe = subprocess.run(
@@ -293,6 +301,8 @@ def run_bash(workspace: Workspace, command: str, timeout: float) -> BashResult:
             chunk = process.stdout.read(65536)
             if chunk:
                 take(chunk)
+                if size > cap:
+                    break  # enough: the rest would be thrown away
                 continue
             if chunk == b"":
                 break  # every writer is gone

@@ -14,3 +14,4 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tasks run in the test process unless a test starts a real worker.
 CELERY_TASK_ALWAYS_EAGER = True
 MEDIA_ROOT = VAR_DIR / "test-media"  # noqa: F405
+TOOL_WORKSPACE_ROOT = VAR_DIR / "test-workspaces"  # noqa: F405

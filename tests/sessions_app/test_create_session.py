@@ -27,7 +27,14 @@ async def test_it_creates_a_session_with_an_ephemeral_secret_and_a_token(api, si
     assert body["model"] == "gpt-realtime"
     assert body["degradation_level"] == 1
     assert body["tools"] == [
-        "bash", "edit_file", "glob", "grep", "read_file", "web_fetch", "web_search", "write_file"
+        "bash",
+        "edit_file",
+        "glob",
+        "grep",
+        "read_file",
+        "web_fetch",
+        "web_search",
+        "write_file",
     ]
     assert body["urls"] == {
         "sdp": "/sdp",

@@ -49,6 +49,11 @@ class BashTool(WorkspaceTool):
                 f"The command was stopped after {timeout} s.\n" + result.output,
                 output=result.output,
             )
+        if result.truncated and (result.exit_code or 0) < 0:
+            return failure(
+                "output_limit",
+                "The command was stopped: it printed more than the output limit.\n" + result.output,
+            )
         if result.exit_code != 0:
             return failure(
                 "exit_code",
