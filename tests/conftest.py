@@ -159,3 +159,42 @@ def _close_stray_connections(django_db_setup, django_db_blocker):
                 )
         except OperationalError:
             pass  # no test used the database
+
+
+@pytest.fixture
+def search_provider():
+    """A local web-search provider over HTTP on loopback: GET ?q= -> {"results": [...]}."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    class Provider(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            query = parse_qs(urlsplit(self.path).query).get("q", [""])[0]
+            body = json.dumps(
+                {
+                    "results": [
+                        {
+                            "title": f"Result for {query}",
+                            "url": "https://example.org/1",
+                            "snippet": "first",
+                        },
+                        {"title": "Second", "url": "https://example.org/2", "snippet": "second"},
+                    ]
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Provider)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/search"
+    server.shutdown()

@@ -1,0 +1,262 @@
+"""POST /tools/<name>: policy, validation, exactly-once, degradation, both doors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from ops_app import breakers
+from sessions_app.models import VoiceSession
+from tests.factories import VoiceSessionFactory, bearer
+from tools_app import policy
+from tools_app.models import ToolExecution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def _session(**fields) -> VoiceSession:
+    defaults = {
+        "status": "active",
+        "tools": policy.definitions(["bash", "read_file", "write_file", "web_search", "web_fetch"]),
+    }
+    return await sync_to_async(VoiceSessionFactory)(**(defaults | fields))
+
+
+async def call(api, session, name, call_id="call_1", arguments=None, **body):
+    payload = {"call_id": call_id, "arguments": arguments if arguments is not None else {}}
+    return await api.post(
+        f"/tools/{name}", payload | body, content_type="application/json", headers=bearer(session)
+    )
+
+
+async def test_it_runs_a_tool_and_returns_its_result(api):
+    session = await _session()
+
+    written = await call(
+        api, session, "write_file", "call_w", {"file_path": "a.txt", "content": "hello"}
+    )
+    ran = await call(api, session, "bash", "call_b", {"command": "cat a.txt"})
+
+    assert written.status_code == ran.status_code == 200
+    assert ran.json() == {
+        "call_id": "call_b",
+        "tool": "bash",
+        "status": "succeeded",
+        "output": "hello",
+        "error": None,
+    }
+    execution = await ToolExecution.objects.aget(call_id="call_b")
+    assert execution.worker and execution.duration_seconds is not None
+    assert execution.origin == "client"
+
+
+async def test_a_tools_own_failure_is_status_failed_with_a_clear_error(api):
+    session = await _session()
+
+    missing = await call(api, session, "read_file", "c1", {"file_path": "nope.txt"})
+    escape = await call(api, session, "read_file", "c2", {"file_path": "../../etc/passwd"})
+    exit_code = await call(api, session, "bash", "c3", {"command": "exit 4"})
+
+    assert [r.status_code for r in (missing, escape, exit_code)] == [200, 200, 200]
+    assert missing.json()["status"] == "failed" and "No such file" in missing.json()["error"]
+    assert "leaves the workspace" in escape.json()["error"]
+    assert "code 4" in exit_code.json()["error"]
+
+
+async def test_it_runs_a_call_once_however_often_it_is_posted(api):
+    session = await _session()
+    command = {"command": "echo run >> runs.txt; wc -l < runs.txt"}
+
+    results = await asyncio.gather(
+        *[call(api, session, "bash", "call_same", command) for _ in range(3)]
+    )
+    again = await call(api, session, "bash", "call_same", command)
+
+    assert {r.json()["output"].strip() for r in [*results, again]} == {"1"}
+    assert await ToolExecution.objects.acount() == 1
+
+
+async def test_a_call_id_reused_for_different_arguments_is_a_conflict(api):
+    session = await _session()
+    await call(api, session, "bash", "call_x", {"command": "true"})
+
+    response = await call(api, session, "bash", "call_x", {"command": "false"})
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "call_id_reused"
+
+
+async def test_a_tool_outside_the_sessions_policy_is_403_and_unknown_is_404(api):
+    session = await _session(tools=policy.definitions(["read_file"]))
+
+    forbidden = await call(api, session, "bash", arguments={"command": "id"})
+    unknown = await call(api, session, "teleport")
+
+    assert forbidden.status_code == 403
+    assert forbidden.json()["error"]["code"] == "tool_not_allowed"
+    assert unknown.status_code == 404
+    assert await ToolExecution.objects.acount() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"call_id": "c", "arguments": {"command": 42}}, 400, "invalid_arguments"),
+        ({"call_id": "c", "arguments": {}}, 400, "invalid_arguments"),
+        ({"call_id": "c", "arguments": {"command": "ls", "sudo": True}}, 400, "invalid_arguments"),
+        (
+            {"call_id": "c", "arguments": {"command": "ls", "timeout": 9999}},
+            400,
+            "invalid_arguments",
+        ),
+        ({"call_id": "c", "arguments": {"command": "x" * 20_000}}, 400, "invalid_arguments"),
+        ({"call_id": "c", "arguments": "ls"}, 400, "invalid_arguments"),
+        ({"call_id": "", "arguments": {}}, 400, "invalid_call_id"),
+        ({"call_id": 7, "arguments": {}}, 400, "invalid_call_id"),
+        ({"arguments": {}}, 400, "missing_field"),
+        ({"call_id": "c", "arguments": {}, "name": "bash"}, 400, "unknown_field"),
+        ({"call_id": "c", "arguments": {"command": "x" * 300_000}}, 413, "payload_too_large"),
+    ],
+)
+async def test_it_rejects_bad_arguments_with_a_clear_message(api, body, status, code):
+    session = await _session()
+
+    response = await api.post(
+        "/tools/bash", body, content_type="application/json", headers=bearer(session)
+    )
+
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert await ToolExecution.objects.acount() == 0
+
+
+async def test_the_schema_message_names_the_bad_field(api):
+    session = await _session()
+
+    response = await call(api, session, "bash", arguments={"command": 42})
+
+    assert response.json()["error"]["message"].startswith("Invalid arguments for bash: command:")
+
+
+async def test_it_needs_a_live_session_token(api):
+    session = await _session(status="ended")
+
+    no_token = await api.post(
+        "/tools/bash", {"call_id": "c", "arguments": {}}, content_type="application/json"
+    )
+    ended = await call(api, session, "bash", arguments={"command": "id"})
+    get = await api.get("/tools/bash", headers=bearer(session))
+
+    assert (no_token.status_code, ended.status_code, get.status_code) == (401, 409, 405)
+
+
+async def test_with_the_breaker_open_tools_answer_503_and_sessions_start_without_tools(
+    api, simulator, settings
+):
+    session = await _session()
+    breaker = breakers.amplifier()
+    for _ in range(settings.AMPLIFIER_BREAKER_FAILURES):
+        await sync_to_async(breakers.record)(breaker, False)
+    try:
+        refused = await call(api, session, "bash", arguments={"command": "id"})
+        created = await api.post("/session", content_type="application/json")
+    finally:
+        await sync_to_async(breakers.reset)(breaker)
+
+    assert refused.status_code == 503 and refused["Retry-After"]
+    assert refused.json()["error"]["message"] == (
+        "I can't execute tasks right now, but I can still help with questions."
+    )
+    body = created.json()
+    assert body["degradation_level"] == 2 and body["tools"] == []
+    stored = await VoiceSession.objects.aget(pk=body["session_id"])
+    assert "I can't execute tasks right now" in stored.instructions
+
+
+async def test_timeouts_and_crashes_open_the_breaker(api, settings):
+    session = await _session()
+    settings.TOOL_BASH_TIMEOUT_SECONDS = 1
+    try:
+        for index in range(settings.AMPLIFIER_BREAKER_FAILURES):
+            await call(api, session, "bash", f"slow_{index}", {"command": "sleep 5"})
+        refused = await call(api, session, "bash", "after", {"command": "id"})
+    finally:
+        await sync_to_async(breakers.reset)(breakers.amplifier())
+
+    assert refused.status_code == 503
+
+
+async def test_with_the_sideband_attached_only_calls_it_saw_are_accepted(api):
+    session = await _session(sideband_connected=True)
+    await ToolExecution.objects.acreate(
+        session=session,
+        call_id="call_seen",
+        tool="bash",
+        arguments={"command": "id"},
+        origin="sideband",
+        status="succeeded",
+        output="uid=1",
+    )
+
+    seen = await call(api, session, "bash", "call_seen", {"command": "id"})
+    unseen = await call(api, session, "bash", "call_made_up", {"command": "id"})
+    altered = await call(api, session, "bash", "call_seen", {"command": "rm -rf ."})
+
+    assert seen.status_code == 200 and seen.json()["output"] == "uid=1"
+    assert unseen.status_code == altered.status_code == 409
+    assert unseen.json()["error"]["code"] == "unknown_call"
+
+
+async def test_web_search_without_a_provider_says_so(api, settings):
+    settings.WEB_SEARCH_URL = ""
+    session = await _session()
+
+    response = await call(api, session, "web_search", arguments={"query": "django"})
+
+    assert response.json()["status"] == "failed"
+    assert response.json()["error"] == "Web search is not configured on this server."
+
+
+async def test_web_search_asks_the_configured_provider(api, settings, search_provider):
+    settings.WEB_SEARCH_URL = search_provider
+    session = await _session()
+
+    response = await call(api, session, "web_search", arguments={"query": "channels layers"})
+
+    assert response.json()["status"] == "succeeded"
+    assert response.json()["output"].startswith("1. Result for channels layers\n")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:6379/",
+        "http://localhost/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/",
+        "file:///etc/passwd",
+        "http://10.0.0.1/",
+    ],
+)
+async def test_web_fetch_refuses_private_and_local_addresses(api, url):
+    session = await _session()
+
+    response = await call(api, session, "web_fetch", arguments={"url": url})
+
+    assert response.json()["status"] == "failed"
+    assert "refused" in response.json()["error"] or "Only http" in response.json()["error"]
+
+
+async def test_web_fetch_may_reach_local_addresses_when_allowed(api, settings, search_provider):
+    settings.WEB_FETCH_ALLOW_PRIVATE = True
+    session = await _session()
+
+    response = await call(
+        api, session, "web_fetch", arguments={"url": search_provider + "?q=fetched"}
+    )
+
+    assert response.json()["status"] == "succeeded"
+    assert json.loads(response.json()["output"])["results"][0]["title"] == "Result for fetched"
