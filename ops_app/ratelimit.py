@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import time
 
+from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
 from voiceplatform.errors import TooManyRequests
 
 
+def _count(key: str, window_seconds: int) -> int:
+    # add + incr: atomic in Redis (SET NX, INCR); django-redis has no native async API,
+    # and its async fallbacks are a get-then-set, so this runs in a thread instead.
+    cache.add(key, 0, timeout=window_seconds + 1)
+    return cache.incr(key)
+
+
 async def hit(bucket: str, limit: int, window_seconds: int = 60) -> None:
     """Counts one hit on bucket; 429 with Retry-After past `limit` in the window."""
     now = time.time()
-    window = int(now // window_seconds)
-    key = f"rl:{bucket}:{window}"
-    await cache.aadd(key, 0, timeout=window_seconds + 1)
-    count = await cache.aincr(key)
+    key = f"rl:{bucket}:{int(now // window_seconds)}"
+    count = await sync_to_async(_count, thread_sensitive=False)(key, window_seconds)
     if count > limit:
         retry_after = int(window_seconds - (now % window_seconds)) + 1
         raise TooManyRequests(

@@ -132,25 +132,50 @@ async def connect_call(session: VoiceSession, offer: str) -> str:
     ).aupdate(status=VoiceSession.Status.CONNECTING)
     if not claimed:
         raise Conflict("This session already has a call.", code="already_connected")
+    call_id = None
     try:
         answer, call_id = await realtime.create_call(offer, config_of(session))
-    except realtime.UpstreamError:
-        await VoiceSession.objects.filter(pk=session.pk).aupdate(status=VoiceSession.Status.CREATED)
+        connected = await VoiceSession.objects.filter(
+            pk=session.pk, status=VoiceSession.Status.CONNECTING
+        ).aupdate(
+            call_id=call_id,
+            status=VoiceSession.Status.ACTIVE,
+            connected_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+    except BaseException:
+        # Upstream failed, or the caller went away mid-request: the session may retry.
+        await VoiceSession.objects.filter(
+            pk=session.pk, status=VoiceSession.Status.CONNECTING
+        ).aupdate(status=VoiceSession.Status.CREATED)
+        if call_id:
+            await _hangup_quietly(call_id)
         raise
+    if not connected:
+        # The session was ended while we were connecting: do not bring it back.
+        await _hangup_quietly(call_id)
+        raise Conflict("The session ended while connecting.", code="session_ended")
     session.call_id = call_id
     session.status = VoiceSession.Status.ACTIVE
-    session.connected_at = timezone.now()
-    await session.asave(update_fields=["call_id", "status", "connected_at", "updated_at"])
     if settings.SIDEBAND_ENABLED:
         sideband.attach(session.pk, call_id)
     log.info("call_connected", session_id=session.pk, call_id=call_id)
     return answer
 
 
+async def _hangup_quietly(call_id: str) -> None:
+    try:
+        await realtime.hangup(call_id)
+    except realtime.UpstreamError as exc:
+        log.info("hangup_failed", call_id=call_id, code=exc.code)
+
+
 async def record_events(session: VoiceSession, events: list[dict]) -> int:
     """Transcript intake from the browser, for what the server could not see itself."""
     require_live(session)
-    return await transcripts.apply_events(session.pk, events, source="client")
+    return await transcripts.apply_events(
+        session.pk, events, source="client", count_usage=not session.sideband_connected
+    )
 
 
 async def end_session(
@@ -168,15 +193,10 @@ async def end_session(
     ).aupdate(status=status, ended_at=now, end_reason=reason, duration_seconds=duration)
     if claimed:
         if session.call_id:
-            try:
-                await realtime.hangup(session.call_id)
-            except realtime.UpstreamError as exc:
-                log.info("hangup_failed", session_id=session.pk, code=exc.code)
+            await _hangup_quietly(session.call_id)
         await sideband.detach(session.pk, drain_seconds=settings.SIDEBAND_DRAIN_SECONDS)
         voice_session_duration_seconds.observe(duration)
-        from sessions_app.tasks import export_transcript_task
-
-        await enqueue(export_transcript_task, session.pk)
+        await _export_transcript(session.pk)
         layer = get_channel_layer()
         if layer is not None:
             await layer.group_send(
@@ -188,6 +208,16 @@ async def end_session(
             )
         log.info("session_ended", session_id=session.pk, reason=reason, status=str(status))
     return await VoiceSession.objects.aget(pk=session.pk)
+
+
+async def _export_transcript(session_id: str) -> None:
+    """Queues the export; if that fails, the periodic sweep exports it later."""
+    from sessions_app.tasks import export_transcript_task
+
+    try:
+        await enqueue(export_transcript_task, session_id)
+    except Exception as exc:
+        log.warning("export_not_queued", session_id=session_id, error=type(exc).__name__)
 
 
 async def end_session_by_id(session_id: str, *, reason: str) -> None:

@@ -58,6 +58,13 @@ def client() -> openai.AsyncOpenAI:
     return created
 
 
+async def close_client() -> None:
+    """Closes the running loop's client (for short-lived loops, e.g. in Celery)."""
+    existing = _clients.pop(asyncio.get_running_loop(), None)
+    if existing is not None:
+        await existing.close()
+
+
 def session_config(
     *, model: str, voice: str, instructions: str, tools: list[dict] | None = None
 ) -> dict:
@@ -107,7 +114,12 @@ def _translate(operation: str, exc: Exception) -> UpstreamError:
             code="upstream_unavailable",
             retry_after=5,
         )
-    assert isinstance(exc, openai.APIStatusError)
+    if not isinstance(exc, openai.APIStatusError):  # e.g. a response we cannot parse
+        return UpstreamError(
+            "The voice service gave an unusable answer.",
+            code="upstream_bad_answer",
+            retry_after=5,
+        )
     status = exc.status_code
     if status == 429:
         return UpstreamError(

@@ -8,6 +8,8 @@ import contextlib
 import json
 
 import structlog
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.db import connections
 
 from sessions_app import realtime, transcripts
 from sessions_app.models import VoiceSession
@@ -21,7 +23,7 @@ def attach(session_id: str, call_id: str) -> None:
     """Starts listening on the call in this process (the pod the session is pinned to)."""
     if session_id in _running:
         return
-    task = asyncio.create_task(_listen(session_id, call_id), name=f"sideband:{session_id}")
+    task = asyncio.create_task(_own_context(session_id, call_id), name=f"sideband:{session_id}")
     _running[session_id] = task
     task.add_done_callback(lambda _: _running.pop(session_id, None))
 
@@ -43,6 +45,16 @@ async def detach(session_id: str, *, drain_seconds: float = 0.0) -> None:
 async def detach_all() -> None:
     for session_id in list(_running):
         await detach(session_id)
+
+
+async def _own_context(session_id: str, call_id: str) -> None:
+    """Runs the listener with database work on a thread of its own, and closes that
+    thread's connection at the end (it outlives the request that started it)."""
+    async with ThreadSensitiveContext():
+        try:
+            await _listen(session_id, call_id)
+        finally:
+            await sync_to_async(connections.close_all)()
 
 
 async def _listen(session_id: str, call_id: str) -> None:

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from asgiref.sync import async_to_sync
 from celery import shared_task
 from django.core.files.base import ContentFile
+from django.utils import timezone
 
-from sessions_app import actions, transcripts
+from sessions_app import actions, realtime, transcripts
 from sessions_app.models import VoiceSession
 
 
 @shared_task
 def expire_sessions_task() -> int:
-    """Periodic: ends sessions that outlived SESSION_MAX_SECONDS."""
-    return async_to_sync(actions.expire_overdue_sessions)()
+    """Periodic: ends sessions that outlived SESSION_MAX_SECONDS, and exports the
+    transcripts whose export could not be queued when their session ended."""
+    expired = async_to_sync(_expire)()
+    recent = timezone.now() - timedelta(days=1)
+    missing = VoiceSession.objects.filter(
+        ended_at__gte=recent,
+        ended_at__lt=timezone.now() - timedelta(minutes=1),
+        transcript_json="",
+    ).values_list("pk", flat=True)
+    for session_id in missing:
+        export_transcript_task.delay(session_id)
+    return expired
+
+
+async def _expire() -> int:
+    try:
+        return await actions.expire_overdue_sessions()
+    finally:
+        await realtime.close_client()  # this event loop ends with the call
 
 
 @shared_task

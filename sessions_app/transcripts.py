@@ -23,9 +23,22 @@ def group_name(session_id: str) -> str:
     return f"session.{session_id}"
 
 
-def _text_of(content: list | None) -> str:
+MAX_TOKENS_PER_RESPONSE = 10_000_000
+MAX_TEXT = 100_000
+
+
+def _short(value, limit: int = 80) -> str:
+    """A string id or name from an event, cut to what we store."""
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _text(value) -> str:
+    return value[:MAX_TEXT] if isinstance(value, str) else ""
+
+
+def _text_of(content) -> str:
     parts = []
-    for part in content or []:
+    for part in content if isinstance(content, list) else []:
         if isinstance(part, dict):
             text = part.get("text") or part.get("transcript")
             if isinstance(text, str):
@@ -40,22 +53,22 @@ def _fields_of_item(item: dict) -> dict:
         return {
             "kind": Item.Kind.FUNCTION_CALL,
             "role": Item.Role.ASSISTANT,
-            "name": str(item.get("name") or ""),
-            "call_id": str(item.get("call_id") or ""),
-            "arguments": str(item.get("arguments") or ""),
+            "name": _short(item.get("name")),
+            "call_id": _short(item.get("call_id")),
+            "arguments": _text(item.get("arguments")),
             "status": status,
         }
     if kind == "function_call_output":
         return {
             "kind": Item.Kind.FUNCTION_CALL_OUTPUT,
             "role": Item.Role.TOOL,
-            "call_id": str(item.get("call_id") or ""),
-            "text": str(item.get("output") or ""),
+            "call_id": _short(item.get("call_id")),
+            "text": _text(item.get("output")),
             "status": _FINAL,
         }
     role = item.get("role") if item.get("role") in Item.Role.values else Item.Role.ASSISTANT
     fields = {"kind": Item.Kind.MESSAGE, "role": role, "status": status}
-    text = _text_of(item.get("content"))
+    text = _text(_text_of(item.get("content")))
     if text:
         fields["text"] = text
     elif status == _FINAL and role == Item.Role.USER:
@@ -75,11 +88,11 @@ def changes_for(event: dict) -> tuple[str, dict] | None:
         "response.output_item.done",
     ):
         item = event.get("item")
-        if isinstance(item, dict) and isinstance(item.get("id"), str):
-            return item["id"], _fields_of_item(item)
+        if isinstance(item, dict) and _short(item.get("id")):
+            return _short(item["id"]), _fields_of_item(item)
         return None
-    item_id = event.get("item_id")
-    if not isinstance(item_id, str):
+    item_id = _short(event.get("item_id"))
+    if not item_id:
         return None
     if kind == "input_audio_buffer.committed":
         return item_id, {"kind": Item.Kind.MESSAGE, "role": Item.Role.USER}
@@ -93,21 +106,26 @@ def changes_for(event: dict) -> tuple[str, dict] | None:
         return item_id, {"role": Item.Role.USER, "status": Item.Status.FAILED}
     if kind in ("response.output_audio_transcript.done", "response.output_text.done"):
         text = event.get("transcript") if "transcript" in event else event.get("text")
-        return item_id, {"role": Item.Role.ASSISTANT, "text": str(text or ""), "status": _FINAL}
+        return item_id, {"role": Item.Role.ASSISTANT, "text": _text(text), "status": _FINAL}
     return None
 
 
-def _merge(item: Item, fields: dict) -> list[str]:
-    """Applies what is new; a final item keeps its final text and status."""
+def _merge(item: Item, fields: dict, source: str) -> list[str]:
+    """Applies what is new; a final item keeps its final text and status, except that
+    what the server saw itself (sideband) corrects what a browser relayed."""
+    corrects = source == "sideband" and item.source == "client"
     changed = []
     for name, value in fields.items():
         current = getattr(item, name)
         if value in ("", None) or current == value:
             continue
-        if item.status == _FINAL and name in ("text", "status"):
+        if item.status == _FINAL and name in ("text", "status") and not corrects:
             continue
         setattr(item, name, value)
         changed.append(name)
+    if corrects and changed:
+        item.source = source
+        changed.append("source")
     return changed
 
 
@@ -121,25 +139,31 @@ async def _apply_item(session_id: str, item_id: str, fields: dict, source: str) 
         item, created = await Item.objects.aget(session_id=session_id, item_id=item_id), False
     if created:
         return item
-    changed = _merge(item, fields)
+    changed = _merge(item, fields, source)
     if not changed:
         return None
     await item.asave(update_fields=[*changed, "updated_at"])
     return item
 
 
+def _token_count(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return 0
+    return min(max(value, 0), MAX_TOKENS_PER_RESPONSE)
+
+
 async def _count_usage(session_id: str, response: dict) -> None:
     usage = response.get("usage")
-    response_id = response.get("id")
-    if not isinstance(usage, dict) or not isinstance(response_id, str):
+    response_id = _short(response.get("id"))
+    if not isinstance(usage, dict) or not response_id:
         return
+    counts = {
+        name: _token_count(usage.get(name))
+        for name in ("input_tokens", "output_tokens", "total_tokens")
+    }
     # Both doors may report the same response: count it once.
     if not await cache.aadd(f"usage:{session_id}:{response_id}", 1, timeout=86400):
         return
-    counts = {
-        name: int(usage.get(name) or 0)
-        for name in ("input_tokens", "output_tokens", "total_tokens")
-    }
     await VoiceSession.objects.filter(pk=session_id).aupdate(
         **{name: F(name) + value for name, value in counts.items()}
     )
@@ -159,13 +183,18 @@ def as_event(item: Item) -> dict:
     }
 
 
-async def apply_events(session_id: str, events: list[dict], *, source: str) -> int:
-    """Records what the events say about the transcript; returns how many items changed."""
+async def apply_events(
+    session_id: str, events: list[dict], *, source: str, count_usage: bool = True
+) -> int:
+    """Records what the events say about the transcript; returns how many items changed.
+    count_usage is off for browser relays while the server has its own sideband: usage
+    is then what the server measured, not what a client claims."""
     layer = get_channel_layer()
     changed = 0
     for event in events:
         if event.get("type") == "response.done" and isinstance(event.get("response"), dict):
-            await _count_usage(session_id, event["response"])
+            if count_usage:
+                await _count_usage(session_id, event["response"])
             continue
         found = changes_for(event)
         if found is None:

@@ -13,6 +13,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from ops_app import degradation
 from sessions_app import actions, realtime, sideband
 from sessions_app.models import VoiceSession, WebhookEvent
+from voiceplatform.api import parse_json
 from voiceplatform.errors import BadRequest, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
@@ -23,10 +24,15 @@ def verify(body: bytes, headers: dict[str, str]) -> dict:
     secrets during rotation, several signatures per header); otherwise 400."""
     for secret in settings.OPENAI_WEBHOOK_SECRETS:
         try:
-            event = Webhook(secret).verify(body, headers)
+            Webhook(secret).verify(body, headers, json_parse=False)
         except (WebhookVerificationError, ValueError, TypeError):
             continue
-        if isinstance(event, dict) and isinstance(event.get("type"), str):
+        event = parse_json(body)
+        if (
+            isinstance(event, dict)
+            and isinstance(event.get("type"), str)
+            and isinstance(event.get("data", {}), dict)
+        ):
             return event
         raise BadRequest("The webhook body is not an event.", code="invalid_event")
     raise BadRequest("The webhook signature is not valid.", code="invalid_signature")
@@ -61,8 +67,8 @@ async def _handle(record: WebhookEvent, event: dict) -> str:
 async def _incoming_call(record: WebhookEvent, data: dict) -> str:
     """A SIP call rings: accept it with our session config, or reject it."""
     call_id = data.get("call_id")
-    if not isinstance(call_id, str) or not call_id:
-        return "ignored: no call_id"
+    if not isinstance(call_id, str) or not 0 < len(call_id) <= 80:
+        return "ignored: no usable call_id"
     level = await degradation.current_level()
     live = await VoiceSession.objects.filter(
         pod=settings.POD_NAME, status__in=VoiceSession.LIVE_STATUSES
@@ -91,7 +97,14 @@ async def _incoming_call(record: WebhookEvent, data: dict) -> str:
     try:
         await realtime.accept_call(call_id, actions.config_of(session))
     except realtime.UpstreamError as exc:
-        raise ServiceUnavailable("Could not accept the call.", retry_after=5) from exc
+        if exc.status in (502, 503, 504) and exc.code != "upstream_refused":
+            # Transient: answer 503 so the sender tries again.
+            raise ServiceUnavailable("Could not accept the call.", retry_after=5) from exc
+        # Refused for good (the caller hung up, the call is unknown): nothing to retry.
+        await actions.end_session(
+            session, reason="accept_refused", status=VoiceSession.Status.FAILED
+        )
+        return f"failed: {exc.code}"
     session.status = VoiceSession.Status.ACTIVE
     session.connected_at = timezone.now()
     await session.asave(update_fields=["status", "connected_at", "updated_at"])
@@ -101,7 +114,8 @@ async def _incoming_call(record: WebhookEvent, data: dict) -> str:
 
 
 def _sip_from(data: dict) -> str:
-    for header in data.get("sip_headers") or []:
+    headers = data.get("sip_headers")
+    for header in headers if isinstance(headers, list) else []:
         if isinstance(header, dict) and str(header.get("name", "")).lower() == "from":
             return f"sip {header.get('value', '')}"
     return "sip"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 from collections.abc import Callable
 
@@ -70,10 +71,7 @@ def json_object(
         if optional_body:
             return {}
         raise BadRequest("A JSON body is required.")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object.", code="invalid_json")
     unknown = sorted(set(data) - allowed)
@@ -85,12 +83,54 @@ def json_object(
     return data
 
 
+MAX_JSON_DEPTH = 32
+
+
+def parse_json(body: bytes | str):
+    """JSON that PostgreSQL and our code can hold: not too deep, no NUL characters and
+    no lone surrogates in any string; otherwise 400."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+    _check_values(data, 0)
+    return data
+
+
+def _check_values(value, depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise BadRequest("The JSON is nested too deeply.", code="invalid_json")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadRequest("Strings may not contain NUL characters.", code="invalid_json")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest("Strings must be valid Unicode.", code="invalid_json") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_values(key, depth + 1)
+            _check_values(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_values(item, depth + 1)
+
+
 def client_ip(request: HttpRequest) -> str | None:
+    """The caller's address: behind TRUSTED_PROXY_COUNT proxies, the hop they saw
+    (the left of X-Forwarded-For is the client's to write, so it is not trusted)."""
+    candidates = [request.META.get("REMOTE_ADDR", "")]
     if settings.USE_X_FORWARDED_FOR:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip() or None
-    return request.META.get("REMOTE_ADDR") or None
+        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
+        hops = [hop for hop in hops if hop]
+        if len(hops) >= settings.TRUSTED_PROXY_COUNT:
+            candidates.insert(0, hops[-settings.TRUSTED_PROXY_COUNT])
+    for candidate in candidates:
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            continue
+    return None
 
 
 def bearer_token(request: HttpRequest) -> str:

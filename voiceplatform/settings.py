@@ -161,6 +161,7 @@ X_FRAME_OPTIONS = "DENY"
 # --- voice sessions ---------------------------------------------------------------
 # Behind a load balancer the client address comes from X-Forwarded-For.
 USE_X_FORWARDED_FOR = env_bool("USE_X_FORWARDED_FOR", False)
+TRUSTED_PROXY_COUNT = max(1, env_int("TRUSTED_PROXY_COUNT", 1))
 SESSION_CAPACITY = env_int("SESSION_CAPACITY", 100)
 POD_NAME = env_str("POD_NAME") or env_str("HOSTNAME") or "local"
 REGION = env_str("REGION", "local")

@@ -19,5 +19,7 @@ urlpatterns = [
 if settings.SIMULATOR_ENABLED:
     urlpatterns.append(path("simulator/", include("sessions_app.simulator.urls")))
 
+handler400 = "voiceplatform.views.bad_request"
+handler403 = "voiceplatform.views.forbidden"
 handler404 = "voiceplatform.views.not_found"
 handler500 = "voiceplatform.views.server_error"

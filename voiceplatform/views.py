@@ -11,6 +11,14 @@ async def live(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "alive"})
 
 
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return error_response(400, "bad_request", "The request could not be understood.")
+
+
+def forbidden(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return error_response(403, "forbidden", "This request is not allowed.")
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return error_response(404, "not_found", "No such endpoint.")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from sessions_app.simulator.state import STATE, TERMINAL_STATES, SimCall
+from sessions_app.simulator.views import key_matches
 
 
 class SidebandConsumer(AsyncWebsocketConsumer):
@@ -21,13 +21,11 @@ class SidebandConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         headers = dict(self.scope.get("headers") or [])
-        auth = headers.get(b"authorization", b"").decode()
+        auth = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, key = auth.partition(" ")
         query = parse_qs(self.scope.get("query_string", b"").decode())
         call = STATE.calls.get((query.get("call_id") or [""])[0])
-        if scheme.lower() != "bearer" or not secrets.compare_digest(
-            key.strip(), settings.SIMULATOR_API_KEY
-        ):
+        if scheme.lower() != "bearer" or not key_matches(key.strip(), settings.SIMULATOR_API_KEY):
             await self.close(code=4401)
             return
         if call is None or call.state in TERMINAL_STATES:

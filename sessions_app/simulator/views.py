@@ -29,8 +29,19 @@ def _bearer(request: HttpRequest) -> str:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
+def key_matches(given: str, expected: str) -> bool:
+    return secrets.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+
+
 def _server_key_ok(request: HttpRequest) -> bool:
-    return secrets.compare_digest(_bearer(request), settings.SIMULATOR_API_KEY)
+    return key_matches(_bearer(request), settings.SIMULATOR_API_KEY)
+
+
+def _control_allowed(request: HttpRequest) -> bool:
+    """Control endpoints (faults, resets, webhook sending to any URL) answer only the
+    server key, from this machine."""
+    local = request.META.get("REMOTE_ADDR") in ("127.0.0.1", "::1")
+    return local and _server_key_ok(request)
 
 
 def _unauthorized() -> JsonResponse:
@@ -161,7 +172,7 @@ async def call_action(request: HttpRequest, call_id: str, action: str) -> HttpRe
 async def control_fault(request: HttpRequest) -> HttpResponse:
     """POST {"mode": "error"|"rate_limit"|"slow"|"off", "status", "delay", "count",
     "operations": [...]} switches the failure mode."""
-    if not _server_key_ok(request):
+    if not _control_allowed(request):
         return _unauthorized()
     body = _json_body(request)
     if body is None or body.get("mode") not in {"error", "rate_limit", "slow", "off"}:
@@ -182,14 +193,14 @@ async def control_fault(request: HttpRequest) -> HttpResponse:
 
 @csrf_exempt
 async def control_reset(request: HttpRequest) -> HttpResponse:
-    if not _server_key_ok(request):
+    if not _control_allowed(request):
         return _unauthorized()
     await STATE.reset()
     return JsonResponse({"reset": True})
 
 
 async def control_call(request: HttpRequest, call_id: str) -> HttpResponse:
-    if not _server_key_ok(request):
+    if not _control_allowed(request):
         return _unauthorized()
     call = STATE.calls.get(call_id)
     if call is None:
@@ -215,7 +226,7 @@ def sign_webhook(secret: str, webhook_id: str, timestamp: int, body: str) -> dic
 async def control_webhook(request: HttpRequest) -> HttpResponse:
     """POST {"url", "type", "data"} sends a signed webhook event to url. With type
     `realtime.call.incoming` a SIP call is registered first, so it can be accepted."""
-    if not _server_key_ok(request):
+    if not _control_allowed(request):
         return _unauthorized()
     body = _json_body(request)
     if body is None or not body.get("url") or not body.get("type"):
@@ -241,8 +252,13 @@ async def control_webhook(request: HttpRequest) -> HttpResponse:
         }
     )
     headers = sign_webhook(settings.SIMULATOR_WEBHOOK_SECRET, webhook_id, now, payload)
-    async with httpx.AsyncClient(timeout=10.0) as http:
-        delivered = await http.post(body["url"], content=payload, headers=headers)
+    status, error = None, None
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            delivered = await http.post(body["url"], content=payload, headers=headers)
+        status = delivered.status_code
+    except httpx.HTTPError as exc:
+        error = type(exc).__name__
     return JsonResponse(
-        {"webhook_id": webhook_id, "status": delivered.status_code, "call_id": data.get("call_id")}
+        {"webhook_id": webhook_id, "status": status, "error": error, "call_id": data.get("call_id")}
     )

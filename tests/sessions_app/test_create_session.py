@@ -254,3 +254,54 @@ async def test_created_and_failed_sessions_are_counted_at_metrics(api, simulator
     assert count("created") == before_created + 1
     assert count("failed") == before_failed + 1
     assert b"voice_openai_latency_seconds_bucket" in page.content
+
+
+async def test_instructions_with_a_nul_character_are_400_before_any_upstream_call(api, simulator):
+    response = await api.post(
+        "/session", '{"instructions": "hi\\u0000"}', content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert await VoiceSession.objects.acount() == 0
+
+
+async def test_a_garbled_forwarded_for_falls_back_to_the_peer_address(api, simulator, settings):
+    settings.USE_X_FORWARDED_FOR = True
+
+    response = await api.post(
+        "/session", content_type="application/json", headers={"X-Forwarded-For": "not-an-ip, 1:2"}
+    )
+
+    assert response.status_code == 201
+    session = await VoiceSession.objects.aget(pk=response.json()["session_id"])
+    assert session.client_ip == "127.0.0.1"
+
+
+async def test_a_client_cannot_dodge_the_rate_limit_with_a_forged_forwarded_for(
+    api, simulator, settings
+):
+    settings.USE_X_FORWARDED_FOR = True
+    settings.SESSION_RATE_LIMIT_PER_IP = 2
+    statuses = []
+    for index in range(4):
+        # The proxy appends the address it saw (203.0.113.9); the client wrote the rest.
+        response = await api.post(
+            "/session",
+            content_type="application/json",
+            headers={"X-Forwarded-For": f"10.8.{index}.1, 203.0.113.9"},
+        )
+        statuses.append(response.status_code)
+
+    assert statuses == [201, 201, 429, 429]
+
+
+async def test_concurrent_requests_cannot_exceed_the_limit(api, simulator, settings):
+    import asyncio
+
+    settings.SESSION_RATE_LIMIT_PER_IP = 5
+
+    responses = await asyncio.gather(
+        *[api.post("/session", content_type="application/json") for _ in range(12)]
+    )
+
+    assert sorted(r.status_code for r in responses) == [201] * 5 + [429] * 7

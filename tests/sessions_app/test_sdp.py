@@ -167,3 +167,48 @@ async def test_an_upstream_failure_is_a_502_and_the_session_can_retry(http, simu
     assert failed.value.response.status_code == 502
     assert failed.value.response.json()["error"]["code"] == "upstream_error"
     assert failed.value.response.headers["Retry-After"]
+
+
+async def test_a_session_ended_while_connecting_stays_ended(http, simulator):
+    import asyncio
+
+    session = await _session(http)
+    simulator.fault("slow", delay=1.0, count=1, operations=["calls"])
+    peer_task = asyncio.create_task(open_call(http, session=session))
+    await asyncio.sleep(0.3)
+
+    ended = await http.post(
+        session["urls"]["end"], headers={"Authorization": f"Bearer {session['session_token']}"}
+    )
+    with pytest.raises(httpx.HTTPStatusError) as late:
+        await peer_task
+
+    assert ended.json()["status"] == "ended"
+    assert late.value.response.status_code == 409
+    stored = await VoiceSession.objects.aget(pk=session["session_id"])
+    assert stored.status == "ended" and stored.call_id is None
+
+
+async def test_a_caller_that_goes_away_mid_offer_leaves_the_session_usable(http, simulator):
+    """A disconnect cancels the view (daphne sends http.disconnect; Django cancels)."""
+    import asyncio
+
+    from sessions_app import actions
+    from sessions_app.probe import offering_peer
+
+    session = await _session(http)
+    stored = await VoiceSession.objects.aget(pk=session["session_id"])
+    simulator.fault("slow", delay=1.0, count=1, operations=["calls"])
+    peer, _ = await offering_peer()
+    connecting = asyncio.create_task(actions.connect_call(stored, peer.localDescription.sdp))
+    await asyncio.sleep(0.3)
+    connecting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await connecting
+    await peer.close()
+
+    stored = await VoiceSession.objects.aget(pk=session["session_id"])
+    call = await open_call(http, session=session)
+    await call.close()
+
+    assert stored.status == "created" and stored.call_id is None

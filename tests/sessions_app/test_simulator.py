@@ -147,3 +147,38 @@ async def test_an_unknown_client_event_gets_an_error_event(sdk, simulator):
     await peer.close()
 
     assert event["error"]["code"] == "unknown_event"
+
+
+async def test_a_non_ascii_key_is_refused_not_a_crash():
+    from django.test import AsyncClient
+
+    response = await AsyncClient().post(
+        "/simulator/v1/realtime/client_secrets",
+        "{}",
+        content_type="application/json",
+        headers={"Authorization": "Bearer \xe9t\xe9"},
+    )
+
+    assert response.status_code == 401
+
+
+async def test_control_endpoints_answer_only_this_machine():
+    from voiceplatform.asgi import application
+
+    key = {"Authorization": "Bearer sk-sim-local"}
+    body = {"type": "x", "url": "http://192.0.2.10/"}
+    transport = httpx.ASGITransport(app=application, client=("192.0.2.10", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as remote:
+        refused = await remote.post("/simulator/_control/webhook", json=body, headers=key)
+
+    assert refused.status_code == 401
+
+
+async def test_an_undeliverable_webhook_is_reported_not_a_crash(simulator):
+    from tests.conftest import free_port
+
+    result = simulator.control(
+        "webhook", {"type": "x", "url": f"http://127.0.0.1:{free_port()}/hook"}
+    )
+
+    assert result["status"] is None and result["error"] == "ConnectError"

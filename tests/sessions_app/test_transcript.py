@@ -214,3 +214,106 @@ async def test_it_refuses_events_for_an_ended_session(api):
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "session_ended"
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [{"type": "response.done", "response": {"id": "r1", "usage": {"input_tokens": "abc"}}}],
+        [{"type": "response.done", "response": {"id": "r1", "usage": {"input_tokens": -5}}}],
+        [{"type": "response.done", "response": {"id": "r1", "usage": {"input_tokens": 10**20}}}],
+        [
+            {
+                "type": "conversation.item.added",
+                "item": {"id": "i1", "type": "message", "content": 5},
+            }
+        ],
+        [
+            {
+                "type": "conversation.item.added",
+                "item": {"id": "i" * 500, "type": "function_call", "name": "n" * 500, "call_id": 7},
+            }
+        ],
+        [{"type": "response.output_audio_transcript.done", "item_id": ["x"], "transcript": 1}],
+    ],
+)
+async def test_odd_event_fields_are_tolerated_not_500(api, events):
+    from asgiref.sync import sync_to_async
+
+    session = await sync_to_async(VoiceSessionFactory)(status="active")
+
+    response = await api.post(
+        f"/session/{session.pk}/events",
+        {"events": events},
+        content_type="application/json",
+        headers=bearer(session),
+    )
+
+    assert response.status_code == 200
+    await session.arefresh_from_db()
+    assert 0 <= session.input_tokens <= 10_000_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"events": [{"type": "x", "text": "nul\\u0000here"}]}',
+        '{"events": [{"type": "x", "text": "\\udfff"}]}',
+        '{"events": ' + "[" * 5000 + "]" * 5000 + "}",
+    ],
+)
+async def test_json_that_cannot_be_stored_is_400(api, body):
+    from asgiref.sync import sync_to_async
+
+    session = await sync_to_async(VoiceSessionFactory)(status="active")
+
+    response = await api.post(
+        f"/session/{session.pk}/events",
+        body,
+        content_type="application/json",
+        headers=bearer(session),
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+async def test_a_browser_cannot_claim_usage_while_the_server_has_the_sideband(api):
+    from asgiref.sync import sync_to_async
+
+    session = await sync_to_async(VoiceSessionFactory)(status="active", sideband_connected=True)
+
+    await api.post(
+        f"/session/{session.pk}/events",
+        {"events": RELAYED},
+        content_type="application/json",
+        headers=bearer(session),
+    )
+
+    await session.arefresh_from_db()
+    assert session.total_tokens == 0
+
+
+async def test_the_sideband_corrects_a_final_transcript_a_browser_relayed(api):
+    from asgiref.sync import sync_to_async
+
+    from sessions_app import transcripts
+
+    session = await sync_to_async(VoiceSessionFactory)(status="active")
+    claimed = {
+        "type": "conversation.item.input_audio_transcription.completed",
+        "item_id": "i1",
+        "transcript": "what the browser claims",
+    }
+    heard = dict(claimed, transcript="what was said")
+
+    await api.post(
+        f"/session/{session.pk}/events",
+        {"events": [claimed]},
+        content_type="application/json",
+        headers=bearer(session),
+    )
+    await transcripts.apply_events(session.pk, [heard], source="sideband")
+    await transcripts.apply_events(session.pk, [claimed], source="client")
+
+    assert await _items(session.pk) == [("user", "completed", "what was said")]

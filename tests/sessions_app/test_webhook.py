@@ -200,3 +200,43 @@ async def _ring(simulator) -> dict:
             {"type": "realtime.call.incoming", "url": f"http://127.0.0.1:{port}/hook"},
         )
     return {"call_id": result["call_id"], "event": json.loads(received["body"])}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "realtime.call.incoming", "data": "x"},
+        {"type": "realtime.call.incoming", "data": [1]},
+        {"type": "x", "data": {"text": "nul\u0000"}},
+    ],
+)
+async def test_a_signed_body_of_the_wrong_shape_is_400(api, event):
+    response = await post(api, *signed(event))
+
+    assert response.status_code == 400
+    assert await WebhookEvent.objects.acount() == 0
+
+
+async def test_odd_sip_fields_are_tolerated(api, simulator, settings):
+    settings.SIDEBAND_ENABLED = False
+    call = await _ring(simulator)
+    call["event"]["data"]["sip_headers"] = 5
+    long_id = dict(call["event"], data={"call_id": "rtc_" + "x" * 200})
+
+    accepted = await post(api, *signed(call["event"]))
+    ignored = await post(api, *signed(long_id, webhook_id="wh_2"))
+
+    assert accepted.json()["outcome"] == "accepted"
+    assert ignored.json()["outcome"] == "ignored: no usable call_id"
+
+
+async def test_an_accept_refused_for_good_is_not_retried(api, simulator, settings):
+    settings.OPENAI_MAX_RETRIES = 0
+    event = {"type": "realtime.call.incoming", "data": {"call_id": "rtc_gone"}}
+
+    response = await post(api, *signed(event))
+
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "failed: upstream_refused"
+    session = await VoiceSession.objects.aget(call_id="rtc_gone")
+    assert session.status == "failed"
