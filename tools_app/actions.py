@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -69,15 +70,17 @@ async def wait_for(execution: ToolExecution, timeout: float) -> ToolExecution:
     channel = await layer.new_channel()
     group = group_name(execution.pk)
     await layer.group_add(group, channel)
+    deadline = time.monotonic() + timeout
     try:
-        async with asyncio.timeout(timeout):
-            while True:
-                execution = await ToolExecution.objects.aget(pk=execution.pk)
-                if execution.is_finished:
-                    return execution
-                await layer.receive(channel)
-    except TimeoutError:
-        return execution
+        while True:
+            execution = await ToolExecution.objects.aget(pk=execution.pk)
+            remaining = deadline - time.monotonic()
+            if execution.is_finished or remaining <= 0:
+                return execution
+            # Woken by the worker's message; the periodic re-read covers a message lost
+            # with a restarted channel layer (timeouts and layer hiccups: just re-read).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(layer.receive(channel), min(remaining, 5.0))
     finally:
         await layer.group_discard(group, channel)
 

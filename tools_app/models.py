@@ -27,7 +27,6 @@ class ToolExecution(models.Model):
     output = models.TextField(blank=True)
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)

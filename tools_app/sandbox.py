@@ -15,6 +15,7 @@ namespace.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import hashlib
 import os
@@ -212,6 +213,8 @@ class BashResult:
 
 def _limit(workspace: Workspace, timeout: float):
     def apply() -> None:
+        # Die with the worker that started us: a killed worker leaves no shell running.
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         memory = settings.TOOL_BASH_MEMORY_BYTES
         cpu = int(timeout) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))

@@ -243,7 +243,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A message unacknowledged this long is delivered again: longer than the longest tool.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", TOOL_TIMEOUT_SECONDS + 120)
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", TOOL_TIMEOUT_SECONDS + 120),
+    # How often workers look for messages a dead worker left unacknowledged:
+    # about interval x throttle seconds.
+    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
+    "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 6),
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ANNOTATIONS = {

@@ -11,7 +11,7 @@ os.environ.setdefault("SIDEBAND_ENABLED", "1")
 from voiceplatform.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-# Tasks run in the test process unless a test starts a real worker.
-CELERY_TASK_ALWAYS_EAGER = True
+# Tasks run in the test process unless a test starts a real worker (which sets this off).
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", True)  # noqa: F405
 MEDIA_ROOT = VAR_DIR / "test-media"  # noqa: F405
 TOOL_WORKSPACE_ROOT = VAR_DIR / "test-workspaces"  # noqa: F405

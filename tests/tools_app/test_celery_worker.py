@@ -1,0 +1,169 @@
+"""With a real Celery worker process on Redis: calls run there, once, and a worker
+killed mid-tool leaves no call lost, stuck or run twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
+
+from tests.conftest import ROOT, eventually
+from tests.factories import VoiceSessionFactory, bearer
+from tools_app import actions, policy
+from tools_app.models import ToolExecution
+from tools_app.sandbox import Workspace
+from voiceplatform.celery import app as celery_app
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def start_worker(tmp_path, name: str) -> subprocess.Popen:
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "voiceplatform.settings_test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": "redis://127.0.0.1:6379/9",
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+        "CELERY_VISIBILITY_TIMEOUT": "3",
+        "CELERY_UNACKED_RESTORE_INTERVAL": "1",
+        "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+    }
+    log = (tmp_path / f"{name}.log").open("wb")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "voiceplatform",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "1",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_for_worker(name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = celery_app.control.ping(timeout=0.5) or []
+        if any(name in host for reply in replies for host in reply):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the Celery worker did not come up")
+
+
+@pytest.fixture
+def real_celery(settings):
+    """Tasks go to Redis for a worker process, as in production."""
+    celery_app.conf.task_always_eager = False
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    celery_app.control.purge()
+    yield
+    celery_app.control.purge()
+    celery_app.conf.task_always_eager = True
+
+
+@pytest.fixture
+def worker(real_celery, tmp_path):
+    process = start_worker(tmp_path, "w1")
+    wait_for_worker("w1")
+    yield process
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+async def _session():
+    return await sync_to_async(VoiceSessionFactory)(
+        status="active", tools=policy.definitions(["bash"])
+    )
+
+
+async def test_a_real_worker_runs_the_call_and_returns_it_without_blocking(api, worker):
+    session = await _session()
+
+    response = await api.post(
+        "/tools/bash",
+        {"call_id": "call_1", "arguments": {"command": "echo from-worker"}},
+        content_type="application/json",
+        headers=bearer(session),
+    )
+
+    assert response.status_code == 200
+    assert response.json()["output"] == "from-worker\n"
+    execution = await ToolExecution.objects.aget(call_id="call_1")
+    assert execution.worker.startswith("w1@")
+
+
+def _pool_child(worker: subprocess.Popen) -> int:
+    children = subprocess.run(
+        ["pgrep", "-P", str(worker.pid)], capture_output=True, text=True
+    ).stdout.split()
+    return int(children[0])
+
+
+async def test_a_worker_child_killed_mid_tool_leaves_the_call_failed_not_rerun(worker):
+    session = await _session()
+    workspace = Workspace.for_session(session.pk)
+    command = "echo start >> runs.txt; sleep 3; echo end >> runs.txt"
+    execution, _ = await actions.submit(
+        session, call_id="call_k", tool="bash", arguments={"command": command}, origin="client"
+    )
+
+    async def running():
+        return (await ToolExecution.objects.aget(pk=execution.pk)).status == "running"
+
+    assert await eventually(running, timeout=20)
+    await sync_to_async(time.sleep)(0.5)
+    os.kill(_pool_child(worker), signal.SIGKILL)
+    finished = await actions.wait_for(execution, timeout=30)
+    await sync_to_async(time.sleep)(3.5)  # past the moment the command would have ended
+
+    assert finished.status == "failed"
+    assert finished.error == actions.WORKER_LOST
+    assert (workspace.root / "runs.txt").read_text() == "start\n"  # ran once, stopped
+
+
+async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_celery, tmp_path):
+    first = start_worker(tmp_path, "w2")
+    await sync_to_async(wait_for_worker)("w2")
+    session = await _session()
+    execution, _ = await actions.submit(
+        session, call_id="call_w", tool="bash", arguments={"command": "sleep 30"}, origin="client"
+    )
+
+    async def running():
+        return (await ToolExecution.objects.aget(pk=execution.pk)).status == "running"
+
+    assert await eventually(running, timeout=20)
+    os.killpg(first.pid, signal.SIGKILL)  # the worker and its children, no goodbye
+    first.wait()
+    second = start_worker(tmp_path, "w3")
+    try:
+        finished = await actions.wait_for(execution, timeout=45)
+    finally:
+        os.killpg(second.pid, signal.SIGKILL)
+        second.wait()
+
+    assert finished.status == "failed" and finished.error == actions.WORKER_LOST
+    assert finished.worker.startswith("w2@")  # claimed by the worker that died
