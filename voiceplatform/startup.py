@@ -9,6 +9,8 @@ log = structlog.get_logger("voiceplatform.startup")
 
 
 def describe_backends() -> dict[str, str]:
+    from tools_app.sandbox import isolation
+
     database = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     storage = settings.STORAGES["default"]["BACKEND"].rsplit(".", 1)[-1]
     return {
@@ -20,6 +22,7 @@ def describe_backends() -> dict[str, str]:
         "upstream": "simulator" if not settings.OPENAI_API_KEY else "openai",
         "upstream_url": settings.OPENAI_BASE_URL,
         "pod": settings.POD_NAME,
+        "tool_isolation": isolation(),
     }
 
 

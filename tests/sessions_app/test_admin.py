@@ -67,3 +67,27 @@ def test_adding_an_api_key_shows_it_once_and_stores_only_its_hash(admin_client):
     key = ApiKey.objects.get(name="kiosk")
     assert raw.startswith("vpk_") and key.key_hash == ApiKey.hash(raw)
     assert raw not in str(ApiKey.objects.values_list())
+
+
+def test_tool_runs_are_listed_and_shown_on_the_session_page(admin_client):
+    from tools_app.models import ToolExecution
+
+    session = VoiceSessionFactory(status="ended")
+    ConversationItemFactory(session=session, text="please list files")
+    ToolExecution.objects.create(
+        session=session,
+        call_id="call_admin",
+        tool="bash",
+        arguments={"command": "ls"},
+        status="succeeded",
+        output="README.md",
+    )
+
+    listing = admin_client.get(
+        "/admin/tools_app/toolexecution/", {"status__exact": "succeeded", "q": "call_admin"}
+    )
+    page = admin_client.get(f"/admin/sessions_app/voicesession/{session.pk}/change/")
+
+    assert listing.context["cl"].result_count == 1
+    html = page.content.decode()
+    assert "please list files" in html and "call_admin" in html and "README.md" in html

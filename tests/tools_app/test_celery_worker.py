@@ -167,3 +167,13 @@ async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_
 
     assert finished.status == "failed" and finished.error == actions.WORKER_LOST
     assert finished.worker.startswith("w2@")  # claimed by the worker that died
+
+
+async def test_with_no_worker_alive_sessions_start_without_tools(api, real_celery, simulator):
+    from django.core.cache import cache
+
+    await cache.adelete("ops:workers_alive")
+
+    response = await api.post("/session", content_type="application/json")
+
+    assert response.json()["degradation_level"] == 2 and response.json()["tools"] == []

@@ -260,3 +260,27 @@ async def test_web_fetch_may_reach_local_addresses_when_allowed(api, settings, s
 
     assert response.json()["status"] == "succeeded"
     assert json.loads(response.json()["output"])["results"][0]["title"] == "Result for fetched"
+
+
+async def test_tool_runs_are_counted_at_metrics(api):
+    from prometheus_client import REGISTRY
+
+    def count() -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "voice_tool_execution_total", {"tool_name": "bash", "status": "succeeded"}
+            )
+            or 0.0
+        )
+
+    session = await _session()
+    before = count()
+    await call(api, session, "bash", "m1", {"command": "true"})
+    await call(api, session, "bash", "m1", {"command": "true"})  # the same call: once
+    page = await api.get("/metrics")
+
+    assert count() == before + 1
+    assert (
+        b'voice_tool_execution_duration_seconds_bucket{le="0.1",status="succeeded"'
+        b',tool_name="bash"}' in page.content
+    )
