@@ -28,3 +28,18 @@ voice_tool_execution_duration_seconds = Histogram(
 voice_tool_execution_total = Counter(
     "voice_tool_execution_total", "Total tool executions", ["tool_name", "status"]
 )
+voice_webrtc_rtt_seconds = Histogram(
+    "voice_webrtc_rtt_seconds",
+    "Round-trip time reported by browser clients",
+    buckets=[0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6],
+)
+voice_webrtc_jitter_seconds = Histogram(
+    "voice_webrtc_jitter_seconds",
+    "Inbound audio jitter reported by browser clients",
+    buckets=[0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
+)
+voice_webrtc_packet_loss_ratio = Histogram(
+    "voice_webrtc_packet_loss_ratio",
+    "Inbound audio packet loss reported by browser clients",
+    buckets=[0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
+from asgiref.sync import sync_to_async
+from django.core.files.base import ContentFile
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
@@ -15,7 +17,7 @@ from ops_app.metrics import (
     voice_session_created_total,
     voice_session_duration_seconds,
 )
-from sessions_app import realtime, sideband, tokens, transcripts
+from sessions_app import quality, realtime, sideband, tokens, transcripts
 from sessions_app.callers import Caller
 from sessions_app.models import VoiceSession
 from tools_app import policy
@@ -171,11 +173,29 @@ async def _hangup_quietly(call_id: str) -> None:
 
 
 async def record_events(session: VoiceSession, events: list[dict]) -> int:
-    """Transcript intake from the browser, for what the server could not see itself."""
+    """Intake from the browser: transcript events the server could not see itself, and
+    the client's audio-quality stats."""
     require_live(session)
+    stats = [event for event in events if event.get("type") == "client.stats"]
+    await quality.record(session, stats)
     return await transcripts.apply_events(
         session.pk, events, source="client", count_usage=not session.sideband_connected
     )
+
+
+async def store_recording(session: VoiceSession, audio: bytes, extension: str) -> None:
+    """Keeps the client's recording of the conversation, once its session allows it."""
+    grace = timedelta(seconds=settings.RECORDING_UPLOAD_GRACE_SECONDS)
+    if not session.is_live and (
+        session.ended_at is None or session.ended_at + grace < timezone.now()
+    ):
+        raise Conflict("The session ended too long ago to take a recording.", code="session_ended")
+    if session.recording:
+        raise Conflict("This session already has a recording.", code="recording_exists")
+    await sync_to_async(session.recording.save)(
+        f"{session.pk}.{extension}", ContentFile(audio), save=False
+    )
+    await session.asave(update_fields=["recording", "updated_at"])
 
 
 async def end_session(

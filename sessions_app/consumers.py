@@ -7,6 +7,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from sessions_app import tokens, transcripts
+from sessions_app.models import VoiceSession
 from voiceplatform.errors import Unauthorized
 
 
@@ -27,6 +28,16 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         self.group = transcripts.group_name(session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        session = await VoiceSession.objects.filter(pk=session_id).afirst()
+        if session is not None:
+            await self.send_json(
+                {
+                    "type": "session.state",
+                    "status": session.status,
+                    "sideband_connected": session.sideband_connected,
+                    "expires_at": session.expires_at.isoformat(),
+                }
+            )
 
     async def disconnect(self, code: int) -> None:
         if self.group:

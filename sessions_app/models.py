@@ -110,6 +110,10 @@ class VoiceSession(models.Model):
     output_tokens = models.PositiveBigIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
 
+    # WebRTC quality reported by the client every few seconds: running aggregate.
+    audio_stats = models.JSONField(default=dict, blank=True)
+    recording = models.FileField(upload_to="recordings/", blank=True)
+
     transcript_json = models.FileField(upload_to="transcripts/", blank=True)
     transcript_text = models.FileField(upload_to="transcripts/", blank=True)
 

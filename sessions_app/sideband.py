@@ -9,6 +9,7 @@ import json
 
 import structlog
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from channels.layers import get_channel_layer
 from django.db import connections
 
 from sessions_app import realtime, transcripts
@@ -98,8 +99,17 @@ async def _listen(session_id: str, call_id: str) -> None:
 
 
 async def _mark(session_id: str, *, connected: bool) -> None:
+    """Records whether the server holds the call, and tells the browser: while it does,
+    the page leaves tool calls and transcripts to the server."""
     with contextlib.suppress(Exception):
         await VoiceSession.objects.filter(pk=session_id).aupdate(sideband_connected=connected)
+        layer = get_channel_layer()
+        if layer is not None:
+            kind = "sideband.attached" if connected else "sideband.detached"
+            await layer.group_send(
+                transcripts.group_name(session_id),
+                {"type": "session.event", "event": {"type": kind}},
+            )
 
 
 async def _answer(connection, session_id: str, item: dict) -> None:

@@ -150,3 +150,25 @@ async def webhook(request: HttpRequest, provider: str) -> JsonResponse:
         body, {k.lower(): v for k, v in request.headers.items()}
     )
     return JsonResponse({"status": outcome, "outcome": record.outcome if record else None})
+
+
+# What a recording may be: its content type, and how its first bytes must look.
+RECORDING_TYPES = {
+    "audio/webm": ("webm", lambda head: head.startswith(b"\x1a\x45\xdf\xa3")),
+    "audio/ogg": ("ogg", lambda head: head.startswith(b"OggS")),
+    "audio/mp4": ("m4a", lambda head: head[4:8] == b"ftyp"),
+    "audio/wav": ("wav", lambda head: head.startswith(b"RIFF") and head[8:12] == b"WAVE"),
+}
+
+
+@api_view("POST")
+async def upload_recording(request: HttpRequest, session_id: str) -> JsonResponse:
+    audio = read_body(
+        request, max_bytes=settings.RECORDING_MAX_BYTES, content_types=tuple(RECORDING_TYPES)
+    )
+    extension, looks_right = RECORDING_TYPES[request.content_type]
+    if not audio or not looks_right(audio[:16]):
+        raise BadRequest(f"The body is not {request.content_type} audio.", code="invalid_recording")
+    session = await callers.session_for_token(request, session_id)
+    await actions.store_recording(session, audio, extension)
+    return JsonResponse({"session_id": session.pk, "bytes": len(audio)}, status=201)

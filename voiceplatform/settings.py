@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "csp",
     "django_prometheus",
     "sessions_app",
     "tools_app",
@@ -68,6 +69,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "voiceplatform.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -157,6 +160,26 @@ SECURE_HSTS_PRELOAD = PRODUCTION
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
 X_FRAME_OPTIONS = "DENY"
+# The client page loads only our own script and style, talks only to us, and plays
+# microphone and remote audio streams.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "media-src": ["'self'", "blob:", "mediastream:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+# Static files straight from the apps in development; collected (collectstatic) in
+# production images.
+SERVESTATIC_USE_FINDERS = not PRODUCTION
+SERVESTATIC_AUTOREFRESH = DEBUG
 
 # --- voice sessions ---------------------------------------------------------------
 # Behind a load balancer the client address comes from X-Forwarded-For.
@@ -180,6 +203,13 @@ SIDEBAND_ENABLED = env_bool("SIDEBAND_ENABLED", True)
 SIDEBAND_DRAIN_SECONDS = env_float("SIDEBAND_DRAIN_SECONDS", 2.0)
 MAINTENANCE_MODE = env_bool("MAINTENANCE_MODE", False)
 MAINTENANCE_RETRY_AFTER_SECONDS = env_int("MAINTENANCE_RETRY_AFTER_SECONDS", 300)
+MAINTENANCE_ETA = env_str("MAINTENANCE_ETA")  # shown on the maintenance page, e.g. "14:30 UTC"
+RECORDING_MAX_BYTES = env_int("RECORDING_MAX_BYTES", 25 * 1024 * 1024)
+# Recordings may still be uploaded this long after their session ended.
+RECORDING_UPLOAD_GRACE_SECONDS = env_int("RECORDING_UPLOAD_GRACE_SECONDS", 300)
+CLIENT_STATS_INTERVAL_SECONDS = env_int("CLIENT_STATS_INTERVAL_SECONDS", 10)
+# Request bodies are capped per endpoint (JSON_MAX_BYTES, SDP_MAX_BYTES, recordings).
+DATA_UPLOAD_MAX_MEMORY_SIZE = RECORDING_MAX_BYTES + 1024
 
 # --- realtime upstream ------------------------------------------------------------
 # With no key, the built-in simulator (mounted at /simulator) is the upstream.

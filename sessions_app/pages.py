@@ -1,0 +1,29 @@
+"""Server-rendered pages: the browser voice client, or the maintenance page."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+
+from ops_app import degradation
+
+
+@ensure_csrf_cookie
+async def client(request: HttpRequest) -> HttpResponse:
+    level = await degradation.current_level()
+    if level >= degradation.MAINTENANCE:
+        response = render(
+            request, "voice/maintenance.html", {"eta": settings.MAINTENANCE_ETA}, status=503
+        )
+        response["Retry-After"] = str(settings.MAINTENANCE_RETRY_AFTER_SECONDS)
+        return response
+    return render(
+        request,
+        "voice/client.html",
+        {
+            "session_max_seconds": settings.SESSION_MAX_SECONDS,
+            "stats_interval_seconds": settings.CLIENT_STATS_INTERVAL_SECONDS,
+        },
+    )

@@ -1,0 +1,511 @@
+// The browser voice client: a session from our server, WebRTC audio straight to the
+// realtime model, the conversation and tool activity on the page.
+// No build step: a plain ES module, served as a static file.
+
+const $ = (id) => document.getElementById(id);
+const app = $("app");
+const STATS_EVERY_MS = Number(app.dataset.statsIntervalSeconds || 10) * 1000;
+const RELAY_EVERY_MS = 1000;
+const RELAYED_TYPES = new Set([
+  "conversation.item.added",
+  "conversation.item.done",
+  "input_audio_buffer.committed",
+  "conversation.item.input_audio_transcription.completed",
+  "conversation.item.input_audio_transcription.failed",
+  "response.output_item.added",
+  "response.output_item.done",
+  "response.output_audio_transcript.done",
+  "response.output_text.done",
+  "response.done",
+]);
+
+let call = null; // the live conversation, see start()
+
+// --- page state -----------------------------------------------------------------------
+
+function setConnection(text) {
+  $("connection").textContent = text;
+}
+
+function showMessage(text) {
+  const box = $("message");
+  box.textContent = text;
+  box.hidden = false;
+}
+
+function clearMessage() {
+  $("message").hidden = true;
+  $("message").textContent = "";
+}
+
+function showBanner(text) {
+  $("banner").textContent = text;
+  $("banner").hidden = false;
+}
+
+function setControls(live) {
+  $("start").disabled = live;
+  $("stop").disabled = !live;
+  for (const id of ["mute", "ptt-mode", "text", "send"]) $(id).disabled = !live;
+  $("talk").disabled = !(live && $("ptt-mode").checked);
+  $("record").disabled = live;
+}
+
+// --- our API --------------------------------------------------------------------------
+
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+async function api(path, { body, token, contentType = "application/json", keepalive = false } = {}) {
+  const headers = { "X-CSRFToken": csrfToken() };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = contentType;
+  const payload = body === undefined || contentType !== "application/json" ? body : JSON.stringify(body);
+  const response = await fetch(path, { method: "POST", headers, body: payload, keepalive, credentials: "same-origin" });
+  const isJson = (response.headers.get("Content-Type") || "").startsWith("application/json");
+  return { response, data: isJson ? await response.json() : await response.text() };
+}
+
+function describeFailure(response, data) {
+  const message = data && data.error ? data.error.message : `The server answered ${response.status}.`;
+  const retryAfter = response.headers.get("Retry-After");
+  if (response.status === 429 || response.status === 503) {
+    const wait = retryAfter ? ` Try again in ${retryAfter} seconds.` : " Try again later.";
+    const what = response.status === 429 ? "Too many requests." : "The service is unavailable right now.";
+    return `${what} ${message}${wait}`;
+  }
+  return message;
+}
+
+// --- transcript -----------------------------------------------------------------------
+
+function transcriptEntry(itemId, role) {
+  let entry = document.querySelector(`#transcript li[data-item-id="${CSS.escape(itemId)}"]`);
+  if (!entry) {
+    entry = document.createElement("li");
+    entry.dataset.itemId = itemId;
+    entry.className = `${role} partial`;
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = role === "user" ? "You:" : "Assistant:";
+    const text = document.createElement("span");
+    text.className = "text";
+    entry.append(who, text);
+    $("transcript").append(entry);
+  }
+  return entry;
+}
+
+function showText(itemId, role, text, final) {
+  if (!itemId) return;
+  const entry = transcriptEntry(itemId, role);
+  const span = entry.querySelector(".text");
+  if (final) {
+    span.textContent = text;
+    entry.classList.remove("partial");
+  } else if (entry.classList.contains("partial")) {
+    span.textContent += text; // deltas until the final replaces them
+  }
+}
+
+function userText(item) {
+  return (item.content || [])
+    .filter((part) => part && part.type === "input_text")
+    .map((part) => part.text)
+    .join(" ");
+}
+
+// --- tools ----------------------------------------------------------------------------
+
+function toolEntry(callId) {
+  let entry = document.querySelector(`#tools li[data-call-id="${CSS.escape(callId)}"]`);
+  if (!entry) {
+    entry = document.createElement("li");
+    entry.dataset.callId = callId;
+    entry.innerHTML = '<strong class="name"></strong> <code class="args"></code> — <span class="state"></span><pre class="output"></pre>';
+    $("tools").append(entry);
+  }
+  return entry;
+}
+
+function showTool(callId, name, args, status, output) {
+  const entry = toolEntry(callId);
+  entry.querySelector(".name").textContent = name;
+  if (args !== undefined) {
+    entry.querySelector(".args").textContent = typeof args === "string" ? args : JSON.stringify(args);
+  }
+  const state = entry.querySelector(".state");
+  state.textContent = status;
+  state.className = `state state-${status}`;
+  entry.dataset.status = status;
+  if (output) entry.querySelector(".output").textContent = String(output).slice(0, 500);
+}
+
+async function runToolInBrowserRelay(item) {
+  // Only when the server does not hold the call's sideband: relay, then answer the model.
+  let args = {};
+  try {
+    args = JSON.parse(item.arguments || "{}");
+  } catch {
+    args = {};
+  }
+  const { response, data } = await api(`/tools/${encodeURIComponent(item.name)}`, {
+    body: { call_id: item.call_id, arguments: args },
+    token: call.session.session_token,
+  });
+  let output;
+  if (response.ok) {
+    showTool(item.call_id, item.name, args, data.status, data.status === "failed" ? data.error : data.output);
+    output = data.status === "failed" ? `Error: ${data.error}` : data.output;
+  } else {
+    const reason = describeFailure(response, data);
+    showTool(item.call_id, item.name, args, "failed", reason);
+    output = `Error: ${reason}`;
+  }
+  send({ type: "conversation.item.create", item: { type: "function_call_output", call_id: item.call_id, output } });
+  send({ type: "response.create" });
+}
+
+function onFunctionCall(item) {
+  showTool(item.call_id, item.name, item.arguments, "running");
+  if (!call.serverHandlesTools) {
+    runToolInBrowserRelay(item).catch((error) => showMessage(`The tool call failed: ${error.message}`));
+  }
+}
+
+// --- realtime events ------------------------------------------------------------------
+
+function send(event) {
+  if (call && call.channel.readyState === "open") call.channel.send(JSON.stringify(event));
+}
+
+function relay(event) {
+  if (!call.serverHandlesTools && RELAYED_TYPES.has(event.type)) call.relayQueue.push(event);
+}
+
+async function flushRelay() {
+  if (!call || call.relayQueue.length === 0) return;
+  const events = call.relayQueue.splice(0, 500);
+  await api(call.session.urls.events, { body: { events }, token: call.session.session_token }).catch(() => {});
+}
+
+function onServerEvent(event) {
+  relay(event);
+  switch (event.type) {
+    case "conversation.item.input_audio_transcription.delta":
+      showText(event.item_id, "user", event.delta || "", false);
+      break;
+    case "conversation.item.input_audio_transcription.completed":
+      showText(event.item_id, "user", event.transcript || "", true);
+      break;
+    case "conversation.item.added":
+      if (event.item && event.item.role === "user" && userText(event.item)) {
+        showText(event.item.id, "user", userText(event.item), true);
+      }
+      break;
+    case "response.output_audio_transcript.delta":
+    case "response.output_text.delta":
+      showText(event.item_id, "assistant", event.delta || "", false);
+      break;
+    case "response.output_audio_transcript.done":
+      showText(event.item_id, "assistant", event.transcript || "", true);
+      break;
+    case "response.output_text.done":
+      showText(event.item_id, "assistant", event.text || "", true);
+      break;
+    case "response.output_item.done":
+      if (event.item && event.item.type === "function_call") onFunctionCall(event.item);
+      break;
+    case "error":
+      showMessage(`The assistant reported an error: ${(event.error && event.error.message) || "unknown error"}`);
+      break;
+    default:
+      break; // every other event type is fine to ignore
+  }
+}
+
+// --- our live events (WebSocket) ------------------------------------------------------
+
+function openEvents(session) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const socket = new WebSocket(`${scheme}//${location.host}${session.urls.ws}?token=${encodeURIComponent(session.session_token)}`);
+  socket.onmessage = (message) => {
+    let event;
+    try {
+      event = JSON.parse(message.data);
+    } catch {
+      return;
+    }
+    if (!call) return;
+    if (event.type === "session.state") call.serverHandlesTools = Boolean(event.sideband_connected);
+    else if (event.type === "sideband.attached") call.serverHandlesTools = true;
+    else if (event.type === "sideband.detached") call.serverHandlesTools = false;
+    else if (event.type === "tool.update") {
+      const output = event.status === "failed" ? event.error || event.output : event.output;
+      showTool(event.call_id, event.tool, event.arguments, event.status, output);
+    } else if (event.type === "session.ended" && !call.ending) {
+      if (event.reason === "call_ended") dropped(); // the call went away under us
+      else finish(event.reason === "max_duration" ? "The conversation reached its time limit." : "The conversation ended.");
+    }
+  };
+  return socket;
+}
+
+// --- quality stats --------------------------------------------------------------------
+
+async function reportStats() {
+  if (!call) return;
+  const report = await call.pc.getStats();
+  const stats = {};
+  report.forEach((entry) => {
+    if (entry.type === "candidate-pair" && entry.nominated && entry.currentRoundTripTime !== undefined) {
+      stats.rtt_seconds = entry.currentRoundTripTime;
+    }
+    if (entry.type === "inbound-rtp" && entry.kind === "audio") {
+      if (entry.jitter !== undefined) stats.jitter_seconds = entry.jitter;
+      if (entry.packetsLost !== undefined) stats.packets_lost = Math.max(0, entry.packetsLost);
+      if (entry.packetsReceived !== undefined) stats.packets_received = entry.packetsReceived;
+      if (entry.audioLevel !== undefined) stats.audio_level = entry.audioLevel;
+    }
+  });
+  await api(call.session.urls.events, {
+    body: { events: [{ type: "client.stats", stats }] },
+    token: call.session.session_token,
+  }).catch(() => {});
+}
+
+// --- recording (optional, with consent) -----------------------------------------------
+
+function startRecording(micStream) {
+  const context = new AudioContext();
+  const mix = context.createMediaStreamDestination();
+  context.createMediaStreamSource(micStream).connect(mix);
+  const recorder = new MediaRecorder(mix.stream, { mimeType: "audio/webm" });
+  const chunks = [];
+  recorder.ondataavailable = (event) => event.data.size && chunks.push(event.data);
+  recorder.start(1000);
+  return { context, mix, recorder, chunks };
+}
+
+async function uploadRecording(recording, session) {
+  const stopped = new Promise((resolve) => (recording.recorder.onstop = resolve));
+  recording.recorder.stop();
+  await stopped;
+  recording.context.close();
+  const blob = new Blob(recording.chunks, { type: "audio/webm" });
+  const path = `/session/${session.session_id}/recording`;
+  const { response, data } = await api(path, { body: blob, contentType: "audio/webm", token: session.session_token });
+  if (!response.ok) showMessage(`The recording was not saved: ${describeFailure(response, data)}`);
+}
+
+// --- the conversation -----------------------------------------------------------------
+
+async function microphone() {
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (error) {
+    if (error.name === "NotAllowedError" || error.name === "SecurityError") {
+      showMessage("Microphone access was refused. Allow the microphone for this page to talk, or type instead once it is allowed.");
+    } else if (error.name === "NotFoundError" || error.name === "OverconstrainedError") {
+      showMessage("No microphone was found. Connect one and try again.");
+    } else {
+      showMessage(`The microphone could not be opened: ${error.message}`);
+    }
+    return null;
+  }
+}
+
+async function start() {
+  clearMessage();
+  $("reconnect").hidden = true;
+  $("start").disabled = true;
+  setConnection("Opening the microphone…");
+  const started = performance.now();
+  const mic = await microphone();
+  if (!mic) {
+    setConnection("Not connected");
+    $("start").disabled = false;
+    return;
+  }
+  setConnection("Starting a session…");
+  const { response, data: session } = await api("/session", { body: {} });
+  if (!response.ok) {
+    mic.getTracks().forEach((track) => track.stop());
+    showMessage(describeFailure(response, session));
+    setConnection("Not connected");
+    $("start").disabled = false;
+    return;
+  }
+  if (session.degradation_level >= 2) {
+    showBanner("Tools are unavailable right now: I can't execute tasks, but I can still help with questions.");
+  }
+  const pc = new RTCPeerConnection();
+  const channel = pc.createDataChannel("oai-events");
+  call = {
+    session, pc, channel, mic, timers: [], relayQueue: [], serverHandlesTools: false,
+    expiresAt: Date.parse(session.expires_at), ending: false, recording: null,
+  };
+  call.events = openEvents(session);
+  mic.getTracks().forEach((track) => pc.addTrack(track, mic));
+  if ($("record").checked) call.recording = startRecording(mic);
+  pc.ontrack = (event) => {
+    $("remote-audio").srcObject = event.streams[0] || new MediaStream([event.track]);
+    if (call && call.recording) {
+      call.recording.context.createMediaStreamSource($("remote-audio").srcObject).connect(call.recording.mix);
+    }
+  };
+  pc.onconnectionstatechange = () => {
+    if (!call || call.pc !== pc || call.ending) return;
+    if (pc.connectionState === "failed" || pc.connectionState === "disconnected") dropped();
+  };
+  channel.onmessage = (message) => {
+    try {
+      onServerEvent(JSON.parse(message.data));
+    } catch (error) {
+      console.warn("ignored an event", error);
+    }
+  };
+  channel.onopen = () => {
+    const seconds = ((performance.now() - started) / 1000).toFixed(2);
+    setConnection("Connected");
+    app.dataset.connectSeconds = seconds;
+    setControls(true);
+    call.timers.push(setInterval(tick, 1000), setInterval(reportStats, STATS_EVERY_MS),
+      setInterval(flushRelay, RELAY_EVERY_MS));
+    tick();
+  };
+  channel.onclose = () => {
+    if (call && call.channel === channel && !call.ending) dropped();
+  };
+  setConnection("Connecting…");
+  await pc.setLocalDescription(await pc.createOffer());
+  const answer = await api(session.urls.sdp, {
+    body: pc.localDescription.sdp, contentType: "application/sdp", token: session.session_token,
+  });
+  if (!answer.response.ok) {
+    showMessage(describeFailure(answer.response, answer.data));
+    teardown("Not connected");
+    return;
+  }
+  await pc.setRemoteDescription({ type: "answer", sdp: answer.data });
+}
+
+function tick() {
+  if (!call) return;
+  const left = Math.max(0, Math.round((call.expiresAt - Date.now()) / 1000));
+  $("time-left").textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")} left`;
+  if (left === 0) stop("The conversation reached its 15-minute limit.");
+}
+
+function teardown(state) {
+  if (!call) return;
+  const current = call;
+  call = null;
+  current.ending = true;
+  current.timers.forEach(clearInterval);
+  current.events.close();
+  current.pc.close();
+  current.mic.getTracks().forEach((track) => track.stop());
+  $("time-left").textContent = "";
+  setConnection(state);
+  setControls(false);
+  return current;
+}
+
+async function finish(reason) {
+  const ended = teardown("Conversation ended");
+  if (reason) showMessage(reason);
+  if (ended && ended.recording) await uploadRecording(ended.recording, ended.session);
+}
+
+async function stop(reason) {
+  if (!call || call.ending) return;
+  call.ending = true; // the hangup closes the connection: that is not a drop
+  await flushRelay();
+  const session = call.session;
+  const { response, data } = await api(session.urls.end, { token: session.session_token });
+  await finish(reason);
+  if (!response.ok) showMessage(describeFailure(response, data));
+}
+
+function dropped() {
+  const lost = teardown("Connection lost");
+  if (lost) {
+    api(lost.session.urls.end, { token: lost.session.session_token, keepalive: true }).catch(() => {});
+  }
+  showMessage("The connection to the assistant was lost.");
+  $("reconnect").hidden = false;
+  $("reconnect").focus();
+}
+
+// --- controls ---------------------------------------------------------------------------
+
+function setMicrophone(on) {
+  if (call) call.mic.getAudioTracks().forEach((track) => (track.enabled = on));
+}
+
+$("start").addEventListener("click", () => start().catch((error) => {
+  showMessage(`Could not connect: ${error.message}`);
+  teardown("Not connected");
+  $("start").disabled = false;
+}));
+$("stop").addEventListener("click", () => stop());
+$("reconnect").addEventListener("click", () => $("start").click());
+$("mute").addEventListener("click", () => {
+  const muted = $("mute").getAttribute("aria-pressed") !== "true";
+  $("mute").setAttribute("aria-pressed", String(muted));
+  $("mute").textContent = muted ? "Unmute microphone" : "Mute microphone";
+  setMicrophone(!muted);
+});
+$("ptt-mode").addEventListener("change", () => {
+  const ptt = $("ptt-mode").checked;
+  $("talk").disabled = !ptt;
+  // Push to talk: no voice activity detection; the turn ends when the key is released.
+  send({ type: "session.update", session: { type: "realtime", audio: { input: { turn_detection: ptt ? null : { type: "server_vad" } } } } });
+  setMicrophone(!ptt);
+});
+
+function talk(down) {
+  if (!call || !$("ptt-mode").checked) return;
+  if (down) {
+    send({ type: "input_audio_buffer.clear" });
+    setMicrophone(true);
+    $("talk").setAttribute("aria-pressed", "true");
+  } else {
+    setMicrophone(false);
+    $("talk").setAttribute("aria-pressed", "false");
+    send({ type: "input_audio_buffer.commit" });
+    send({ type: "response.create" });
+  }
+}
+
+$("talk").addEventListener("pointerdown", () => talk(true));
+$("talk").addEventListener("pointerup", () => talk(false));
+$("talk").addEventListener("keydown", (event) => event.key === "Enter" && !event.repeat && talk(true));
+$("talk").addEventListener("keyup", (event) => event.key === "Enter" && talk(false));
+document.addEventListener("keydown", (event) => {
+  if (event.code === "Space" && !event.repeat && document.activeElement !== $("text") && $("ptt-mode").checked) {
+    event.preventDefault();
+    talk(true);
+  }
+});
+document.addEventListener("keyup", (event) => {
+  if (event.code === "Space" && document.activeElement !== $("text") && $("ptt-mode").checked) talk(false);
+});
+
+$("text-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("text").value.trim();
+  if (!text || !call) return;
+  send({ type: "conversation.item.create", item: { type: "message", role: "user", content: [{ type: "input_text", text }] } });
+  send({ type: "response.create" });
+  $("text").value = "";
+});
+
+window.addEventListener("pagehide", () => {
+  if (!call) return;
+  // keepalive lets the request outlive the page; a beacon could not carry the token.
+  api(call.session.urls.end, { token: call.session.session_token, keepalive: true }).catch(() => {});
+});
