@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import structlog
 from asgiref.sync import sync_to_async
-from django.core.files.base import ContentFile
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.files.base import ContentFile
 from django.utils import timezone
 
 from ops_app import degradation, ratelimit

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from sessions_app.models import VoiceSession
 from ops_app.metrics import (
     voice_webrtc_jitter_seconds,
     voice_webrtc_packet_loss_ratio,
     voice_webrtc_rtt_seconds,
 )
+from sessions_app.models import VoiceSession
 
 FIELDS = {  # name -> (lowest, highest) accepted
     "rtt_seconds": (0.0, 60.0),

@@ -27,6 +27,7 @@ async def test_it_streams_transcript_items_and_the_end(simulator):
     session = await sync_to_async(VoiceSessionFactory)(status="active")
     socket = _connect(session.pk, tokens.issue(session.pk))
     connected, _ = await socket.connect()
+    state = await socket.receive_json_from(timeout=5)
 
     await actions.record_events(
         session,
@@ -44,6 +45,12 @@ async def test_it_streams_transcript_items_and_the_end(simulator):
     await socket.disconnect()
 
     assert connected
+    assert state == {
+        "type": "session.state",
+        "status": "active",
+        "sideband_connected": False,
+        "expires_at": session.expires_at.isoformat(),
+    }
     assert item["type"] == "transcript.item" and item["text"] == "hello there"
     assert ended == {"type": "session.ended", "status": "ended", "reason": "client"}
 

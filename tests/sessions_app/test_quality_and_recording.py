@@ -1,0 +1,140 @@
+"""Audio-quality stats from the client, and the optional recording upload."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from tests.factories import VoiceSessionFactory, bearer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WEBM = b"\x1a\x45\xdf\xa3" + b"\x00" * 64
+
+
+async def _post_stats(api, session, *stats):
+    events = [{"type": "client.stats", "stats": item} for item in stats]
+    return await api.post(
+        f"/session/{session.pk}/events",
+        {"events": events},
+        content_type="application/json",
+        headers=bearer(session),
+    )
+
+
+async def test_stats_are_aggregated_on_the_session_and_exported(api):
+    from prometheus_client import REGISTRY
+
+    session = await sync_to_async(VoiceSessionFactory)(status="active")
+    before = REGISTRY.get_sample_value("voice_webrtc_rtt_seconds_count") or 0
+
+    response = await _post_stats(
+        api,
+        session,
+        {
+            "rtt_seconds": 0.02,
+            "jitter_seconds": 0.004,
+            "packets_lost": 0,
+            "packets_received": 500,
+            "audio_level": 0.1,
+        },
+        {
+            "rtt_seconds": 0.04,
+            "jitter_seconds": 0.002,
+            "packets_lost": 10,
+            "packets_received": 990,
+            "audio_level": 0.3,
+        },
+    )
+
+    assert response.status_code == 200
+    await session.arefresh_from_db()
+    stats = session.audio_stats
+    assert stats["samples"] == 2
+    assert stats["rtt_seconds_avg"] == pytest.approx(0.03)
+    assert stats["rtt_seconds_max"] == 0.04
+    assert stats["loss_ratio"] == pytest.approx(0.01)
+    assert REGISTRY.get_sample_value("voice_webrtc_rtt_seconds_count") == before + 2
+
+
+async def test_nonsense_stats_are_ignored(api):
+    session = await sync_to_async(VoiceSessionFactory)(status="active")
+
+    response = await _post_stats(
+        api,
+        session,
+        {"rtt_seconds": -1, "jitter_seconds": "x", "audio_level": 7, "packets_received": True},
+    )
+
+    assert response.status_code == 200
+    await session.arefresh_from_db()
+    assert session.audio_stats == {}
+
+
+async def test_a_recording_is_stored_and_linked_to_its_session(api):
+    session = await sync_to_async(VoiceSessionFactory)(status="ended", ended_at=timezone.now())
+
+    response = await api.post(
+        f"/session/{session.pk}/recording",
+        WEBM,
+        content_type="audio/webm;codecs=opus",
+        headers=bearer(session),
+    )
+    again = await api.post(
+        f"/session/{session.pk}/recording", WEBM, content_type="audio/webm", headers=bearer(session)
+    )
+
+    assert response.status_code == 201 and response.json()["bytes"] == len(WEBM)
+    assert again.status_code == 409
+    await session.arefresh_from_db()
+    assert session.recording.name.endswith(f"{session.pk}.webm")
+    assert await sync_to_async(session.recording.read)() == WEBM
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code"),
+    [
+        (WEBM, "video/mp4", 415, "unsupported_media_type"),
+        (b"not audio at all", "audio/webm", 400, "invalid_recording"),
+        (b"", "audio/webm", 400, "invalid_recording"),
+        (b"OggS" + b"\x00" * 10, "audio/webm", 400, "invalid_recording"),
+    ],
+)
+async def test_a_bad_recording_is_refused(api, body, content_type, status, code):
+    session = await sync_to_async(VoiceSessionFactory)(status="active")
+
+    response = await api.post(
+        f"/session/{session.pk}/recording", body, content_type=content_type, headers=bearer(session)
+    )
+
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+async def test_a_recording_too_large_is_413(api, settings):
+    settings.RECORDING_MAX_BYTES = 1000
+    session = await sync_to_async(VoiceSessionFactory)(status="active")
+
+    response = await api.post(
+        f"/session/{session.pk}/recording",
+        WEBM + b"\x00" * 2000,
+        content_type="audio/webm",
+        headers=bearer(session),
+    )
+
+    assert response.status_code == 413
+
+
+async def test_a_recording_long_after_the_end_is_refused(api):
+    session = await sync_to_async(VoiceSessionFactory)(
+        status="ended", ended_at=timezone.now() - timedelta(hours=1)
+    )
+
+    response = await api.post(
+        f"/session/{session.pk}/recording", WEBM, content_type="audio/webm", headers=bearer(session)
+    )
+
+    assert response.status_code == 409
