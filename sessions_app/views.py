@@ -166,9 +166,11 @@ async def upload_recording(request: HttpRequest, session_id: str) -> JsonRespons
     audio = read_body(
         request, max_bytes=settings.RECORDING_MAX_BYTES, content_types=tuple(RECORDING_TYPES)
     )
-    extension, looks_right = RECORDING_TYPES[request.content_type]
-    if not audio or not looks_right(audio[:16]):
-        raise BadRequest(f"The body is not {request.content_type} audio.", code="invalid_recording")
+    extension, looks_right = RECORDING_TYPES.get(request.content_type, ("", None))
+    if not audio or looks_right is None or not looks_right(audio[:16]):
+        raise BadRequest(
+            "The body is not a recording (webm, ogg, m4a or wav audio).", code="invalid_recording"
+        )
     session = await callers.session_for_token(request, session_id)
     await actions.store_recording(session, audio, extension)
     return JsonResponse({"session_id": session.pk, "bytes": len(audio)}, status=201)
