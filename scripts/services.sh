@@ -41,3 +41,8 @@ fi
 if ! command -v bwrap >/dev/null && [ "$(id -u)" -eq 0 ]; then
   echo "installing bubblewrap"; apt_install bubblewrap || echo "bubblewrap unavailable: rlimits only"
 fi
+
+# The browser tests drive Debian's Chromium (Playwright's own download does not work here).
+if ! command -v chromium >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  echo "installing chromium"; apt_install chromium chromium-driver || echo "chromium unavailable"
+fi

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from sessions_app.models import ApiKey, ConversationItem, VoiceSession, WebhookEvent
 
@@ -48,7 +48,7 @@ class VoiceSessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ("id", "call_id", "items__text", "client_ip")
     inlines = [ConversationItemInline]
     readonly_fields = ("transcript_files",)
-    exclude = ("transcript_json", "transcript_text")
+    exclude = ("transcript_json", "transcript_text", "recording")
     list_select_related = ("user", "api_key")
 
     def get_search_results(self, request, queryset, search_term):
@@ -59,14 +59,17 @@ class VoiceSessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def caller(self, obj: VoiceSession) -> str:
         return f"{obj.attribution} {obj.client_ip or ''}".strip()
 
-    @admin.display(description="transcript export")
+    @admin.display(description="transcript and recording")
     def transcript_files(self, obj: VoiceSession) -> str:
-        if not obj.transcript_json:
-            return "— (written when the session ends)"
-        return format_html(
-            '<a href="{}">JSON</a> · <a href="{}">text</a>',
-            obj.transcript_json.url,
-            obj.transcript_text.url,
+        links = []
+        if obj.transcript_json:
+            links.append(format_html('<a href="{}">transcript (JSON)</a>', obj.transcript_json.url))
+            links.append(format_html('<a href="{}">transcript (text)</a>', obj.transcript_text.url))
+        if obj.recording:
+            links.append(format_html('<a href="{}">recording</a>', obj.recording.url))
+        return (
+            format_html_join(" · ", "{}", ((link,) for link in links))
+            or "— (written when the session ends)"
         )
 
 

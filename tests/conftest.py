@@ -40,6 +40,28 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30.
     raise RuntimeError(f"{url} did not start within {timeout} s")
 
 
+def wait_for_worker(name: str, timeout: float = 30) -> None:
+    """Until a Celery worker whose name starts with name answers a ping."""
+    from voiceplatform.celery import app
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = app.control.ping(timeout=0.5) or []
+        if any(host.startswith(f"{name}@") for reply in replies for host in reply):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the Celery worker {name} did not come up")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:  # open WebSockets can hold daphne a while
+        process.kill()
+        process.wait()
+
+
 def start_server(args: list[str], port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -87,8 +109,7 @@ def simulator_process(tmp_path_factory):
         log,
     )
     yield Simulator(f"http://127.0.0.1:{port}/simulator")
-    process.terminate()
-    process.wait(10)
+    stop_server(process)
 
 
 @pytest.fixture
@@ -103,7 +124,10 @@ def simulator(simulator_process, settings):
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    cache.clear()  # rate-limit windows and usage dedupe keys
+    # Rate-limit windows, usage dedupe keys and cached checks; not the whole Redis
+    # database, which a running Celery worker and the channel layer also use.
+    for pattern in ("rl:*", "usage:*", "ops:*"):
+        cache.delete_pattern(pattern)
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from django.db import connection
 
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.probe import open_call
-from tests.conftest import ROOT, free_port, start_server
+from tests.conftest import ROOT, free_port, start_server, stop_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,8 +40,7 @@ def live_server_env(request, tmp_path):
         ["bash", str(ROOT / "scripts/run.sh")], port, env, tmp_path / "server.log"
     )
     yield request.param, f"http://127.0.0.1:{port}", tmp_path / "var"
-    process.terminate()
-    process.wait(10)
+    stop_server(process)
 
 
 async def test_the_run_command_serves_a_whole_conversation(live_server_env):

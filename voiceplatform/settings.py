@@ -120,7 +120,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHANNEL_PREFIX", "vp")},
+            "CONFIG": {
+                # redis-py 8 times reads out after 5 s by default: the same as the
+                # layer's blocking pop, so idle consumers would fail. Give them room.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": env_str("CHANNEL_PREFIX", "vp"),
+            },
         }
     }
 else:

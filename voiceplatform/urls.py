@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from voiceplatform import views
 
@@ -15,6 +15,9 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
     path("health/live", views.live),
 ]
+
+if not settings.AWS_STORAGE_BUCKET_NAME:
+    urlpatterns.append(re_path(r"^media/(?P<path>.+)$", views.media))
 
 if settings.SIMULATOR_ENABLED:
     urlpatterns.append(path("simulator/", include("sessions_app.simulator.urls")))

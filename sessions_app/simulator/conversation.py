@@ -297,6 +297,17 @@ class Conversation:
         done_item = {**item, "status": "completed", "arguments": encoded}
         await self._finish(response_id, done_item, self._usage(user_text, encoded))
 
+    async def _rate_limits(self) -> None:
+        await self.emit(
+            {
+                "type": "rate_limits.updated",
+                "rate_limits": [
+                    {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60},
+                    {"name": "tokens", "limit": 100000, "remaining": 99000, "reset_seconds": 60},
+                ],
+            }
+        )
+
     async def _finish(self, response_id: str, item: dict, usage: dict) -> None:
         await self.emit(
             {
@@ -318,3 +329,4 @@ class Conversation:
                 },
             }
         )
+        await self._rate_limits()

@@ -24,6 +24,19 @@ def restrict_ice_to_loopback() -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
 
 
+def loopback_candidates_only(sdp: str) -> str:
+    """The offer without ICE candidates on other addresses: the simulator checks
+    connectivity on loopback only (a peer may still reach it from another address)."""
+    kept = []
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            if len(fields) > 4 and fields[4] not in ("127.0.0.1", "::1"):
+                continue
+        kept.append(line)
+    return "\r\n".join(kept) + "\r\n"
+
+
 def check_offer(sdp: str) -> None:
     if not sdp.startswith("v=0") or "\nm=" not in sdp:
         raise InvalidOffer("The SDP offer is not a valid session description.")
@@ -36,6 +49,7 @@ async def answer(call: SimCall, offer_sdp: str) -> str:
     check_offer(offer_sdp)
     if settings.SIMULATOR_ICE_LOOPBACK_ONLY:
         restrict_ice_to_loopback()
+        offer_sdp = loopback_candidates_only(offer_sdp)
     # No ICE servers: aiortc would otherwise ask a public STUN server.
     peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     call.peer = peer

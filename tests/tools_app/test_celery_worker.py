@@ -13,7 +13,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from tests.conftest import ROOT, eventually
+from tests.conftest import ROOT, eventually, wait_for_worker
 from tests.factories import VoiceSessionFactory, bearer
 from tools_app import actions, policy
 from tools_app.models import ToolExecution
@@ -61,16 +61,6 @@ def start_worker(tmp_path, name: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def wait_for_worker(name: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replies = celery_app.control.ping(timeout=0.5) or []
-        if any(name in host for reply in replies for host in reply):
-            return
-        time.sleep(0.2)
-    raise RuntimeError("the Celery worker did not come up")
 
 
 @pytest.fixture
