@@ -15,7 +15,7 @@ NO_TOOLS_MESSAGE = "I can't execute tasks right now, but I can still help with q
 
 
 def _workers_alive() -> bool:
-    """Whether any Celery worker answers a ping (blocking; cached for 10 s)."""
+    """Whether a Celery worker consuming our task queue answers (blocking; cached 10 s)."""
     from voiceplatform.celery import app
 
     if app.conf.task_always_eager:
@@ -23,8 +23,11 @@ def _workers_alive() -> bool:
     cached = cache.get("ops:workers_alive")
     if cached is not None:
         return cached
+    queue = app.conf.task_default_queue
     try:
-        alive = bool(app.control.ping(timeout=settings.WORKER_PING_TIMEOUT_SECONDS))
+        replies = app.control.inspect(timeout=settings.WORKER_PING_TIMEOUT_SECONDS)
+        consuming = replies.active_queues() or {}
+        alive = any(q.get("name") == queue for queues in consuming.values() for q in queues)
     except Exception:  # the broker itself is unreachable
         alive = False
     cache.set("ops:workers_alive", alive, timeout=10)

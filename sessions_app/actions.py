@@ -76,7 +76,7 @@ async def start_session(
         model=settings.OPENAI_MODEL,
         voice=voice or settings.OPENAI_DEFAULT_VOICE,
         instructions=session_instructions(instructions, level),
-        tools=session_tools(caller.kind, level),
+        tools=await session_tools(caller, level),
         pod=settings.POD_NAME,
         degradation_level=level,
         user_id=caller.user_id,
@@ -98,11 +98,11 @@ async def start_session(
     return StartedSession(session=session, token=tokens.issue(session.id), client_secret=secret)
 
 
-def session_tools(caller_kind: str, level: int) -> list[dict]:
+async def session_tools(caller: Caller, level: int) -> list[dict]:
     """The function tools a new session gets: the caller's policy, none when degraded."""
     if level != degradation.FULL:
         return []
-    return policy.definitions(policy.allowed_names(caller_kind))
+    return policy.definitions(await policy.allowed_names(caller))
 
 
 def session_instructions(requested: str | None, level: int) -> str:

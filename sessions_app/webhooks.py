@@ -12,6 +12,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ops_app import degradation
 from sessions_app import actions, realtime, sideband
+from sessions_app.callers import Caller
 from sessions_app.models import VoiceSession, WebhookEvent
 from voiceplatform.api import parse_json
 from voiceplatform.errors import BadRequest, ServiceUnavailable
@@ -86,7 +87,7 @@ async def _incoming_call(record: WebhookEvent, data: dict) -> str:
             "voice": settings.OPENAI_DEFAULT_VOICE,
             "instructions": actions.session_instructions(None, level),
             # A phone caller is anonymous.
-            "tools": actions.session_tools("anonymous", level),
+            "tools": await actions.session_tools(Caller(), level),
             "pod": settings.POD_NAME,
             "degradation_level": level,
             "expires_at": now + timedelta(seconds=settings.SESSION_MAX_SECONDS),

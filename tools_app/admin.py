@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from sessions_app.admin import ReadOnlyMixin, VoiceSessionAdmin
-from tools_app.models import ToolExecution
+from tools_app.models import ToolExecution, ToolGrant
 
 
 @admin.register(ToolExecution)
@@ -44,3 +44,10 @@ class ToolExecutionInline(ReadOnlyMixin, admin.TabularInline):
 
 
 VoiceSessionAdmin.inlines = [*VoiceSessionAdmin.inlines, ToolExecutionInline]
+
+
+@admin.register(ToolGrant)
+class ToolGrantAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "user", "api_key", "updated_at")
+    search_fields = ("user__username", "api_key__name")
+    autocomplete_fields = ("user",)

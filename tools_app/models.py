@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
-from sessions_app.models import VoiceSession
+from sessions_app.models import ApiKey, VoiceSession
 
 
 class ToolExecution(models.Model):
@@ -56,3 +58,41 @@ class ToolExecution(models.Model):
             "error": self.error
             or (None if self.is_finished else "The tool did not finish in time."),
         }
+
+
+class ToolGrant(models.Model):
+    """The tools one user or one API key may use, replacing the settings' default."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE
+    )
+    api_key = models.OneToOneField(ApiKey, null=True, blank=True, on_delete=models.CASCADE)
+    tools = models.JSONField(
+        default=list, blank=True, help_text='Tool names, or ["*"] for every tool; [] for none.'
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, api_key__isnull=True)
+                | models.Q(user__isnull=True, api_key__isnull=False),
+                name="grant_for_a_user_or_a_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.api_key}: {', '.join(self.tools) or 'no tools'}"
+
+    def clean(self) -> None:
+        from tools_app import registry
+
+        if not isinstance(self.tools, list) or not all(isinstance(t, str) for t in self.tools):
+            raise ValidationError({"tools": "A list of tool names."})
+        unknown = sorted(set(self.tools) - set(registry.all_tools()) - {"*"})
+        if unknown:
+            raise ValidationError({"tools": f"Unknown tools: {', '.join(unknown)}."})
+        if (self.user_id is None) == (self.api_key_id is None):
+            raise ValidationError("Grant the tools to a user or to an API key, not both.")

@@ -46,6 +46,9 @@ def _env(db: dict) -> dict[str, str]:
         "CELERY_TASK_ALWAYS_EAGER": "0",
         "OPENAI_API_KEY": "",
         "SIMULATOR_SPEECH_AFTER_SECONDS": "0.5",
+        "CLIENT_STATS_INTERVAL_SECONDS": "1",
+        # Its own queue: other tests start workers of their own on the same Redis.
+        "CELERY_TASK_DEFAULT_QUEUE": "e2e",
         "TOOL_WORKSPACE_ROOT": str(ROOT / "var" / "test-workspaces"),
     }
 

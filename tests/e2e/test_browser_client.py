@@ -262,3 +262,35 @@ async def test_the_page_is_keyboard_operable_and_fits_a_phone(browser, stack):
     assert focused == "start"
     assert overflow <= 0
     assert unlabelled == []
+
+
+async def test_closing_the_tab_ends_the_session(browser, stack):
+    page = await open_page(browser, stack)
+    await connect(page)
+    session = await latest_session()
+
+    await page.close(run_before_unload=True)
+    for _ in range(50):
+        await session.arefresh_from_db()
+        if session.status != "active":
+            break
+        await asyncio.sleep(0.2)
+
+    assert session.status == "ended" and session.end_reason == "client"
+
+
+async def test_the_page_reports_audio_quality_while_connected(browser, stack):
+    page = await open_page(browser, stack)
+    await connect(page)
+    session = await latest_session()
+
+    for _ in range(50):  # the stack reports every second (10 s by default)
+        await session.arefresh_from_db()
+        if session.audio_stats.get("samples", 0) >= 2:
+            break
+        await asyncio.sleep(0.2)
+
+    stats = session.audio_stats
+    assert stats["samples"] >= 2
+    assert 0 <= stats["rtt_seconds_avg"] < 1
+    assert stats["packets_received"] > 0

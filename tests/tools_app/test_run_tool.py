@@ -284,3 +284,36 @@ async def test_tool_runs_are_counted_at_metrics(api):
         b'voice_tool_execution_duration_seconds_bucket{le="0.1",status="succeeded"'
         b',tool_name="bash"}' in page.content
     )
+
+
+async def test_a_grant_replaces_the_default_tools_for_that_key_or_user(api, simulator, settings):
+    from django.contrib.auth.models import User
+
+    from tests.factories import ApiKeyFactory
+    from tools_app.models import ToolGrant
+
+    settings.TOOLS_FOR_USERS = []
+    key = await sync_to_async(ApiKeyFactory)()
+    user = await User.objects.acreate_user("granted", password="x")
+    await ToolGrant.objects.acreate(api_key=key, tools=["read_file"])
+    await ToolGrant.objects.acreate(user=user, tools=["*"])
+
+    by_key = await api.post(
+        "/session", content_type="application/json", headers={"Authorization": f"Bearer {key.raw}"}
+    )
+    await api.aforce_login(user)
+    by_user = await api.post("/session", content_type="application/json")
+
+    assert by_key.json()["tools"] == ["read_file"]
+    assert "bash" in by_user.json()["tools"] and len(by_user.json()["tools"]) >= 8
+
+
+def test_a_grant_must_name_known_tools_and_one_holder():
+    from django.core.exceptions import ValidationError
+
+    from tools_app.models import ToolGrant
+
+    with pytest.raises(ValidationError):
+        ToolGrant(tools=["teleport"]).clean()
+    with pytest.raises(ValidationError):
+        ToolGrant(tools=["bash"]).clean()  # neither a user nor a key

@@ -144,6 +144,7 @@ function showTool(callId, name, args, status, output) {
 }
 
 async function runToolInBrowserRelay(item) {
+  const current = call;
   // Only when the server does not hold the call's sideband: relay, then answer the model.
   let args = {};
   try {
@@ -153,7 +154,7 @@ async function runToolInBrowserRelay(item) {
   }
   const { response, data } = await api(`/tools/${encodeURIComponent(item.name)}`, {
     body: { call_id: item.call_id, arguments: args },
-    token: call.session.session_token,
+    token: current.session.session_token,
   });
   let output;
   if (response.ok) {
@@ -186,9 +187,10 @@ function relay(event) {
 }
 
 async function flushRelay() {
-  if (!call || call.relayQueue.length === 0) return;
-  const events = call.relayQueue.splice(0, 500);
-  await api(call.session.urls.events, { body: { events }, token: call.session.session_token }).catch(() => {});
+  const current = call;
+  if (!current || current.relayQueue.length === 0) return;
+  const events = current.relayQueue.splice(0, 500);
+  await api(current.session.urls.events, { body: { events }, token: current.session.session_token }).catch(() => {});
 }
 
 function onServerEvent(event) {
@@ -256,8 +258,9 @@ function openEvents(session) {
 // --- quality stats --------------------------------------------------------------------
 
 async function reportStats() {
-  if (!call) return;
-  const report = await call.pc.getStats();
+  const current = call; // the call may end while we wait for its stats
+  if (!current) return;
+  const report = await current.pc.getStats();
   const stats = {};
   report.forEach((entry) => {
     if (entry.type === "candidate-pair" && entry.nominated && entry.currentRoundTripTime !== undefined) {
@@ -270,9 +273,9 @@ async function reportStats() {
       if (entry.audioLevel !== undefined) stats.audio_level = entry.audioLevel;
     }
   });
-  await api(call.session.urls.events, {
+  await api(current.session.urls.events, {
     body: { events: [{ type: "client.stats", stats }] },
-    token: call.session.session_token,
+    token: current.session.session_token,
   }).catch(() => {});
 }
 
@@ -423,8 +426,8 @@ async function finish(reason) {
 async function stop(reason) {
   if (!call || call.ending) return;
   call.ending = true; // the hangup closes the connection: that is not a drop
-  await flushRelay();
   const session = call.session;
+  await flushRelay();
   const { response, data } = await api(session.urls.end, { token: session.session_token });
   await finish(reason);
   if (!response.ok) showMessage(describeFailure(response, data));
