@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
@@ -14,32 +17,52 @@ FULL, REDUCED, VOICE_ONLY, MAINTENANCE = 1, 2, 3, 4
 NO_TOOLS_MESSAGE = "I can't execute tasks right now, but I can still help with questions."
 
 
-def _workers_alive() -> bool:
-    """Whether a Celery worker consuming our task queue answers (blocking; cached 10 s)."""
+WORKERS_KEY = "ops:workers"
+WORKERS_FRESH_SECONDS = 10
+_refresh: asyncio.Task | None = None
+
+
+def _probe_workers() -> bool:
+    """Whether a Celery worker consuming our task queue answers (blocking: it waits
+    the whole timeout for replies, so it never runs on a request's path)."""
     from voiceplatform.celery import app
 
-    if app.conf.task_always_eager:
-        return True
-    cached = cache.get("ops:workers_alive")
-    if cached is not None:
-        return cached
     queue = app.conf.task_default_queue
     try:
         replies = app.control.inspect(timeout=settings.WORKER_PING_TIMEOUT_SECONDS)
         consuming = replies.active_queues() or {}
-        alive = any(q.get("name") == queue for queues in consuming.values() for q in queues)
     except Exception:  # the broker itself is unreachable
-        alive = False
-    cache.set("ops:workers_alive", alive, timeout=10)
+        return False
+    return any(q.get("name") == queue for queues in consuming.values() for q in queues)
+
+
+async def refresh_workers() -> bool:
+    alive = await sync_to_async(_probe_workers, thread_sensitive=False)()
+    await cache.aset(WORKERS_KEY, {"alive": alive, "at": time.time()}, timeout=300)
     return alive
 
 
-def _tools_available() -> bool:
-    return not breakers.is_open(breakers.amplifier()) and _workers_alive()
+async def workers_alive() -> bool:
+    """The last known answer, refreshed in the background when older than 10 s; until
+    the first probe answers, workers are taken to be there."""
+    from voiceplatform.celery import app
+
+    global _refresh
+    if app.conf.task_always_eager:
+        return True
+    known = await cache.aget(WORKERS_KEY)
+    stale = known is None or time.time() - known["at"] > WORKERS_FRESH_SECONDS
+    running = _refresh is not None and not _refresh.done()
+    if stale and not (running and _refresh.get_loop() is asyncio.get_running_loop()):
+        _refresh = asyncio.create_task(refresh_workers())
+    return True if known is None else known["alive"]
 
 
 async def tools_available() -> bool:
-    return await sync_to_async(_tools_available, thread_sensitive=False)()
+    breaker_open = await sync_to_async(breakers.is_open, thread_sensitive=False)(
+        breakers.amplifier()
+    )
+    return not breaker_open and await workers_alive()
 
 
 async def current_level() -> int:

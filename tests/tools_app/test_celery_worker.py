@@ -160,10 +160,16 @@ async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_
 
 
 async def test_with_no_worker_alive_sessions_start_without_tools(api, real_celery, simulator):
-    from django.core.cache import cache
+    from ops_app import degradation
 
-    await cache.adelete("ops:workers_alive")
+    assert await degradation.refresh_workers() is False  # what the background probe finds
 
     response = await api.post("/session", content_type="application/json")
 
     assert response.json()["degradation_level"] == 2 and response.json()["tools"] == []
+
+
+async def test_a_live_worker_is_found_by_the_probe(worker):
+    from ops_app import degradation
+
+    assert await degradation.refresh_workers() is True
