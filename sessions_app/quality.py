@@ -30,7 +30,7 @@ def sample_of(event: dict) -> dict[str, float] | None:
         value = stats.get(name)
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if math.isfinite(value) and low <= value <= high:
+        if low <= value <= high and math.isfinite(value):  # range first: huge ints
             sample[name] = float(value)
     return sample or None
 

@@ -130,4 +130,4 @@ async def _answer(connection, session_id: str, item: dict) -> None:
         )
         await connection.send({"type": "response.create"})
     except Exception as exc:  # one bad call must not drop the sideband
-        log.warning("tool_answer_failed", error=type(exc).__name__)
+        log.warning("tool_answer_not_sent", error=type(exc).__name__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import time
 from datetime import timedelta
@@ -25,7 +26,7 @@ from tools_app import registry
 from tools_app.models import ToolExecution
 from tools_app.sandbox import Workspace
 from voiceplatform.celery import enqueue
-from voiceplatform.errors import Conflict
+from voiceplatform.errors import Conflict, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -56,11 +57,30 @@ async def submit(
         raise Conflict(
             "This call_id was already used for a different tool call.", code="call_id_reused"
         )
-    if created:
-        from tools_app.tasks import execute_tool_task
-
-        await enqueue(execute_tool_task, execution.pk)
+    stranded = (
+        execution.status == ToolExecution.Status.QUEUED
+        and execution.created_at < timezone.now() - timedelta(seconds=QUEUE_AGAIN_AFTER_SECONDS)
+    )
+    if created or stranded:
+        # Queued again when its first queueing was lost: claiming is atomic, so a
+        # duplicate message is harmless.
+        await _queue(execution)
     return execution, created
+
+
+QUEUE_AGAIN_AFTER_SECONDS = 5
+
+
+async def _queue(execution: ToolExecution) -> None:
+    from tools_app.tasks import execute_tool_task
+
+    try:
+        await enqueue(execute_tool_task, execution.pk)
+    except Exception as exc:
+        log.warning("tool_not_queued", execution=execution.pk, error=type(exc).__name__)
+        raise ServiceUnavailable(
+            "Tools cannot be queued right now.", code="tools_unavailable", retry_after=5
+        ) from None
 
 
 async def wait_for(execution: ToolExecution, timeout: float) -> ToolExecution:
@@ -122,28 +142,66 @@ def _publish(execution: ToolExecution) -> None:
     send(transcripts.group_name(execution.session_id), {"type": "session.event", "event": event})
 
 
+def storable(text: str) -> str:
+    """Text PostgreSQL can hold: no NUL characters, no lone surrogates."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
 def finish(
     execution: ToolExecution, *, ok: bool, output: str, error: str, infrastructure_ok: bool = True
-) -> None:
+) -> bool:
+    """Records the result of a running execution, once: a second finisher (a late
+    original after a redelivery, the lost-run sweep) changes nothing."""
     now = timezone.now()
     cap = settings.TOOL_OUTPUT_MAX_BYTES
-    execution.status = ToolExecution.Status.SUCCEEDED if ok else ToolExecution.Status.FAILED
-    execution.output = output if len(output) <= cap else output[:cap] + "\n[output cut]"
-    execution.error = error[:2000]
-    execution.finished_at = now
+    output = storable(output if len(output) <= cap else output[:cap] + "\n[output cut]")
     started = execution.started_at or execution.created_at
-    execution.duration_seconds = (now - started).total_seconds()
-    execution.save(
-        update_fields=["status", "output", "error", "finished_at", "duration_seconds", "updated_at"]
-    )
+    fields = {
+        "status": ToolExecution.Status.SUCCEEDED if ok else ToolExecution.Status.FAILED,
+        "output": output,
+        "error": storable(error[:2000]),
+        "finished_at": now,
+        "duration_seconds": (now - started).total_seconds(),
+        "updated_at": now,
+    }
+    updated = ToolExecution.objects.filter(
+        pk=execution.pk, status=ToolExecution.Status.RUNNING
+    ).update(**fields)
+    if not updated:
+        return False
+    for name, value in fields.items():
+        setattr(execution, name, value)
     breakers.record(breakers.amplifier(), infrastructure_ok)
     _publish(execution)
+    return True
+
+
+def _original_run_is_gone(execution: ToolExecution) -> bool:
+    """Whether the worker that claimed this execution stopped without finishing it."""
+    from voiceplatform.celery import app
+
+    host, _, pid = execution.worker.rpartition(":")
+    if host == socket.gethostname() or host.endswith(f"@{socket.gethostname()}"):
+        try:
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, ValueError):
+            return True
+        return int(pid) == os.getpid()
+    try:
+        active = app.control.inspect([host], timeout=1.0).active() or {}
+    except Exception:
+        return True
+    return not any(
+        task.get("args") in ([execution.pk], (execution.pk,))
+        for tasks in active.values()
+        for task in tasks
+    )
 
 
 def run(execution_id: int, worker: str | None = None) -> None:
     """Runs one execution in a worker (sync). A message delivered again after its worker
     died finds the row 'running' and marks it failed rather than running it twice."""
-    worker = worker or socket.gethostname()
+    worker = f"{worker or socket.gethostname()}:{os.getpid()}"
     claimed = ToolExecution.objects.filter(
         pk=execution_id, status=ToolExecution.Status.QUEUED
     ).update(
@@ -154,7 +212,7 @@ def run(execution_id: int, worker: str | None = None) -> None:
     )
     execution = ToolExecution.objects.select_related("session").get(pk=execution_id)
     if not claimed:
-        if execution.status == ToolExecution.Status.RUNNING:
+        if execution.status == ToolExecution.Status.RUNNING and _original_run_is_gone(execution):
             log.warning("tool_worker_lost", execution=execution_id, worker=execution.worker)
             finish(
                 execution, ok=False, output=WORKER_LOST, error=WORKER_LOST, infrastructure_ok=False
@@ -174,15 +232,10 @@ def run(execution_id: int, worker: str | None = None) -> None:
         message = f"The tool failed unexpectedly ({type(exc).__name__})."
         finish(execution, ok=False, output=message, error=message, infrastructure_ok=False)
         return
+    # A tool's own failure, its own timeout included, is an answer for the model: the
+    # bridge worked. Only crashes, lost workers and task time limits count against it.
     error = (result.error or {}).get("message", "") if not result.success else ""
-    timed_out = (result.error or {}).get("type") == "timeout"
-    finish(
-        execution,
-        ok=result.success,
-        output=as_output(result),
-        error=error,
-        infrastructure_ok=not timed_out,
-    )
+    finish(execution, ok=result.success, output=as_output(result), error=str(error))
     log.info(
         "tool_finished",
         tool=execution.tool,
@@ -192,12 +245,23 @@ def run(execution_id: int, worker: str | None = None) -> None:
 
 
 def fail_lost() -> int:
-    """Marks failed the executions 'running' longer than any tool may run (their worker
-    is gone and the broker will not deliver them again)."""
-    cutoff = timezone.now() - timedelta(seconds=settings.TOOL_TIMEOUT_SECONDS + 60)
+    """Periodic: marks failed the executions 'running' longer than any tool may run
+    (their worker is gone and the broker will not deliver them again), and queues again
+    those whose queueing was lost."""
+    from tools_app.tasks import execute_tool_task
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.TOOL_TIMEOUT_SECONDS + 60)
     lost = list(
         ToolExecution.objects.filter(status=ToolExecution.Status.RUNNING, started_at__lt=cutoff)
     )
-    for execution in lost:
+    failed = sum(
         finish(execution, ok=False, output=WORKER_LOST, error=WORKER_LOST, infrastructure_ok=False)
-    return len(lost)
+        for execution in lost
+    )
+    stranded = ToolExecution.objects.filter(
+        status=ToolExecution.Status.QUEUED, created_at__lt=now - timedelta(seconds=60)
+    ).values_list("pk", flat=True)
+    for execution_id in stranded:
+        execute_tool_task.delay(execution_id)
+    return failed

@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class ToolsConfig(AppConfig):
     name = "tools_app"
     verbose_name = "Tools"
+
+    def ready(self) -> None:
+        # Load installed Amplifier modules once, at start-up: mounting them is async and
+        # imports code, neither of which belongs on a request's event loop.
+        from tools_app import registry
+
+        registry.all_tools()

@@ -35,6 +35,9 @@ from django.conf import settings
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
+MAX_DEPTH = 64
+
+
 class PathRefused(ValueError):
     """A path that would leave the workspace, or is not usable as asked."""
 
@@ -103,34 +106,16 @@ class Workspace:
     def read_bytes(self, path: str, limit: int) -> bytes:
         *dirs, name = self.parts(path)
         with self._dir_fd(dirs) as dir_fd:
-            try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-            except OSError as exc:
-                if exc.errno == 40:  # ELOOP: the file itself is a symlink
-                    raise PathRefused(f"'{path}' is a symlink; refused.") from None
-                raise
+            fd = _open_regular(name, os.O_RDONLY, dir_fd, path)
             with os.fdopen(fd, "rb") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    raise PathRefused(f"'{path}' is not a regular file.")
                 return handle.read(limit + 1)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         *dirs, name = self.parts(path)
         with self._dir_fd(dirs, create=True) as dir_fd:
-            try:
-                fd = os.open(
-                    name,
-                    os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-                    0o644,
-                    dir_fd=dir_fd,
-                )
-            except OSError as exc:
-                if exc.errno == 40:
-                    raise PathRefused(f"'{path}' is a symlink; refused.") from None
-                raise
+            fd = _open_regular(name, os.O_WRONLY | os.O_CREAT, dir_fd, path)
             with os.fdopen(fd, "wb") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    raise PathRefused(f"'{path}' is not a regular file.")
+                handle.truncate(0)
                 handle.write(data)
                 if self.uid is not None:
                     os.fchown(handle.fileno(), self.uid, self.uid)
@@ -156,51 +141,88 @@ class Workspace:
             os.close(fd)
 
 
+def _open_regular(name: str, flags: int, dir_fd: int, path: str) -> int:
+    """Opens name in dir_fd without following a symlink and without blocking (a FIFO
+    would hang the worker), then insists on a regular file with a single link."""
+    try:
+        fd = os.open(
+            name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, 0o644, dir_fd=dir_fd
+        )
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the file itself is a symlink
+            raise PathRefused(f"'{path}' is a symlink; refused.") from None
+        if exc.errno == 6:  # ENXIO: a FIFO with no reader, opened for writing
+            raise PathRefused(f"'{path}' is not a regular file.") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        raise PathRefused(f"'{path}' is not a regular file of its own; refused.")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def sandbox_uid(session_id: str) -> int | None:
     """A uid of the session's own for its bash processes (only root can switch)."""
     if os.geteuid() != 0 or not settings.TOOL_SANDBOX_UID_BASE:
         return None
     digest = int(hashlib.sha256(session_id.encode()).hexdigest()[:8], 16)
-    return settings.TOOL_SANDBOX_UID_BASE + digest % 50_000
+    return settings.TOOL_SANDBOX_UID_BASE + digest % 1_000_000
+
+
+NOBODY = 65534
+# What bash sees of the host under bubblewrap, read-only: programs, libraries and
+# configuration; not /run, /var, /home or the project (sockets, databases, secrets).
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc")
+CLONE_NEWNET = 0x40000000
+
+
+def _bwrap(root: str | None, uid: int | None) -> list[str]:
+    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    for path in SYSTEM_PATHS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    args += ["--tmpfs", "/tmp", "--dev", "/dev", "--proc", "/proc"]  # noqa: S108 (private)
+    if root is not None:
+        args += ["--bind", root, root, "--chdir", root]
+    if os.geteuid() == 0 and uid is None:
+        # Never root inside: with no sandbox uid of its own, bash is nobody.
+        args += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
+    return args
+
+
+def isolation() -> str:
+    """What bash runs in: 'bwrap'; 'rlimits' only when chosen (TOOL_ISOLATION=rlimits);
+    'none' when bubblewrap does not work here, and then bash is refused."""
+    if settings.TOOL_ISOLATION == "rlimits":
+        return "rlimits"
+    return "bwrap" if _bwrap_probe() else "none"
 
 
 def bwrap_works() -> bool:
-    """Whether bash runs under bubblewrap: wanted, and it works on this host."""
-    return settings.TOOL_ISOLATION != "rlimits" and _bwrap_probe()
+    return isolation() == "bwrap"
 
 
 @functools.cache
 def _bwrap_probe() -> bool:
-    """Whether bubblewrap can make a sandbox here (probed once per process)."""
+    """Whether bubblewrap works here as bash will use it: same arguments, same user
+    switch (probed once per process)."""
     if not shutil.which("bwrap"):
         return False
+    probe = Workspace(root=Path("/"), uid=sandbox_uid("probe"))
     try:
-        probe = subprocess.run(
-            [
-                "bwrap",
-                "--unshare-all",
-                "--die-with-parent",
-                "--ro-bind",
-                "/",
-                "/",
-                "--dev",
-                "/dev",
-                "--proc",
-                "/proc",
-                "/bin/true",
-            ],
+        result = subprocess.run(
+            [*_bwrap(None, probe.uid), "/bin/true"],
             capture_output=True,
             timeout=10,
             check=False,
+            preexec_fn=_limit(probe, 10, network=True),  # noqa: PLW1509
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return probe.returncode == 0
-
-
-def isolation() -> str:
-    """What bash runs in: 'bwrap' or 'rlimits' (either with a per-session uid if root)."""
-    return "bwrap" if bwrap_works() else "rlimits"
+    return result.returncode == 0
 
 
 @dataclass(frozen=True)
@@ -211,10 +233,13 @@ class BashResult:
     timed_out: bool
 
 
-def _limit(workspace: Workspace, timeout: float):
+def _limit(workspace: Workspace, timeout: float, *, network: bool = False):
     def apply() -> None:
         # Die with the worker that started us: a killed worker leaves no shell running.
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        # Without bubblewrap too, a network namespace of its own: nothing to reach.
+        if not network and os.geteuid() == 0 and ctypes.CDLL(None).unshare(CLONE_NEWNET):
+            os._exit(126)
         memory = settings.TOOL_BASH_MEMORY_BYTES
         cpu = int(timeout) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
@@ -222,12 +247,13 @@ def _limit(workspace: Workspace, timeout: float):
         size = settings.TOOL_BASH_FILE_SIZE_BYTES
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if workspace.uid is not None:
+        if os.geteuid() == 0:
+            uid = workspace.uid if workspace.uid is not None else NOBODY
             procs = settings.TOOL_BASH_MAX_PROCESSES
             resource.setrlimit(resource.RLIMIT_NPROC, (procs, procs))
             os.setgroups([])
-            os.setgid(workspace.uid)
-            os.setuid(workspace.uid)
+            os.setgid(uid)
+            os.setuid(uid)
 
     return apply
 
@@ -236,30 +262,7 @@ def _command(workspace: Workspace, command: str) -> list[str]:
     shell = ["/bin/bash", "--noprofile", "--norc", "-c", command]
     if not bwrap_works():
         return shell
-    root = str(workspace.root)
-    return [
-        "bwrap",
-        "--unshare-all",
-        "--die-with-parent",
-        "--new-session",
-        "--ro-bind",
-        "/",
-        "/",
-        "--tmpfs",
-        "/tmp",  # noqa: S108 (a private tmpfs inside the sandbox)
-        "--tmpfs",
-        str(settings.TOOL_WORKSPACE_ROOT),
-        "--bind",
-        root,
-        root,
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--chdir",
-        root,
-        *shell,
-    ]
+    return [*_bwrap(str(workspace.root), workspace.uid), *shell]
 
 
 def _kill_all_of(uid: int) -> None:
@@ -321,7 +324,9 @@ def run_bash(workspace: Workspace, command: str, timeout: float) -> BashResult:
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        if workspace.uid is not None:
+        # Under bubblewrap the PID namespace dies with it; without, children that left
+        # the process group are found by their uid.
+        if workspace.uid is not None and not bwrap_works():
             _kill_all_of(workspace.uid)
         process.stdout.close()
         process.wait()

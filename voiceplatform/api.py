@@ -90,11 +90,22 @@ def parse_json(body: bytes | str):
     """JSON that PostgreSQL and our code can hold: not too deep, no NUL characters and
     no lone surrogates in any string; otherwise 400."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constants, parse_float=_finite)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
     _check_values(data, 0)
     return data
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return value
 
 
 def _check_values(value, depth: int) -> None:

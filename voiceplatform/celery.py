@@ -18,4 +18,6 @@ async def enqueue(task, *args) -> None:
     broker, or running it in-process in the embedded default, is blocking work)."""
     from asgiref.sync import sync_to_async
 
-    await sync_to_async(task.delay)(*args)
+    # Not the shared thread: an in-process task may run for minutes (a bash tool), and
+    # the shared thread serialises every request's database access.
+    await sync_to_async(task.delay, thread_sensitive=False)(*args)

@@ -217,7 +217,7 @@ async def test_push_to_talk_sends_a_turn_when_released(browser, stack):
         received = (await http.get(f"/simulator/_control/calls/{call_id}")).json()[
             "events_received"
         ]
-    update = next(event for event in received if event["type"] == "session.update")
+    update = [event for event in received if event["type"] == "session.update"][-1]
     assert update["session"]["audio"]["input"]["turn_detection"] is None
     assert [event["type"] for event in received][-3:] == [
         "input_audio_buffer.clear",

@@ -137,3 +137,32 @@ def test_under_bubblewrap_it_has_no_network_and_a_read_only_system(workspace, se
     assert "net=1" in result.output
     assert "Read-only file system" in result.output
     assert os.path.exists("/etc/x") is False
+
+
+def test_it_cannot_reach_the_hosts_sockets_or_network(workspace, settings):
+    result = bash(
+        workspace,
+        "ls /run/postgresql /var/run 2>&1; (exec 3<>/dev/tcp/127.0.0.1/5432) 2>&1; echo net=$?",
+    )
+
+    assert "net=1" in result.output
+    assert ".s.PGSQL" not in result.output
+
+
+def test_without_working_isolation_bash_is_refused(workspace, settings, monkeypatch):
+    from tools_app import sandbox
+
+    settings.TOOL_ISOLATION = "auto"
+    monkeypatch.setattr(sandbox, "_bwrap_probe", lambda: False)
+
+    result = bash(workspace, "id")
+
+    assert result.error["type"] == "isolation_unavailable"
+
+
+def test_a_nul_byte_in_output_is_stored(workspace):
+    from tools_app.actions import storable
+
+    result = bash(workspace, "printf 'a\\0b'")
+
+    assert storable(result.output) == "a\ufffdb"

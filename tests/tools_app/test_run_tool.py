@@ -176,16 +176,32 @@ async def test_with_the_breaker_open_tools_answer_503_and_sessions_start_without
     assert "I can't execute tasks right now" in stored.instructions
 
 
-async def test_timeouts_and_crashes_open_the_breaker(api, settings):
+async def test_crashes_open_the_breaker_but_a_tools_own_timeout_does_not(
+    api, settings, monkeypatch
+):
+    from tools_app.builtin import BashTool
+
     session = await _session()
     settings.TOOL_BASH_TIMEOUT_SECONDS = 1
     try:
         for index in range(settings.AMPLIFIER_BREAKER_FAILURES):
             await call(api, session, "bash", f"slow_{index}", {"command": "sleep 5"})
-        refused = await call(api, session, "bash", "after", {"command": "id"})
+        after_timeouts = await call(api, session, "bash", "after_timeouts", {"command": "id"})
+
+        async def crash(self, input):  # noqa: A002
+            raise RuntimeError("a bug in the tool")
+
+        monkeypatch.setattr(BashTool, "execute", crash)
+        crashed = [
+            await call(api, session, "bash", f"crash_{index}", {"command": "id"})
+            for index in range(settings.AMPLIFIER_BREAKER_FAILURES)
+        ]
+        refused = await call(api, session, "bash", "after_crashes", {"command": "id"})
     finally:
         await sync_to_async(breakers.reset)(breakers.amplifier())
 
+    assert after_timeouts.status_code == 200
+    assert crashed[0].json()["error"] == "The tool failed unexpectedly (RuntimeError)."
     assert refused.status_code == 503
 
 
@@ -317,3 +333,11 @@ def test_a_grant_must_name_known_tools_and_one_holder():
         ToolGrant(tools=["teleport"]).clean()
     with pytest.raises(ValidationError):
         ToolGrant(tools=["bash"]).clean()  # neither a user nor a key
+
+
+async def test_output_with_nul_bytes_is_stored_and_returned(api):
+    session = await _session()
+
+    response = await call(api, session, "bash", "nul", {"command": "printf 'a\\0b'"})
+
+    assert response.json()["output"] == "a\ufffdb"

@@ -130,3 +130,44 @@ def test_edit_refuses_an_ambiguous_replacement(workspace):
     )
 
     assert result.error["type"] == "ambiguous"
+
+
+def test_a_named_pipe_is_refused_not_waited_on(workspace):
+    os.mkfifo(workspace.root / "pipe")
+
+    read_result = read(workspace, "pipe")
+    write_result = asyncio.run(
+        WriteFileTool(workspace).execute({"file_path": "pipe", "content": "x"})
+    )
+
+    assert read_result.error["type"] == write_result.error["type"] == "path_refused"
+
+
+def test_a_hard_link_to_another_file_is_refused(workspace, tmp_path):
+    os.link(tmp_path / "outside.txt", workspace.root / "linked.txt")
+
+    result = read(workspace, "linked.txt")
+
+    assert result.error["type"] == "path_refused"
+
+
+def test_a_very_deep_tree_is_searched_without_crashing(workspace):
+    deep = workspace.root
+    for _ in range(200):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    (workspace.root / "top.txt").write_text("needle")
+
+    result = asyncio.run(GrepTool(workspace).execute({"pattern": "needle"}))
+
+    assert result.success and result.output == "top.txt:1: needle"
+
+
+def test_a_whole_number_written_as_a_float_is_taken(workspace):
+    asyncio.run(WriteFileTool(workspace).execute({"file_path": "a.txt", "content": "1\n2\n3"}))
+
+    result = asyncio.run(
+        ReadFileTool(workspace).execute({"file_path": "a.txt", "offset": 2.0, "limit": 1.0})
+    )
+
+    assert result.output == "     2\t2"

@@ -8,7 +8,7 @@ from amplifier_core import ToolResult
 from django.conf import settings
 
 from tools_app.builtin.base import WorkspaceTool, failure
-from tools_app.sandbox import run_bash
+from tools_app.sandbox import isolation, run_bash
 
 
 class BashTool(WorkspaceTool):
@@ -38,6 +38,13 @@ class BashTool(WorkspaceTool):
     }
 
     async def execute(self, input: dict) -> ToolResult:  # noqa: A002
+        if isolation() == "none":
+            return failure(
+                "isolation_unavailable",
+                "bash is switched off here: bubblewrap does not work on this server "
+                "(install bubblewrap, or set TOOL_ISOLATION=rlimits to accept weaker "
+                "isolation).",
+            )
         timeout = min(
             input.get("timeout") or settings.TOOL_BASH_TIMEOUT_SECONDS,
             settings.TOOL_BASH_MAX_TIMEOUT_SECONDS,

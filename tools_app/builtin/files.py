@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import re
+import time
 
+import regex
 from amplifier_core import ToolResult
 from django.conf import settings
 
 from tools_app.builtin.base import WorkspaceTool, failure
 from tools_app.sandbox import PathRefused
 
+GREP_SECONDS = 10
 FILE_PATH = {
     "type": "string",
     "minLength": 1,
@@ -31,6 +33,8 @@ async def _guarded(operation) -> ToolResult:
         return failure("is_a_directory", "That path is a directory.")
     except UnicodeDecodeError:
         return failure("binary_file", "The file is not UTF-8 text.")
+    except RecursionError:
+        return failure("too_deep", "The directory tree is too deep to search.")
     except OSError as exc:
         return failure("os_error", f"The file system refused: {exc.strerror}.")
 
@@ -59,8 +63,9 @@ class ReadFileTool(WorkspaceTool):
             cap = settings.TOOL_READ_MAX_BYTES
             data = self.workspace.read_bytes(input["file_path"], cap)
             lines = data[:cap].decode("utf-8").splitlines()
-            start = input.get("offset", 1)
-            chosen = lines[start - 1 : start - 1 + input.get("limit", 2000)]
+            # JSON Schema's "integer" admits 2.0: take whole numbers as such.
+            start = int(input.get("offset", 1))
+            chosen = lines[start - 1 : start - 1 + int(input.get("limit", 2000))]
             text = "\n".join(
                 f"{number:6}\t{line}" for number, line in enumerate(chosen, start=start)
             )
@@ -180,9 +185,12 @@ class GrepTool(WorkspaceTool):
 
     async def execute(self, input: dict) -> ToolResult:  # noqa: A002
         try:
-            regex = re.compile(input["pattern"], re.IGNORECASE if input.get("ignore_case") else 0)
-        except re.error as exc:
+            pattern = regex.compile(
+                input["pattern"], regex.IGNORECASE if input.get("ignore_case") else 0
+            )
+        except regex.error as exc:
             return failure("bad_pattern", f"The pattern is not a valid regex: {exc}.")
+        deadline = time.monotonic() + GREP_SECONDS
 
         def search() -> ToolResult:
             hits: list[str] = []
@@ -191,7 +199,14 @@ class GrepTool(WorkspaceTool):
                     continue
                 data = self.workspace.read_bytes(path, settings.TOOL_READ_MAX_BYTES)
                 for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-                    if regex.search(line):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return failure("timeout", f"grep stopped after {GREP_SECONDS} s.")
+                    try:
+                        found = pattern.search(line, timeout=remaining)
+                    except TimeoutError:
+                        return failure("timeout", f"grep stopped after {GREP_SECONDS} s.")
+                    if found:
                         hits.append(f"{path}:{number}: {line[:300]}")
                         if len(hits) >= 500:
                             return ToolResult(

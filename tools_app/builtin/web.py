@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 from amplifier_core import ToolResult
 from django.conf import settings
 
 from tools_app.builtin.base import WorkspaceTool, failure
+
+FETCH_SECONDS = 30
 
 
 class WebSearchTool(WorkspaceTool):
@@ -48,13 +50,13 @@ class WebSearchTool(WorkspaceTool):
         return ToolResult(success=True, output="\n".join(lines) or "No results.")
 
 
-async def _refused_host(url: str) -> str | None:
-    """Why url may not be fetched (private, loopback, link-local ...), or None."""
+async def _checked_address(url: str) -> tuple[str | None, str | None]:
+    """(why url may not be fetched, or None; the address to connect to). The address
+    is the one that was checked: connecting to it, not to the name again, leaves no
+    room for a second DNS answer pointing inside."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "Only http and https addresses can be fetched."
-    if settings.WEB_FETCH_ALLOW_PRIVATE:
-        return None
+        return "Only http and https addresses can be fetched.", None
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
             parts.hostname,
@@ -62,12 +64,24 @@ async def _refused_host(url: str) -> str | None:
             type=socket.SOCK_STREAM,
         )
     except socket.gaierror:
-        return f"The host {parts.hostname} cannot be resolved."
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global or address.is_multicast:
-            return f"{parts.hostname} resolves to a private or local address; refused."
-    return None
+        return f"The host {parts.hostname} cannot be resolved.", None
+    addresses = [info[4][0].split("%")[0] for info in infos]
+    if not settings.WEB_FETCH_ALLOW_PRIVATE:
+        for address in addresses:
+            ip = ipaddress.ip_address(address)
+            if not ip.is_global or ip.is_multicast:
+                return f"{parts.hostname} resolves to a private or local address; refused.", None
+    return None, addresses[0]
+
+
+def _pinned(url: str, address: str) -> tuple[str, dict, dict]:
+    """The url with its host replaced by address, and what keeps HTTP and TLS right."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), headers, extensions
 
 
 class WebFetchTool(WorkspaceTool):
@@ -81,14 +95,26 @@ class WebFetchTool(WorkspaceTool):
     }
 
     async def execute(self, input: dict) -> ToolResult:  # noqa: A002
-        url = input["url"]
+        try:
+            async with asyncio.timeout(FETCH_SECONDS):
+                return await self._fetch(input["url"])
+        except TimeoutError:
+            return failure("timeout", f"The page took longer than {FETCH_SECONDS} s.")
+
+    async def _fetch(self, url: str) -> ToolResult:
         cap = settings.TOOL_OUTPUT_MAX_BYTES
         async with httpx.AsyncClient(timeout=15.0, follow_redirects=False) as http:
             for _ in range(4):  # each redirect is checked like the first address
-                if reason := await _refused_host(url):
+                reason, address = await _checked_address(url)
+                if reason:
                     return failure("refused", reason)
+                target, headers, extensions = _pinned(url, address)
                 try:
-                    async with http.stream("GET", url) as response:
+                    request = http.build_request(
+                        "GET", target, headers=headers, extensions=extensions
+                    )
+                    response = await http.send(request, stream=True)
+                    try:
                         if response.is_redirect and "location" in response.headers:
                             url = urljoin(url, response.headers["location"])
                             continue
@@ -97,16 +123,15 @@ class WebFetchTool(WorkspaceTool):
                             body += chunk
                             if len(body) > cap:
                                 break
+                    finally:
+                        await response.aclose()
                 except httpx.HTTPError as exc:
                     return failure(
-                        "fetch_failed", f"The page could not be fetched: {type(exc).__name__}."
+                        "fetch_failed",
+                        f"The page could not be fetched: {type(exc).__name__}.",
                     )
                 text = body[:cap].decode(response.encoding or "utf-8", "replace")
-                return ToolResult(
-                    success=response.is_success,
-                    output=text,
-                    error=None
-                    if response.is_success
-                    else {"type": "http_status", "message": f"HTTP {response.status_code}"},
-                )
+                if response.is_success:
+                    return ToolResult(success=True, output=text)
+                return failure("http_status", f"HTTP {response.status_code}", output=text)
         return failure("too_many_redirects", "The page redirected too many times.")

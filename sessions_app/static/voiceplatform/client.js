@@ -105,6 +105,7 @@ function showText(itemId, role, text, final) {
   if (final) {
     span.textContent = text;
     entry.classList.remove("partial");
+    $("announcer").textContent = `${role === "user" ? "You" : "Assistant"}: ${text}`;
   } else if (entry.classList.contains("partial")) {
     span.textContent += text; // deltas until the final replaces them
   }
@@ -165,8 +166,9 @@ async function runToolInBrowserRelay(item) {
     showTool(item.call_id, item.name, args, "failed", reason);
     output = `Error: ${reason}`;
   }
-  send({ type: "conversation.item.create", item: { type: "function_call_output", call_id: item.call_id, output } });
-  send({ type: "response.create" });
+  if (call !== current || current.channel.readyState !== "open") return; // that call is over
+  current.channel.send(JSON.stringify({ type: "conversation.item.create", item: { type: "function_call_output", call_id: item.call_id, output } }));
+  current.channel.send(JSON.stringify({ type: "response.create" }));
 }
 
 function onFunctionCall(item) {
@@ -333,7 +335,14 @@ async function start() {
     return;
   }
   setConnection("Starting a session…");
-  const { response, data: session } = await api("/session", { body: {} });
+  let created;
+  try {
+    created = await api("/session", { body: {} });
+  } catch (error) {
+    mic.getTracks().forEach((track) => track.stop());
+    throw error;
+  }
+  const { response, data: session } = created;
   if (!response.ok) {
     mic.getTracks().forEach((track) => track.stop());
     showMessage(describeFailure(response, session));
@@ -361,7 +370,8 @@ async function start() {
   };
   pc.onconnectionstatechange = () => {
     if (!call || call.pc !== pc || call.ending) return;
-    if (pc.connectionState === "failed" || pc.connectionState === "disconnected") dropped();
+    // "disconnected" often heals by itself; "failed" does not.
+    if (pc.connectionState === "failed") dropped();
   };
   channel.onmessage = (message) => {
     try {
@@ -375,6 +385,7 @@ async function start() {
     setConnection("Connected");
     app.dataset.connectSeconds = seconds;
     setControls(true);
+    applyMicrophoneModes(); // mute and push to talk carry over from a previous call
     call.timers.push(setInterval(tick, 1000), setInterval(reportStats, STATS_EVERY_MS),
       setInterval(flushRelay, RELAY_EVERY_MS));
     tick();
@@ -389,7 +400,7 @@ async function start() {
   });
   if (!answer.response.ok) {
     showMessage(describeFailure(answer.response, answer.data));
-    teardown("Not connected");
+    abandon();
     return;
   }
   await pc.setRemoteDescription({ type: "answer", sdp: answer.data });
@@ -427,10 +438,23 @@ async function stop(reason) {
   if (!call || call.ending) return;
   call.ending = true; // the hangup closes the connection: that is not a drop
   const session = call.session;
-  await flushRelay();
-  const { response, data } = await api(session.urls.end, { token: session.session_token });
-  await finish(reason);
-  if (!response.ok) showMessage(describeFailure(response, data));
+  let failure = null;
+  try {
+    await flushRelay();
+    const { response, data } = await api(session.urls.end, { token: session.session_token });
+    if (!response.ok) failure = describeFailure(response, data);
+  } catch (error) {
+    failure = `Could not reach the server to end the session: ${error.message}`;
+  } finally {
+    await finish(reason);
+  }
+  if (failure) showMessage(failure);
+}
+
+function abandon() {
+  // A start that failed after the server made a session: end it, free the microphone.
+  const failed = teardown("Not connected");
+  if (failed) api(failed.session.urls.end, { token: failed.session.session_token, keepalive: true }).catch(() => {});
 }
 
 function dropped() {
@@ -449,26 +473,33 @@ function setMicrophone(on) {
   if (call) call.mic.getAudioTracks().forEach((track) => (track.enabled = on));
 }
 
+function isMuted() {
+  return $("mute").getAttribute("aria-pressed") === "true";
+}
+
+function applyMicrophoneModes() {
+  const ptt = $("ptt-mode").checked;
+  // Push to talk: no voice activity detection; the turn ends when the key is released.
+  send({ type: "session.update", session: { type: "realtime", audio: { input: { turn_detection: ptt ? null : { type: "server_vad" } } } } });
+  $("talk").disabled = !ptt;
+  setMicrophone(!ptt && !isMuted());
+}
+
 $("start").addEventListener("click", () => start().catch((error) => {
   showMessage(`Could not connect: ${error.message}`);
-  teardown("Not connected");
+  abandon();
+  setConnection("Not connected");
   $("start").disabled = false;
 }));
 $("stop").addEventListener("click", () => stop());
 $("reconnect").addEventListener("click", () => $("start").click());
 $("mute").addEventListener("click", () => {
-  const muted = $("mute").getAttribute("aria-pressed") !== "true";
+  const muted = !isMuted();
   $("mute").setAttribute("aria-pressed", String(muted));
   $("mute").textContent = muted ? "Unmute microphone" : "Mute microphone";
-  setMicrophone(!muted);
+  if (!$("ptt-mode").checked) setMicrophone(!muted);
 });
-$("ptt-mode").addEventListener("change", () => {
-  const ptt = $("ptt-mode").checked;
-  $("talk").disabled = !ptt;
-  // Push to talk: no voice activity detection; the turn ends when the key is released.
-  send({ type: "session.update", session: { type: "realtime", audio: { input: { turn_detection: ptt ? null : { type: "server_vad" } } } } });
-  setMicrophone(!ptt);
-});
+$("ptt-mode").addEventListener("change", applyMicrophoneModes);
 
 function talk(down) {
   if (!call || !$("ptt-mode").checked) return;
@@ -484,18 +515,32 @@ function talk(down) {
   }
 }
 
-$("talk").addEventListener("pointerdown", () => talk(true));
-$("talk").addEventListener("pointerup", () => talk(false));
+$("talk").addEventListener("pointerdown", (event) => {
+  $("talk").setPointerCapture(event.pointerId);
+  talk(true);
+});
+for (const ending of ["pointerup", "pointercancel", "lostpointercapture"]) {
+  $("talk").addEventListener(ending, () => $("talk").getAttribute("aria-pressed") === "true" && talk(false));
+}
 $("talk").addEventListener("keydown", (event) => event.key === "Enter" && !event.repeat && talk(true));
 $("talk").addEventListener("keyup", (event) => event.key === "Enter" && talk(false));
+function spaceTalks(event) {
+  // Space talks unless another control has the focus (it must still work there).
+  const focused = document.activeElement;
+  const onOtherControl = focused && focused !== $("talk") && focused.matches("button, input, select, textarea");
+  return event.code === "Space" && $("ptt-mode").checked && !onOtherControl;
+}
 document.addEventListener("keydown", (event) => {
-  if (event.code === "Space" && !event.repeat && document.activeElement !== $("text") && $("ptt-mode").checked) {
+  if (spaceTalks(event) && !event.repeat) {
     event.preventDefault();
     talk(true);
   }
 });
 document.addEventListener("keyup", (event) => {
-  if (event.code === "Space" && document.activeElement !== $("text") && $("ptt-mode").checked) talk(false);
+  if (spaceTalks(event)) {
+    event.preventDefault();
+    talk(false);
+  }
 });
 
 $("text-form").addEventListener("submit", (event) => {
