@@ -40,6 +40,44 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30.
     raise RuntimeError(f"{url} did not start within {timeout} s")
 
 
+def database_env(db: dict) -> dict[str, str]:
+    """What a server or worker process needs to use this run's PostgreSQL and Redis."""
+    return {
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": "redis://127.0.0.1:6379/9",
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+    }
+
+
+def start_worker(name: str, env: dict[str, str], log: Path, concurrency: int = 1):
+    """A real Celery worker process (its own process group, so it can be killed whole)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "voiceplatform",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def wait_for_worker(name: str, timeout: float = 30) -> None:
     """Until a Celery worker whose name starts with name answers a ping."""
     from voiceplatform.celery import app

@@ -13,7 +13,7 @@ from django.db import connection
 
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.probe import open_call
-from tests.conftest import ROOT, free_port, start_server, stop_server
+from tests.conftest import ROOT, database_env, free_port, start_server, stop_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,12 +30,7 @@ def live_server_env(request, tmp_path):
     if request.param == "embedded":
         env |= {"DATABASE_URL": "", "REDIS_URL": "", "OPENAI_API_KEY": ""}
     else:
-        db = connection.settings_dict
-        env |= {
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "REDIS_URL": "redis://127.0.0.1:6379/9",
-            "OPENAI_API_KEY": "",
-        }
+        env |= {**database_env(connection.settings_dict), "OPENAI_API_KEY": ""}
     process = start_server(
         ["bash", str(ROOT / "scripts/run.sh")], port, env, tmp_path / "server.log"
     )

@@ -265,14 +265,42 @@ def _command(workspace: Workspace, command: str) -> list[str]:
     return [*_bwrap(str(workspace.root), workspace.uid), *shell]
 
 
+def _pids_of(uid: int) -> list[int]:
+    """Live (not zombie) processes of uid."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if os.stat(entry.path).st_uid != uid:
+                continue
+            with open(f"{entry.path}/stat", "rb") as stat_file:
+                state = stat_file.read().rsplit(b")", 1)[1].split()[0]
+            if state not in (b"Z", b"X"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def _wait_until_gone(uid: int, seconds: float = 2.0) -> None:
+    deadline = time.monotonic() + seconds
+    while _pids_of(uid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def _kill_all_of(uid: int) -> None:
-    """Kills every process of the sandbox uid, including any that left the group."""
+    """Kills every process of the sandbox uid, including any that left the group or
+    were being forked while we killed (so: until none is left, within 2 s)."""
 
     def become() -> None:
         os.setgid(uid)
         os.setuid(uid)
 
-    subprocess.run(["/bin/kill", "-9", "-1"], preexec_fn=become, capture_output=True, check=False)
+    deadline = time.monotonic() + 2.0
+    while _pids_of(uid) and time.monotonic() < deadline:
+        subprocess.run(
+            ["/bin/kill", "-9", "-1"], preexec_fn=become, capture_output=True, check=False
+        )
+        time.sleep(0.02)
 
 
 def run_bash(workspace: Workspace, command: str, timeout: float) -> BashResult:
@@ -324,10 +352,13 @@ def run_bash(workspace: Workspace, command: str, timeout: float) -> BashResult:
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        # Under bubblewrap the PID namespace dies with it; without, children that left
-        # the process group are found by their uid.
-        if workspace.uid is not None and not bwrap_works():
-            _kill_all_of(workspace.uid)
+        # Under bubblewrap the PID namespace dies with it (give the kernel a moment);
+        # without, children that left the process group are found by their uid.
+        if workspace.uid is not None:
+            if bwrap_works():
+                _wait_until_gone(workspace.uid)
+            else:
+                _kill_all_of(workspace.uid)
         process.stdout.close()
         process.wait()
     truncated = size > cap

@@ -6,15 +6,21 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from tests.conftest import ROOT, free_port, start_server, stop_server, wait_for_worker
+from tests.conftest import (
+    ROOT,
+    database_env,
+    free_port,
+    start_server,
+    start_worker,
+    stop_server,
+    wait_for_worker,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
@@ -41,9 +47,7 @@ if not Path(CHROMIUM).exists():
 
 def _env(db: dict) -> dict[str, str]:
     return {
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": "redis://127.0.0.1:6379/9",
-        "CELERY_TASK_ALWAYS_EAGER": "0",
+        **database_env(db),
         "OPENAI_API_KEY": "",
         "SIMULATOR_SPEECH_AFTER_SECONDS": "0.5",
         "CLIENT_STATS_INTERVAL_SECONDS": "1",
@@ -66,30 +70,11 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
         {**env, "PORT": str(port), "VAR_DIR": str(logs / "var")},
         logs / "server.log",
     )
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "voiceplatform",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            "2",
-            "-n",
-            "e2e@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "warning",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **env, "DJANGO_SETTINGS_MODULE": "voiceplatform.settings"},
-        stdout=(logs / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    worker = start_worker(
+        "e2e",
+        {**env, "DJANGO_SETTINGS_MODULE": "voiceplatform.settings"},
+        logs / "worker.log",
+        concurrency=2,
     )
     wait_for_worker("e2e")
     yield f"http://127.0.0.1:{port}"

@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from tests.conftest import ROOT, eventually, wait_for_worker
+from tests import conftest
+from tests.conftest import database_env, eventually, wait_for_worker
 from tests.factories import VoiceSessionFactory, bearer
 from tools_app import actions, policy
 from tools_app.models import ToolExecution
@@ -24,43 +24,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def start_worker(tmp_path, name: str) -> subprocess.Popen:
-    db = connection.settings_dict
     env = {
-        **os.environ,
+        **database_env(connection.settings_dict),
         "DJANGO_SETTINGS_MODULE": "voiceplatform.settings_test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": "redis://127.0.0.1:6379/9",
-        "CELERY_TASK_ALWAYS_EAGER": "0",
+        # Messages a dead worker held come back within seconds, not minutes.
         "CELERY_VISIBILITY_TIMEOUT": "3",
         "CELERY_UNACKED_RESTORE_INTERVAL": "1",
         "CELERY_UNACKED_RESTORE_THROTTLE": "1",
     }
-    log = (tmp_path / f"{name}.log").open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "voiceplatform",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            "1",
-            "-n",
-            f"{name}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "info",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    return conftest.start_worker(name, env, tmp_path / f"{name}.log")
 
 
 @pytest.fixture

@@ -261,8 +261,9 @@ function openEvents(session) {
 
 async function reportStats() {
   const current = call; // the call may end while we wait for its stats
-  if (!current) return;
+  if (!current || current.ending) return;
   const report = await current.pc.getStats();
+  if (current.ending) return;
   const stats = {};
   report.forEach((entry) => {
     if (entry.type === "candidate-pair" && entry.nominated && entry.currentRoundTripTime !== undefined) {
@@ -437,6 +438,7 @@ async function finish(reason) {
 async function stop(reason) {
   if (!call || call.ending) return;
   call.ending = true; // the hangup closes the connection: that is not a drop
+  call.timers.forEach(clearInterval); // nothing more to report for an ending session
   const session = call.session;
   let failure = null;
   try {
