@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 
 from tests import network_guard
@@ -44,7 +45,7 @@ def database_env(db: dict) -> dict[str, str]:
     """What a server or worker process needs to use this run's PostgreSQL and Redis."""
     return {
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": "redis://127.0.0.1:6379/9",
+        "REDIS_URL": settings.REDIS_URL,
         "CELERY_TASK_ALWAYS_EAGER": "0",
     }
 
