@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from ops_app import degradation, ratelimit
@@ -22,7 +23,7 @@ from sessions_app.callers import Caller
 from sessions_app.models import VoiceSession
 from tools_app import policy
 from voiceplatform.celery import enqueue
-from voiceplatform.errors import Conflict, ServiceUnavailable
+from voiceplatform.errors import Conflict, ServiceUnavailable, TooManyRequests
 
 log = structlog.get_logger(__name__)
 
@@ -61,15 +62,7 @@ async def start_session(
         await ratelimit.hit(f"session:ip:{client_ip}", settings.SESSION_RATE_LIMIT_PER_IP)
     if caller.rate_key:
         await ratelimit.hit(f"session:{caller.rate_key}", settings.SESSION_RATE_LIMIT_PER_USER)
-    if (
-        await VoiceSession.objects.filter(
-            pod=settings.POD_NAME, status__in=VoiceSession.LIVE_STATUSES
-        ).acount()
-        >= settings.SESSION_CAPACITY
-    ):
-        raise ServiceUnavailable(
-            "No capacity for another session right now.", code="at_capacity", retry_after=30
-        )
+    await _check_room(caller, client_ip)
 
     session = VoiceSession(
         source=source,
@@ -98,6 +91,36 @@ async def start_session(
     return StartedSession(session=session, token=tokens.issue(session.id), client_secret=secret)
 
 
+async def _check_room(caller: Caller, client_ip: str | None) -> None:
+    """503 when this pod holds its capacity of live sessions; 429 when this client
+    address, user or key already holds its share (one caller cannot fill the pod)."""
+    counts = {"pod": Count("pk", filter=Q(pod=settings.POD_NAME))}
+    if client_ip:
+        counts["ip"] = Count("pk", filter=Q(client_ip=client_ip))
+    if caller.api_key_id:
+        counts["caller"] = Count("pk", filter=Q(api_key_id=caller.api_key_id))
+    elif caller.user_id:
+        counts["caller"] = Count("pk", filter=Q(user_id=caller.user_id))
+    held = await VoiceSession.objects.live().aaggregate(**counts)
+    retry_after = settings.SESSION_CONNECT_GRACE_SECONDS
+    if held["pod"] >= settings.SESSION_CAPACITY:
+        raise ServiceUnavailable(
+            "No capacity for another session right now.", code="at_capacity", retry_after=30
+        )
+    if held.get("ip", 0) >= settings.SESSION_LIVE_PER_IP:
+        raise TooManyRequests(
+            "This address already holds as many live sessions as it may; end one first.",
+            code="too_many_live_sessions",
+            retry_after=retry_after,
+        )
+    if held.get("caller", 0) >= settings.SESSION_LIVE_PER_CALLER:
+        raise TooManyRequests(
+            "This account already holds as many live sessions as it may; end one first.",
+            code="too_many_live_sessions",
+            retry_after=retry_after,
+        )
+
+
 async def session_tools(caller: Caller, level: int) -> list[dict]:
     """The function tools a new session gets: the caller's policy, none when degraded."""
     if level != degradation.FULL:
@@ -121,8 +144,9 @@ def require_live(session: VoiceSession) -> None:
 
 
 async def expire_if_overdue(session: VoiceSession) -> VoiceSession:
-    if session.is_live and session.expires_at <= timezone.now():
-        return await end_session(session, reason="max_duration", status=VoiceSession.Status.EXPIRED)
+    if due := session.end_due:
+        status, reason = due
+        return await end_session(session, reason=reason, status=status)
     return session
 
 
@@ -247,12 +271,12 @@ async def end_session_by_id(session_id: str, *, reason: str) -> None:
 
 
 async def expire_overdue_sessions() -> int:
-    """Ends every live session past its lifetime; returns how many."""
-    overdue = VoiceSession.objects.filter(
-        status__in=VoiceSession.LIVE_STATUSES, expires_at__lte=timezone.now()
-    )
+    """Ends every live session past its lifetime, or never connected within the grace;
+    returns how many."""
     count = 0
-    async for session in overdue:
-        await end_session(session, reason="max_duration", status=VoiceSession.Status.EXPIRED)
-        count += 1
+    async for session in VoiceSession.objects.overdue():
+        if due := session.end_due:
+            status, reason = due
+            await end_session(session, reason=reason, status=status)
+            count += 1
     return count

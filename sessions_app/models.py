@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
@@ -59,6 +60,28 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class VoiceSessionQuerySet(models.QuerySet):
+    def live(self) -> VoiceSessionQuerySet:
+        """Sessions holding capacity: not ended, within their lifetime, and, while never
+        connected, within the grace to connect (an abandoned offer frees its place)."""
+        now = timezone.now()
+        return self.filter(status__in=VoiceSession.LIVE_STATUSES, expires_at__gt=now).exclude(
+            status=VoiceSession.Status.CREATED, created_at__lte=_connect_deadline(now)
+        )
+
+    def overdue(self) -> VoiceSessionQuerySet:
+        """Sessions still marked live that no longer hold capacity: due to be ended."""
+        now = timezone.now()
+        return self.filter(status__in=VoiceSession.LIVE_STATUSES).filter(
+            models.Q(expires_at__lte=now)
+            | models.Q(status=VoiceSession.Status.CREATED, created_at__lte=_connect_deadline(now))
+        )
+
+
+def _connect_deadline(now):
+    return now - timedelta(seconds=settings.SESSION_CONNECT_GRACE_SECONDS)
 
 
 class VoiceSession(models.Model):
@@ -117,6 +140,8 @@ class VoiceSession(models.Model):
     transcript_json = models.FileField(upload_to="transcripts/", blank=True)
     transcript_text = models.FileField(upload_to="transcripts/", blank=True)
 
+    objects = VoiceSessionQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "expires_at"])]
@@ -127,6 +152,18 @@ class VoiceSession(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status in self.LIVE_STATUSES
+
+    @property
+    def end_due(self) -> tuple[str, str] | None:
+        """(status, reason) this live session should end with now, or None."""
+        if not self.is_live:
+            return None
+        now = timezone.now()
+        if self.expires_at <= now:
+            return self.Status.EXPIRED, "max_duration"
+        if self.status == self.Status.CREATED and self.created_at <= _connect_deadline(now):
+            return self.Status.EXPIRED, "never_connected"
+        return None
 
     @property
     def attribution(self) -> str:

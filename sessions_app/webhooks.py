@@ -71,9 +71,7 @@ async def _incoming_call(record: WebhookEvent, data: dict) -> str:
     if not isinstance(call_id, str) or not 0 < len(call_id) <= 80:
         return "ignored: no usable call_id"
     level = await degradation.current_level()
-    live = await VoiceSession.objects.filter(
-        pod=settings.POD_NAME, status__in=VoiceSession.LIVE_STATUSES
-    ).acount()
+    live = await VoiceSession.objects.live().filter(pod=settings.POD_NAME).acount()
     if level >= degradation.MAINTENANCE or live >= settings.SESSION_CAPACITY:
         reason = "maintenance" if level >= degradation.MAINTENANCE else "at_capacity"
         await realtime.reject_call(call_id, status_code=486 if reason == "at_capacity" else 503)

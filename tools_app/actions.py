@@ -225,15 +225,23 @@ def run(execution_id: int, worker: str | None = None) -> None:
     spec = registry.get(execution.tool)
     started = time.perf_counter()
     try:
-        tool = spec.build(Workspace.for_session(execution.session_id))
-        result = asyncio.run(tool.execute(execution.arguments))
-    except Exception as exc:  # a crashing tool is the bridge failing, not the tool saying no
-        log.exception("tool_crashed", tool=execution.tool)
-        message = f"The tool failed unexpectedly ({type(exc).__name__})."
+        workspace = Workspace.for_session(execution.session_id)
+    except OSError as exc:  # the worker's own disk: the bridge failing
+        log.exception("workspace_unavailable", tool=execution.tool)
+        message = f"The tool's workspace is unavailable ({type(exc).__name__})."
         finish(execution, ok=False, output=message, error=message, infrastructure_ok=False)
         return
-    # A tool's own failure, its own timeout included, is an answer for the model: the
-    # bridge worked. Only crashes, lost workers and task time limits count against it.
+    try:
+        result = asyncio.run(spec.build(workspace).execute(execution.arguments))
+    except Exception as exc:
+        # An exception is the tool reacting to its input, which the caller chooses: it
+        # must not count against the bridge, or any caller could open the breaker for
+        # everyone. Only lost workers and task time limits do.
+        log.exception("tool_raised", tool=execution.tool)
+        message = f"The tool failed unexpectedly ({type(exc).__name__})."
+        finish(execution, ok=False, output=message, error=message)
+        return
+    # A tool's own failure, its own timeout included, is an answer for the model.
     error = (result.error or {}).get("message", "") if not result.success else ""
     finish(execution, ok=result.success, output=as_output(result), error=str(error))
     log.info(

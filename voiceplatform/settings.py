@@ -192,6 +192,12 @@ SERVESTATIC_AUTOREFRESH = DEBUG
 USE_X_FORWARDED_FOR = env_bool("USE_X_FORWARDED_FOR", False)
 TRUSTED_PROXY_COUNT = max(1, env_int("TRUSTED_PROXY_COUNT", 1))
 SESSION_CAPACITY = env_int("SESSION_CAPACITY", 100)
+# A session that has not connected (posted its SDP offer) this long after /session
+# stops holding capacity and is expired by the sweep.
+SESSION_CONNECT_GRACE_SECONDS = env_int("SESSION_CONNECT_GRACE_SECONDS", 60)
+# Live sessions one client address, and one user or API key, may hold at once.
+SESSION_LIVE_PER_IP = env_int("SESSION_LIVE_PER_IP", 10)
+SESSION_LIVE_PER_CALLER = env_int("SESSION_LIVE_PER_CALLER", 20)
 POD_NAME = env_str("POD_NAME") or env_str("HOSTNAME") or "local"
 REGION = env_str("REGION", "local")
 SESSION_MAX_SECONDS = env_int("SESSION_MAX_SECONDS", 900)

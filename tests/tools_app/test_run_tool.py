@@ -176,33 +176,84 @@ async def test_with_the_breaker_open_tools_answer_503_and_sessions_start_without
     assert "I can't execute tasks right now" in stored.instructions
 
 
-async def test_crashes_open_the_breaker_but_a_tools_own_timeout_does_not(
+async def test_a_tools_own_timeouts_and_exceptions_never_open_the_breaker(
     api, settings, monkeypatch
 ):
     from tools_app.builtin import BashTool
 
     session = await _session()
     settings.TOOL_BASH_TIMEOUT_SECONDS = 1
+    rounds = settings.AMPLIFIER_BREAKER_FAILURES + 1
     try:
-        for index in range(settings.AMPLIFIER_BREAKER_FAILURES):
+        for index in range(rounds):
             await call(api, session, "bash", f"slow_{index}", {"command": "sleep 5"})
-        after_timeouts = await call(api, session, "bash", "after_timeouts", {"command": "id"})
 
         async def crash(self, input):  # noqa: A002
             raise RuntimeError("a bug in the tool")
 
-        monkeypatch.setattr(BashTool, "execute", crash)
-        crashed = [
-            await call(api, session, "bash", f"crash_{index}", {"command": "id"})
-            for index in range(settings.AMPLIFIER_BREAKER_FAILURES)
-        ]
-        refused = await call(api, session, "bash", "after_crashes", {"command": "id"})
+        with monkeypatch.context() as patched:
+            patched.setattr(BashTool, "execute", crash)
+            crashed = [
+                await call(api, session, "bash", f"crash_{index}", {"command": "id"})
+                for index in range(rounds)
+            ]
+        after = await call(api, session, "bash", "after", {"command": "echo still here"})
     finally:
         await sync_to_async(breakers.reset)(breakers.amplifier())
 
-    assert after_timeouts.status_code == 200
+    assert crashed[0].status_code == 200
+    assert crashed[0].json()["status"] == "failed"
     assert crashed[0].json()["error"] == "The tool failed unexpectedly (RuntimeError)."
-    assert refused.status_code == 503
+    assert after.status_code == 200 and after.json()["output"] == "still here\n"
+
+
+@pytest.mark.parametrize("url", ["http://[::1/", "http://x:99999/", "http://[64:ff9b::a9fe:a9fe]/"])
+async def test_a_hostile_web_fetch_address_fails_the_call_not_everyones_tools(api, settings, url):
+    attacker, bystander = await _session(), await _session()
+    try:
+        answers = [
+            await call(api, attacker, "web_fetch", f"evil_{index}", {"url": url})
+            for index in range(settings.AMPLIFIER_BREAKER_FAILURES + 1)
+        ]
+        other = await call(api, bystander, "bash", "ok", {"command": "echo fine"})
+        breaker_open = await sync_to_async(breakers.is_open)(breakers.amplifier())
+    finally:
+        await sync_to_async(breakers.reset)(breakers.amplifier())
+
+    assert {answer.status_code for answer in answers} == {200}
+    assert {answer.json()["status"] for answer in answers} == {"failed"}
+    assert "address" in answers[0].json()["error"]
+    assert not breaker_open
+    assert other.status_code == 200 and other.json()["output"] == "fine\n"
+
+
+async def test_lost_workers_still_open_the_breaker(settings):
+    import socket
+    import subprocess
+
+    from tools_app import actions
+
+    session = await _session()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    try:
+        for index in range(settings.AMPLIFIER_BREAKER_FAILURES):
+            execution = await ToolExecution.objects.acreate(
+                session=session,
+                call_id=f"lost_{index}",
+                tool="bash",
+                arguments={"command": "id"},
+                status=ToolExecution.Status.RUNNING,
+                worker=f"{socket.gethostname()}:{gone.pid}",
+            )
+            await sync_to_async(actions.run)(execution.pk)
+        breaker_open = await sync_to_async(breakers.is_open)(breakers.amplifier())
+    finally:
+        await sync_to_async(breakers.reset)(breakers.amplifier())
+
+    lost = await ToolExecution.objects.aget(call_id="lost_0")
+    assert lost.status == "failed" and "stopped before it finished" in lost.error
+    assert breaker_open
 
 
 async def test_with_the_sideband_attached_only_calls_it_saw_are_accepted(api):

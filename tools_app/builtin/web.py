@@ -50,26 +50,57 @@ class WebSearchTool(WorkspaceTool):
         return ToolResult(success=True, output="\n".join(lines) or "No results.")
 
 
+# NAT64 prefixes carry an IPv4 address the translator connects to; the local-use one
+# (RFC 8215) has no fixed layout to read it from, so it is refused outright.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form stands for (mapped, 6to4, Teredo, NAT64,
+    IPv4-compatible), or None for a plain IPv6 address."""
+    if ip.ipv4_mapped or ip.sixtofour:
+        return ip.ipv4_mapped or ip.sixtofour
+    if ip.teredo:
+        return ip.teredo[1]
+    if ip in _NAT64 or int(ip) >> 32 == 0:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def is_public_address(address: str) -> bool:
+    """Whether address, and any IPv4 address embedded in it, is a global unicast one."""
+    ip = ipaddress.ip_address(address)
+    candidates = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return False
+        if embedded := _embedded_ipv4(ip):
+            candidates.append(embedded)
+    return all(each.is_global and not each.is_multicast for each in candidates)
+
+
 async def _checked_address(url: str) -> tuple[str | None, str | None]:
     """(why url may not be fetched, or None; the address to connect to). The address
     is the one that was checked: connecting to it, not to the name again, leaves no
     room for a second DNS answer pointing inside."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a malformed host or port is the caller's mistake
+        return f"'{url[:200]}' is not a valid web address.", None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "Only http and https addresses can be fetched.", None
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname,
-            parts.port or (443 if parts.scheme == "https" else 80),
-            type=socket.SOCK_STREAM,
+            parts.hostname, port, type=socket.SOCK_STREAM
         )
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError):
         return f"The host {parts.hostname} cannot be resolved.", None
     addresses = [info[4][0].split("%")[0] for info in infos]
     if not settings.WEB_FETCH_ALLOW_PRIVATE:
         for address in addresses:
-            ip = ipaddress.ip_address(address)
-            if not ip.is_global or ip.is_multicast:
+            if not is_public_address(address):
                 return f"{parts.hostname} resolves to a private or local address; refused.", None
     return None, addresses[0]
 
@@ -116,7 +147,12 @@ class WebFetchTool(WorkspaceTool):
                     response = await http.send(request, stream=True)
                     try:
                         if response.is_redirect and "location" in response.headers:
-                            url = urljoin(url, response.headers["location"])
+                            try:
+                                url = urljoin(url, response.headers["location"])
+                            except ValueError:
+                                return failure(
+                                    "refused", "The page redirected to an invalid address."
+                                )
                             continue
                         body = b""
                         async for chunk in response.aiter_bytes():
