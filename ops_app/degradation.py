@@ -10,7 +10,8 @@ from django.conf import settings
 from django.core.cache import cache
 
 from ops_app import breakers
-from voiceplatform.errors import ServiceUnavailable
+from voiceplatform.celery import app
+from voiceplatform.errors import ErrorCode, ServiceUnavailable
 
 FULL, REDUCED, VOICE_ONLY, MAINTENANCE = 1, 2, 3, 4
 
@@ -25,8 +26,6 @@ _refresh: asyncio.Task | None = None
 def _probe_workers() -> bool:
     """Whether a Celery worker consuming our task queue answers (blocking: it waits
     the whole timeout for replies, so it never runs on a request's path)."""
-    from voiceplatform.celery import app
-
     queue = app.conf.task_default_queue
     try:
         replies = app.control.inspect(timeout=settings.WORKER_PING_TIMEOUT_SECONDS)
@@ -45,8 +44,6 @@ async def refresh_workers() -> bool:
 async def workers_alive() -> bool:
     """The last known answer, refreshed in the background when older than 10 s; until
     the first probe answers, workers are taken to be there."""
-    from voiceplatform.celery import app
-
     global _refresh
     if app.conf.task_always_eager:
         return True
@@ -79,7 +76,7 @@ def refuse_in_maintenance(level: int) -> None:
     if level >= MAINTENANCE:
         raise ServiceUnavailable(
             "Service temporarily unavailable (maintenance).",
-            code="maintenance",
+            code=ErrorCode.MAINTENANCE,
             retry_after=settings.MAINTENANCE_RETRY_AFTER_SECONDS,
         )
 
@@ -90,6 +87,6 @@ def refuse_tools(level: int) -> None:
     if level >= REDUCED:
         raise ServiceUnavailable(
             NO_TOOLS_MESSAGE,
-            code="tools_unavailable",
+            code=ErrorCode.TOOLS_UNAVAILABLE,
             retry_after=settings.AMPLIFIER_BREAKER_RESET_SECONDS,
         )

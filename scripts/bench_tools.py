@@ -37,6 +37,7 @@ async def run(rounds: int) -> dict[str, list[float]]:
 
     from sessions_app.models import VoiceSession
     from tools_app import actions, policy, registry
+    from tools_app.calls import ToolCall
     from tools_app.sandbox import Workspace
 
     session = await VoiceSession.objects.acreate(
@@ -57,11 +58,7 @@ async def run(rounds: int) -> dict[str, list[float]]:
 
         started = time.perf_counter()
         execution, _ = await actions.submit(
-            session,
-            call_id=f"bench_{index}",
-            tool="read_file",
-            arguments=arguments,
-            origin="client",
+            ToolCall(session, "read_file", f"bench_{index}", arguments), origin="client"
         )
         execution = await actions.wait_for(execution, 30)
         timings["celery+redis"].append(time.perf_counter() - started)

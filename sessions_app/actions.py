@@ -1,4 +1,5 @@
-"""What happens to voice sessions: start, connect, record, end, expire."""
+"""What happens to voice sessions: start (browser, API or SIP), connect, record, end,
+expire. Views, webhooks and tasks call these; nothing below imports them."""
 
 from __future__ import annotations
 
@@ -7,27 +8,28 @@ from datetime import timedelta
 
 import structlog
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from ops_app import degradation, ratelimit
-from ops_app.metrics import (
-    voice_session_created_total,
-    voice_session_duration_seconds,
-)
-from sessions_app import quality, realtime, sideband, tokens, transcripts
+from ops_app.metrics import voice_session_created_total, voice_session_duration_seconds
+from sessions_app import events, quality, realtime, sideband, tokens, transcripts
 from sessions_app.callers import Caller
-from sessions_app.models import VoiceSession
+from sessions_app.models import ConversationItem, VoiceSession
+from sessions_app.signals import session_ended
+from tools_app import actions as tool_actions
 from tools_app import policy
-from voiceplatform.celery import enqueue
-from voiceplatform.errors import Conflict, ServiceUnavailable, TooManyRequests
+from voiceplatform.errors import (
+    ApiError,
+    Conflict,
+    ErrorCode,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 
 log = structlog.get_logger(__name__)
-
-VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "marin", "sage", "shimmer", "verse")
 
 
 @dataclass(frozen=True)
@@ -36,14 +38,8 @@ class StartedSession:
     token: str
     client_secret: dict
 
-
-def config_of(session: VoiceSession) -> dict:
-    return realtime.session_config(
-        model=session.model,
-        voice=session.voice,
-        instructions=session.instructions,
-        tools=session.tools,
-    )
+    def as_response(self) -> dict:
+        return self.session.as_started(token=self.token, client_secret=self.client_secret)
 
 
 async def start_session(
@@ -53,7 +49,6 @@ async def start_session(
     voice: str | None,
     client_ip: str | None,
     user_agent: str = "",
-    source: str = VoiceSession.Source.WEB,
 ) -> StartedSession:
     """Mints an ephemeral secret upstream under our policy and records the session."""
     level = await degradation.current_level()
@@ -63,19 +58,14 @@ async def start_session(
     if caller.rate_key:
         await ratelimit.hit(f"session:{caller.rate_key}", settings.SESSION_RATE_LIMIT_PER_USER)
     await _check_room(caller, client_ip)
-
-    session = VoiceSession(
-        source=source,
-        model=settings.OPENAI_MODEL,
-        voice=voice or settings.OPENAI_DEFAULT_VOICE,
-        instructions=session_instructions(instructions, level),
-        tools=await session_tools(caller, level),
-        pod=settings.POD_NAME,
-        degradation_level=level,
-        user_id=caller.user_id,
-        api_key_id=caller.api_key_id,
+    session = await _new_session(
+        caller,
+        level,
+        source=VoiceSession.Source.API if caller.api_key_id else VoiceSession.Source.WEB,
+        instructions=instructions,
+        voice=voice,
         client_ip=client_ip,
-        user_agent=user_agent[:300],
+        user_agent=user_agent,
     )
     try:
         secret = await realtime.create_client_secret(config_of(session))
@@ -83,12 +73,75 @@ async def start_session(
         voice_session_created_total.labels(region=settings.REGION, status="failed").inc()
         raise
     session.upstream_session_id = secret["session_id"][:80]
-    session.created_at = timezone.now()
-    session.expires_at = session.created_at + timedelta(seconds=settings.SESSION_MAX_SECONDS)
     await session.asave(force_insert=True)
     voice_session_created_total.labels(region=settings.REGION, status="created").inc()
     log.info("session_started", session_id=session.id, caller=caller.kind, ip=client_ip)
     return StartedSession(session=session, token=tokens.issue(session.id), client_secret=secret)
+
+
+async def accept_incoming_call(call_id: str, *, caller_id: str) -> tuple[str, VoiceSession | None]:
+    """A SIP call rings: accepted as a session of an anonymous caller under the same
+    policy as /session, or rejected (maintenance, capacity). Returns (outcome, session);
+    raises 503 for an upstream hiccup, so the webhook's sender tries again."""
+    level = await degradation.current_level()
+    try:
+        degradation.refuse_in_maintenance(level)
+        await _check_room(Caller(), client_ip=None)
+    except ApiError as refusal:
+        busy = refusal.code == ErrorCode.AT_CAPACITY
+        await realtime.reject_call(call_id, status_code=486 if busy else 503)
+        return f"rejected: {refusal.code}", None
+    session = await VoiceSession.objects.filter(call_id=call_id).afirst()
+    if session is None:
+        session = await _new_session(
+            Caller(), level, source=VoiceSession.Source.SIP, user_agent=caller_id
+        )
+        session.call_id = call_id
+        await session.asave(force_insert=True)
+    try:
+        await realtime.accept_call(call_id, config_of(session))
+    except realtime.UpstreamError as exc:
+        if exc.status in (502, 503, 504) and exc.code != ErrorCode.UPSTREAM_REFUSED:
+            raise ServiceUnavailable("Could not accept the call.", retry_after=5) from exc
+        # Refused for good (the caller hung up, the call is unknown): nothing to retry.
+        await end_session(
+            session, reason=VoiceSession.EndReason.ACCEPT_REFUSED, status=VoiceSession.Status.FAILED
+        )
+        return f"failed: {exc.code}", session
+    await VoiceSession.objects.filter(pk=session.pk).aupdate(
+        status=VoiceSession.Status.ACTIVE, connected_at=timezone.now(), updated_at=timezone.now()
+    )
+    _went_live(session, call_id)
+    return "accepted", session
+
+
+async def _new_session(
+    caller: Caller,
+    level: int,
+    *,
+    source: VoiceSession.Source,
+    instructions: str | None = None,
+    voice: str | None = None,
+    client_ip: str | None = None,
+    user_agent: str = "",
+) -> VoiceSession:
+    """An unsaved session under our policy: the caller's tools unless degraded."""
+    now = timezone.now()
+    return VoiceSession(
+        source=source,
+        model=settings.OPENAI_MODEL,
+        voice=voice or settings.OPENAI_DEFAULT_VOICE,
+        instructions=_instructions(instructions, level),
+        tools=await _tools(caller, level),
+        pod=settings.POD_NAME,
+        degradation_level=level,
+        user_id=caller.user_id,
+        api_key_id=caller.api_key_id,
+        client_ip=client_ip,
+        user_agent=user_agent[:300],
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.SESSION_MAX_SECONDS),
+    )
 
 
 async def _check_room(caller: Caller, client_ip: str | None) -> None:
@@ -105,30 +158,32 @@ async def _check_room(caller: Caller, client_ip: str | None) -> None:
     retry_after = settings.SESSION_CONNECT_GRACE_SECONDS
     if held["pod"] >= settings.SESSION_CAPACITY:
         raise ServiceUnavailable(
-            "No capacity for another session right now.", code="at_capacity", retry_after=30
+            "No capacity for another session right now.",
+            code=ErrorCode.AT_CAPACITY,
+            retry_after=30,
         )
     if held.get("ip", 0) >= settings.SESSION_LIVE_PER_IP:
         raise TooManyRequests(
             "This address already holds as many live sessions as it may; end one first.",
-            code="too_many_live_sessions",
+            code=ErrorCode.TOO_MANY_LIVE_SESSIONS,
             retry_after=retry_after,
         )
     if held.get("caller", 0) >= settings.SESSION_LIVE_PER_CALLER:
         raise TooManyRequests(
             "This account already holds as many live sessions as it may; end one first.",
-            code="too_many_live_sessions",
+            code=ErrorCode.TOO_MANY_LIVE_SESSIONS,
             retry_after=retry_after,
         )
 
 
-async def session_tools(caller: Caller, level: int) -> list[dict]:
+async def _tools(caller: Caller, level: int) -> list[dict]:
     """The function tools a new session gets: the caller's policy, none when degraded."""
     if level != degradation.FULL:
         return []
     return policy.definitions(await policy.allowed_names(caller))
 
 
-def session_instructions(requested: str | None, level: int) -> str:
+def _instructions(requested: str | None, level: int) -> str:
     instructions = requested or settings.SESSION_DEFAULT_INSTRUCTIONS
     if level == degradation.REDUCED:
         instructions += (
@@ -138,9 +193,18 @@ def session_instructions(requested: str | None, level: int) -> str:
     return instructions
 
 
+def config_of(session: VoiceSession) -> dict:
+    return realtime.session_config(
+        model=session.model,
+        voice=session.voice,
+        instructions=session.instructions,
+        tools=session.tools,
+    )
+
+
 def require_live(session: VoiceSession) -> None:
     if not session.is_live:
-        raise Conflict(f"The session has {session.status}.", code="session_ended")
+        raise Conflict(f"The session has {session.status}.", code=ErrorCode.SESSION_ENDED)
 
 
 async def expire_if_overdue(session: VoiceSession) -> VoiceSession:
@@ -157,7 +221,7 @@ async def connect_call(session: VoiceSession, offer: str) -> str:
         pk=session.pk, status=VoiceSession.Status.CREATED, call_id__isnull=True
     ).aupdate(status=VoiceSession.Status.CONNECTING)
     if not claimed:
-        raise Conflict("This session already has a call.", code="already_connected")
+        raise Conflict("This session already has a call.", code=ErrorCode.ALREADY_CONNECTED)
     call_id = None
     try:
         answer, call_id = await realtime.create_call(offer, config_of(session))
@@ -180,13 +244,29 @@ async def connect_call(session: VoiceSession, offer: str) -> str:
     if not connected:
         # The session was ended while we were connecting: do not bring it back.
         await _hangup_quietly(call_id)
-        raise Conflict("The session ended while connecting.", code="session_ended")
+        raise Conflict("The session ended while connecting.", code=ErrorCode.SESSION_ENDED)
     session.call_id = call_id
     session.status = VoiceSession.Status.ACTIVE
-    if settings.SIDEBAND_ENABLED:
-        sideband.attach(session.pk, call_id)
-    log.info("call_connected", session_id=session.pk, call_id=call_id)
+    _went_live(session, call_id)
     return answer
+
+
+def _went_live(session: VoiceSession, call_id: str) -> None:
+    """A call is up: the server listens on its sideband (when enabled)."""
+    if settings.SIDEBAND_ENABLED:
+        sideband.attach(session.pk, call_id, SIDEBAND_HANDLERS)
+    log.info("call_connected", session_id=session.pk, call_id=call_id)
+
+
+async def _ended_by_upstream(session_id: str) -> None:
+    session = await VoiceSession.objects.filter(pk=session_id).afirst()
+    if session is not None:
+        await end_session(session, reason=VoiceSession.EndReason.CALL_ENDED)
+
+
+SIDEBAND_HANDLERS = sideband.Handlers(
+    function_call=tool_actions.answer_for_model, upstream_ended=_ended_by_upstream
+)
 
 
 async def _hangup_quietly(call_id: str) -> None:
@@ -196,14 +276,17 @@ async def _hangup_quietly(call_id: str) -> None:
         log.info("hangup_failed", call_id=call_id, code=exc.code)
 
 
-async def record_events(session: VoiceSession, events: list[dict]) -> int:
+async def record_events(session: VoiceSession, realtime_events: list[dict]) -> int:
     """Intake from the browser: transcript events the server could not see itself, and
     the client's audio-quality stats."""
     require_live(session)
-    stats = [event for event in events if event.get("type") == "client.stats"]
+    stats = [event for event in realtime_events if event.get("type") == events.CLIENT_STATS]
     await quality.record(session, stats)
     return await transcripts.apply_events(
-        session.pk, events, source="client", count_usage=not session.sideband_connected
+        session.pk,
+        realtime_events,
+        source=ConversationItem.Source.CLIENT,
+        count_usage=not session.sideband_connected,
     )
 
 
@@ -213,9 +296,11 @@ async def store_recording(session: VoiceSession, audio: bytes, extension: str) -
     if not session.is_live and (
         session.ended_at is None or session.ended_at + grace < timezone.now()
     ):
-        raise Conflict("The session ended too long ago to take a recording.", code="session_ended")
+        raise Conflict(
+            "The session ended too long ago to take a recording.", code=ErrorCode.SESSION_ENDED
+        )
     if session.recording:
-        raise Conflict("This session already has a recording.", code="recording_exists")
+        raise Conflict("This session already has a recording.", code=ErrorCode.RECORDING_EXISTS)
     await sync_to_async(session.recording.save)(
         f"{session.pk}.{extension}", ContentFile(audio), save=False
     )
@@ -225,11 +310,11 @@ async def store_recording(session: VoiceSession, audio: bytes, extension: str) -
 async def end_session(
     session: VoiceSession,
     *,
-    reason: str,
-    status: str = VoiceSession.Status.ENDED,
+    reason: VoiceSession.EndReason,
+    status: VoiceSession.Status = VoiceSession.Status.ENDED,
 ) -> VoiceSession:
     """Ends a live session once (later calls change nothing): hangs up the call, stops
-    the sideband, records the duration, and exports the transcript."""
+    the sideband, records the duration, and tells whoever listens."""
     now = timezone.now()
     duration = (now - (session.connected_at or session.created_at)).total_seconds()
     claimed = await VoiceSession.objects.filter(
@@ -240,34 +325,12 @@ async def end_session(
             await _hangup_quietly(session.call_id)
         await sideband.detach(session.pk, drain_seconds=settings.SIDEBAND_DRAIN_SECONDS)
         voice_session_duration_seconds.observe(duration)
-        await _export_transcript(session.pk)
-        layer = get_channel_layer()
-        if layer is not None:
-            await layer.group_send(
-                transcripts.group_name(session.pk),
-                {
-                    "type": "session.event",
-                    "event": {"type": "session.ended", "status": status, "reason": reason},
-                },
-            )
-        log.info("session_ended", session_id=session.pk, reason=reason, status=str(status))
+        await session_ended.asend(sender=VoiceSession, session_id=session.pk)
+        await events.publish(
+            session.pk, events.LiveEvent.SESSION_ENDED, status=str(status), reason=str(reason)
+        )
+        log.info("session_ended", session_id=session.pk, reason=str(reason), status=str(status))
     return await VoiceSession.objects.aget(pk=session.pk)
-
-
-async def _export_transcript(session_id: str) -> None:
-    """Queues the export; if that fails, the periodic sweep exports it later."""
-    from sessions_app.tasks import export_transcript_task
-
-    try:
-        await enqueue(export_transcript_task, session_id)
-    except Exception as exc:
-        log.warning("export_not_queued", session_id=session_id, error=type(exc).__name__)
-
-
-async def end_session_by_id(session_id: str, *, reason: str) -> None:
-    session = await VoiceSession.objects.filter(pk=session_id).afirst()
-    if session is not None:
-        await end_session(session, reason=reason)
 
 
 async def expire_overdue_sessions() -> int:

@@ -7,19 +7,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from sessions_app.models import ApiKey, ConversationItem, VoiceSession, WebhookEvent
-
-
-class ReadOnlyMixin:
-    """History is a record: it is browsed, never edited."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+from tools_app.admin import ToolExecutionInline
+from voiceplatform.admin import ReadOnlyMixin
 
 
 class ConversationItemInline(ReadOnlyMixin, admin.TabularInline):
@@ -46,7 +35,7 @@ class VoiceSessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ("status", "source", "model", "created_at", "degradation_level")
     date_hierarchy = "created_at"
     search_fields = ("id", "call_id", "items__text", "client_ip")
-    inlines = [ConversationItemInline]
+    inlines = [ConversationItemInline, ToolExecutionInline]
     readonly_fields = ("transcript_files",)
     exclude = ("transcript_json", "transcript_text", "recording")
     list_select_related = ("user", "api_key")

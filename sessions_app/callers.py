@@ -12,7 +12,7 @@ from django.utils import timezone
 from sessions_app import tokens
 from sessions_app.models import ApiKey, VoiceSession
 from voiceplatform.api import bearer_token
-from voiceplatform.errors import Forbidden, NotFound, Unauthorized
+from voiceplatform.errors import ErrorCode, Forbidden, NotFound, Unauthorized
 
 
 @dataclass(frozen=True)
@@ -46,17 +46,21 @@ async def session_creator(request: HttpRequest) -> Caller:
     if raw_key:
         key = await ApiKey.objects.active().filter(key_hash=ApiKey.hash(raw_key)).afirst()
         if key is None:
-            raise Unauthorized("The API key is not valid or was revoked.", code="invalid_api_key")
+            raise Unauthorized(
+                "The API key is not valid or was revoked.", code=ErrorCode.INVALID_API_KEY
+            )
         await ApiKey.objects.filter(pk=key.pk).aupdate(last_used_at=timezone.now())
         return Caller(user_id=key.user_id, api_key_id=key.pk)
     user = await request.auser()
     if user.is_authenticated:
         if _csrf_failure(request):
-            raise Forbidden("CSRF token missing or incorrect.", code="csrf_failed")
+            raise Forbidden("CSRF token missing or incorrect.", code=ErrorCode.CSRF_FAILED)
         return Caller(user_id=user.pk)
     if settings.SESSION_ALLOW_ANONYMOUS:
         return Caller()
-    raise Unauthorized("Log in or send an API key to start a session.", code="login_required")
+    raise Unauthorized(
+        "Log in or send an API key to start a session.", code=ErrorCode.LOGIN_REQUIRED
+    )
 
 
 async def session_for_token(request: HttpRequest, session_id: str | None = None) -> VoiceSession:
@@ -65,8 +69,10 @@ async def session_for_token(request: HttpRequest, session_id: str | None = None)
     token_session = tokens.session_id_from(bearer_token(request))
     named = [n for n in (session_id, request.headers.get("X-Voice-Session-Id")) if n]
     if any(name != token_session for name in named):
-        raise Forbidden("The session token belongs to another session.", code="wrong_session")
+        raise Forbidden(
+            "The session token belongs to another session.", code=ErrorCode.WRONG_SESSION
+        )
     session = await VoiceSession.objects.filter(pk=token_session).afirst()
     if session is None:
-        raise NotFound("No such session.", code="session_not_found")
+        raise NotFound("No such session.", code=ErrorCode.SESSION_NOT_FOUND)
     return session

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from sessions_app import tokens, transcripts
+from sessions_app import events, tokens
 from sessions_app.models import VoiceSession
 from voiceplatform.errors import Unauthorized
 
@@ -25,14 +25,14 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         if token_session != session_id:
             await self.close(code=4403)
             return
-        self.group = transcripts.group_name(session_id)
+        self.group = events.session_group(session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         session = await VoiceSession.objects.filter(pk=session_id).afirst()
         if session is not None:
             await self.send_json(
                 {
-                    "type": "session.state",
+                    "type": events.LiveEvent.SESSION_STATE,
                     "status": session.status,
                     "sideband_connected": session.sideband_connected,
                     "expires_at": session.expires_at.isoformat(),

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 
@@ -57,10 +58,6 @@ class ApiKey(models.Model):
         self.key_hash = self.hash(raw)
         return raw
 
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
 
 class VoiceSessionQuerySet(models.QuerySet):
     def live(self) -> VoiceSessionQuerySet:
@@ -94,9 +91,28 @@ class VoiceSession(models.Model):
         FAILED = "failed"
 
     class Source(models.TextChoices):
-        WEB = "web"
-        API = "api"
-        SIP = "sip"
+        WEB = "web"  # a browser, anonymous or logged in
+        API = "api"  # a client with an API key
+        SIP = "sip"  # an incoming phone call
+
+    class Voice(models.TextChoices):
+        ALLOY = "alloy"
+        ASH = "ash"
+        BALLAD = "ballad"
+        CEDAR = "cedar"
+        CORAL = "coral"
+        ECHO = "echo"
+        MARIN = "marin"
+        SAGE = "sage"
+        SHIMMER = "shimmer"
+        VERSE = "verse"
+
+    class EndReason(models.TextChoices):
+        CLIENT = "client"
+        CALL_ENDED = "call_ended"  # the upstream closed the call
+        MAX_DURATION = "max_duration"
+        NEVER_CONNECTED = "never_connected"
+        ACCEPT_REFUSED = "accept_refused"  # an incoming call could not be accepted
 
     LIVE_STATUSES = (Status.CREATED, Status.CONNECTING, Status.ACTIVE)
 
@@ -109,10 +125,10 @@ class VoiceSession(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField()
     duration_seconds = models.FloatField(null=True, blank=True)
-    end_reason = models.CharField(max_length=40, blank=True)
+    end_reason = models.CharField(max_length=40, choices=EndReason.choices, blank=True)
 
     model = models.CharField(max_length=64)
-    voice = models.CharField(max_length=32)
+    voice = models.CharField(max_length=32, choices=Voice.choices)
     instructions = models.TextField(blank=True)
     tools = models.JSONField(default=list, blank=True)
     call_id = models.CharField(max_length=80, null=True, blank=True, unique=True)
@@ -154,16 +170,54 @@ class VoiceSession(models.Model):
         return self.status in self.LIVE_STATUSES
 
     @property
-    def end_due(self) -> tuple[str, str] | None:
+    def end_due(self) -> tuple[Status, EndReason] | None:
         """(status, reason) this live session should end with now, or None."""
         if not self.is_live:
             return None
         now = timezone.now()
         if self.expires_at <= now:
-            return self.Status.EXPIRED, "max_duration"
+            return self.Status.EXPIRED, self.EndReason.MAX_DURATION
         if self.status == self.Status.CREATED and self.created_at <= _connect_deadline(now):
-            return self.Status.EXPIRED, "never_connected"
+            return self.Status.EXPIRED, self.EndReason.NEVER_CONNECTED
         return None
+
+    def urls(self) -> dict[str, str]:
+        """Where a client takes this session next."""
+        return {
+            "sdp": reverse("sdp"),
+            "tools": reverse("tools"),
+            "events": reverse("session-events", args=[self.pk]),
+            "end": reverse("session-end", args=[self.pk]),
+            "recording": reverse("session-recording", args=[self.pk]),
+            "ws": f"/ws/sessions/{self.pk}/",
+        }
+
+    def as_started(self, *, token: str, client_secret: dict) -> dict:
+        """The /session answer."""
+        return {
+            "session_id": self.pk,
+            "session_token": token,
+            "client_secret": {
+                "value": client_secret["value"],
+                "expires_at": client_secret["expires_at"],
+            },
+            "model": self.model,
+            "voice": self.voice,
+            "expires_at": self.expires_at.isoformat(),
+            "tools": [tool["name"] for tool in self.tools],
+            "degradation_level": self.degradation_level,
+            "urls": self.urls(),
+        }
+
+    def as_ended(self) -> dict:
+        """The /session/<id>/end answer."""
+        return {
+            "session_id": self.pk,
+            "status": self.status,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "duration_seconds": self.duration_seconds,
+            "end_reason": self.end_reason,
+        }
 
     @property
     def attribution(self) -> str:
@@ -193,6 +247,10 @@ class ConversationItem(models.Model):
         COMPLETED = "completed"
         FAILED = "failed"
 
+    class Source(models.TextChoices):
+        SIDEBAND = "sideband"  # seen by the server on the call itself
+        CLIENT = "client"  # relayed by the browser
+
     session = models.ForeignKey(VoiceSession, related_name="items", on_delete=models.CASCADE)
     item_id = models.CharField(max_length=80)
     kind = models.CharField(max_length=24, choices=Kind.choices, default=Kind.MESSAGE)
@@ -202,7 +260,7 @@ class ConversationItem(models.Model):
     name = models.CharField(max_length=80, blank=True)
     call_id = models.CharField(max_length=80, blank=True)
     arguments = models.TextField(blank=True)
-    source = models.CharField(max_length=12, default="sideband")
+    source = models.CharField(max_length=12, choices=Source.choices, default=Source.SIDEBAND)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

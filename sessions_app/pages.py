@@ -8,6 +8,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from ops_app import degradation
+from sessions_app import events
 
 
 @ensure_csrf_cookie
@@ -25,5 +26,6 @@ async def client(request: HttpRequest) -> HttpResponse:
         {
             "session_max_seconds": settings.SESSION_MAX_SECONDS,
             "stats_interval_seconds": settings.CLIENT_STATS_INTERVAL_SECONDS,
+            "relayed_types": " ".join(events.RELAYED_TYPES),
         },
     )

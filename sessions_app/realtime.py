@@ -20,7 +20,7 @@ import structlog
 from django.conf import settings
 
 from ops_app.metrics import voice_errors_total, voice_openai_latency_seconds
-from voiceplatform.errors import ApiError
+from voiceplatform.errors import ApiError, ErrorCode
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +30,7 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenA
 
 
 class UpstreamError(ApiError):
-    status, code = 502, "upstream_error"
+    status, code = 502, ErrorCode.UPSTREAM_ERROR
 
 
 def api_key() -> str:
@@ -104,20 +104,20 @@ def _translate(operation: str, exc: Exception) -> UpstreamError:
         return UpstreamError(
             "The voice service took too long to answer.",
             status=504,
-            code="upstream_timeout",
+            code=ErrorCode.UPSTREAM_TIMEOUT,
             retry_after=5,
         )
     if isinstance(exc, openai.APIConnectionError):
         return UpstreamError(
             "The voice service cannot be reached.",
             status=502,
-            code="upstream_unavailable",
+            code=ErrorCode.UPSTREAM_UNAVAILABLE,
             retry_after=5,
         )
     if not isinstance(exc, openai.APIStatusError):  # e.g. a response we cannot parse
         return UpstreamError(
             "The voice service gave an unusable answer.",
-            code="upstream_bad_answer",
+            code=ErrorCode.UPSTREAM_BAD_ANSWER,
             retry_after=5,
         )
     status = exc.status_code
@@ -125,25 +125,25 @@ def _translate(operation: str, exc: Exception) -> UpstreamError:
         return UpstreamError(
             "The voice service is busy; try again shortly.",
             status=503,
-            code="upstream_rate_limited",
+            code=ErrorCode.UPSTREAM_RATE_LIMITED,
             retry_after=_retry_after(exc.response.headers, 1),
         )
     if status >= 500:
         return UpstreamError(
             "The voice service failed to answer.",
             status=502,
-            code="upstream_error",
+            code=ErrorCode.UPSTREAM_ERROR,
             retry_after=_retry_after(exc.response.headers, 5),
         )
     if operation == "create_call" and status in (400, 422):
         return UpstreamError(
-            "The voice service rejected the SDP offer.", status=400, code="offer_rejected"
+            "The voice service rejected the SDP offer.", status=400, code=ErrorCode.OFFER_REJECTED
         )
     # Anything else (401, 403, 404 ...) is a problem on our side, not the caller's.
     return UpstreamError(
         "The voice service refused the request.",
         status=502,
-        code="upstream_refused",
+        code=ErrorCode.UPSTREAM_REFUSED,
         retry_after=30,
     )
 
@@ -197,7 +197,9 @@ async def create_call(sdp: str, config: dict) -> tuple[str, str]:
     answer = raw.http_response.text
     if not call_id.startswith("rtc_") or not answer.startswith("v=0"):
         raise UpstreamError(
-            "The voice service gave an unusable answer.", code="upstream_bad_answer", retry_after=5
+            "The voice service gave an unusable answer.",
+            code=ErrorCode.UPSTREAM_BAD_ANSWER,
+            retry_after=5,
         )
     return answer, call_id
 

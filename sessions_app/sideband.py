@@ -1,30 +1,44 @@
 """The server's own connection to each live call: it records the transcript as it
-happens, without trusting the browser to relay it."""
+happens, without trusting the browser to relay it, and answers the model's function
+calls. What to do with a function call, and with a call the upstream ended, is the
+caller's (actions) to say: this module reports up through the handlers it is given."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
-from channels.layers import get_channel_layer
 from django.db import connections
 
-from sessions_app import realtime, transcripts
-from sessions_app.models import VoiceSession
+from sessions_app import events, realtime, transcripts
+from sessions_app.models import ConversationItem, VoiceSession
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Handlers:
+    # (session id, the function_call item) -> the output the model hears
+    function_call: Callable[[str, dict], Awaitable[str]]
+    # (session id): the upstream closed the call normally
+    upstream_ended: Callable[[str], Awaitable[None]]
+
 
 _running: dict[str, asyncio.Task] = {}
 
 
-def attach(session_id: str, call_id: str) -> None:
+def attach(session_id: str, call_id: str, handlers: Handlers) -> None:
     """Starts listening on the call in this process (the pod the session is pinned to)."""
     if session_id in _running:
         return
-    task = asyncio.create_task(_own_context(session_id, call_id), name=f"sideband:{session_id}")
+    task = asyncio.create_task(
+        _own_context(session_id, call_id, handlers), name=f"sideband:{session_id}"
+    )
     _running[session_id] = task
     task.add_done_callback(lambda _: _running.pop(session_id, None))
 
@@ -48,19 +62,17 @@ async def detach_all() -> None:
         await detach(session_id)
 
 
-async def _own_context(session_id: str, call_id: str) -> None:
+async def _own_context(session_id: str, call_id: str, handlers: Handlers) -> None:
     """Runs the listener with database work on a thread of its own, and closes that
     thread's connection at the end (it outlives the request that started it)."""
     async with ThreadSensitiveContext():
         try:
-            await _listen(session_id, call_id)
+            await _listen(session_id, call_id, handlers)
         finally:
             await sync_to_async(connections.close_all)()
 
 
-async def _listen(session_id: str, call_id: str) -> None:
-    from sessions_app import actions  # actions imports this module
-
+async def _listen(session_id: str, call_id: str, handlers: Handlers) -> None:
     structlog.contextvars.bind_contextvars(session_id=session_id, call_id=call_id)
     ended_by_upstream = False
     try:
@@ -80,12 +92,14 @@ async def _listen(session_id: str, call_id: str) -> None:
                     continue
                 if not isinstance(event, dict):
                     continue
-                await transcripts.apply_events(session_id, [event], source="sideband")
+                await transcripts.apply_events(
+                    session_id, [event], source=ConversationItem.Source.SIDEBAND
+                )
                 item = (
                     event.get("item") if event.get("type") == "response.output_item.done" else None
                 )
                 if isinstance(item, dict) and item.get("type") == "function_call":
-                    calls.create_task(_answer(connection, session_id, item))
+                    calls.create_task(_answer(connection, session_id, item, handlers))
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -95,7 +109,7 @@ async def _listen(session_id: str, call_id: str) -> None:
         await _mark(session_id, connected=False)
     log.info("sideband_closed", ended_by_upstream=ended_by_upstream)
     if ended_by_upstream:
-        await actions.end_session_by_id(session_id, reason="call_ended")
+        await handlers.upstream_ended(session_id)
 
 
 async def _mark(session_id: str, *, connected: bool) -> None:
@@ -103,21 +117,16 @@ async def _mark(session_id: str, *, connected: bool) -> None:
     the page leaves tool calls and transcripts to the server."""
     with contextlib.suppress(Exception):
         await VoiceSession.objects.filter(pk=session_id).aupdate(sideband_connected=connected)
-        layer = get_channel_layer()
-        if layer is not None:
-            kind = "sideband.attached" if connected else "sideband.detached"
-            await layer.group_send(
-                transcripts.group_name(session_id),
-                {"type": "session.event", "event": {"type": kind}},
-            )
+        kind = (
+            events.LiveEvent.SIDEBAND_ATTACHED if connected else events.LiveEvent.SIDEBAND_DETACHED
+        )
+        await events.publish(session_id, kind)
 
 
-async def _answer(connection, session_id: str, item: dict) -> None:
+async def _answer(connection, session_id: str, item: dict, handlers: Handlers) -> None:
     """Executes the model's function call and tells the model the result."""
-    from tools_app import calls
-
     try:
-        output = await calls.output_for_model(session_id, item)
+        output = await handlers.function_call(session_id, item)
         await connection.send(
             {
                 "type": "conversation.item.create",

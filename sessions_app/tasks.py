@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import structlog
 from asgiref.sync import async_to_sync
 from celery import shared_task
 from django.core.files.base import ContentFile
+from django.dispatch import receiver
 from django.utils import timezone
 
 from sessions_app import actions, realtime, transcripts
 from sessions_app.models import VoiceSession
+from sessions_app.signals import session_ended
+from voiceplatform.celery import enqueue
+
+log = structlog.get_logger(__name__)
 
 
 @shared_task
 def expire_sessions_task() -> int:
-    """Periodic: ends sessions that outlived SESSION_MAX_SECONDS, and exports the
-    transcripts whose export could not be queued when their session ended."""
+    """Periodic: ends sessions that outlived SESSION_MAX_SECONDS or never connected,
+    and exports the transcripts whose export could not be queued when they ended."""
     expired = async_to_sync(_expire)()
     recent = timezone.now() - timedelta(days=1)
     missing = VoiceSession.objects.filter(
@@ -44,3 +50,12 @@ def export_transcript_task(session_id: str) -> None:
     session.transcript_json.save(f"{session_id}.json", ContentFile(as_json.encode()), save=False)
     session.transcript_text.save(f"{session_id}.txt", ContentFile(as_text.encode()), save=False)
     session.save(update_fields=["transcript_json", "transcript_text", "updated_at"])
+
+
+@receiver(session_ended)
+async def queue_transcript_export(sender, *, session_id: str, **kwargs) -> None:
+    """Queues the export; if that fails, the periodic sweep exports it later."""
+    try:
+        await enqueue(export_transcript_task, session_id)
+    except Exception as exc:
+        log.warning("export_not_queued", session_id=session_id, error=type(exc).__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core import signing
 
-from voiceplatform.errors import Unauthorized
+from voiceplatform.errors import ErrorCode, Unauthorized
 
 _SALT = "voiceplatform.session-token"
 
@@ -18,13 +18,17 @@ def session_id_from(token: str) -> str:
     """The session a token was issued for; 401 when it is forged or older than a session
     may live."""
     if not token:
-        raise Unauthorized("Send Authorization: Bearer <session_token>.", code="missing_token")
+        raise Unauthorized(
+            "Send Authorization: Bearer <session_token>.", code=ErrorCode.MISSING_TOKEN
+        )
     try:
         data = signing.loads(token, salt=_SALT, max_age=settings.SESSION_MAX_SECONDS)
     except signing.SignatureExpired:
-        raise Unauthorized("The session token has expired.", code="token_expired") from None
+        raise Unauthorized("The session token has expired.", code=ErrorCode.TOKEN_EXPIRED) from None
     except signing.BadSignature:
-        raise Unauthorized("The session token is not valid.", code="invalid_token") from None
+        raise Unauthorized(
+            "The session token is not valid.", code=ErrorCode.INVALID_TOKEN
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("sid"), str):
-        raise Unauthorized("The session token is not valid.", code="invalid_token")
+        raise Unauthorized("The session token is not valid.", code=ErrorCode.INVALID_TOKEN)
     return data["sid"]

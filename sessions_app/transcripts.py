@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import json
 
-from channels.layers import get_channel_layer
 from django.core.cache import cache
 from django.db import IntegrityError
 from django.db.models import F
 
+from sessions_app import events
 from sessions_app.models import ConversationItem as Item
 from sessions_app.models import VoiceSession
 
 _FINAL = Item.Status.COMPLETED
-
-
-def group_name(session_id: str) -> str:
-    return f"session.{session_id}"
-
 
 MAX_TOKENS_PER_RESPONSE = 10_000_000
 MAX_TEXT = 100_000
@@ -80,13 +75,7 @@ def _fields_of_item(item: dict) -> dict:
 def changes_for(event: dict) -> tuple[str, dict] | None:
     """(item_id, fields) that an event tells us, or None for events without transcript."""
     kind = event.get("type")
-    if kind in (
-        "conversation.item.added",
-        "conversation.item.created",
-        "conversation.item.done",
-        "response.output_item.added",
-        "response.output_item.done",
-    ):
+    if kind in events.ITEM_EVENTS:
         item = event.get("item")
         if isinstance(item, dict) and _short(item.get("id")):
             return _short(item["id"]), _fields_of_item(item)
@@ -94,17 +83,17 @@ def changes_for(event: dict) -> tuple[str, dict] | None:
     item_id = _short(event.get("item_id"))
     if not item_id:
         return None
-    if kind == "input_audio_buffer.committed":
+    if kind == events.USER_AUDIO_COMMITTED:
         return item_id, {"kind": Item.Kind.MESSAGE, "role": Item.Role.USER}
-    if kind == "conversation.item.input_audio_transcription.completed":
+    if kind == events.USER_TRANSCRIPT_DONE:
         return item_id, {
             "role": Item.Role.USER,
             "text": str(event.get("transcript") or ""),
             "status": _FINAL,
         }
-    if kind == "conversation.item.input_audio_transcription.failed":
+    if kind == events.USER_TRANSCRIPT_FAILED:
         return item_id, {"role": Item.Role.USER, "status": Item.Status.FAILED}
-    if kind in ("response.output_audio_transcript.done", "response.output_text.done"):
+    if kind in events.ASSISTANT_TEXT_DONE:
         text = event.get("transcript") if "transcript" in event else event.get("text")
         return item_id, {"role": Item.Role.ASSISTANT, "text": _text(text), "status": _FINAL}
     return None
@@ -113,7 +102,7 @@ def changes_for(event: dict) -> tuple[str, dict] | None:
 def _merge(item: Item, fields: dict, source: str) -> list[str]:
     """Applies what is new; a final item keeps its final text and status, except that
     what the server saw itself (sideband) corrects what a browser relayed."""
-    corrects = source == "sideband" and item.source == "client"
+    corrects = source == Item.Source.SIDEBAND and item.source == Item.Source.CLIENT
     changed = []
     for name, value in fields.items():
         current = getattr(item, name)
@@ -169,9 +158,8 @@ async def _count_usage(session_id: str, response: dict) -> None:
     )
 
 
-def as_event(item: Item) -> dict:
+def _live_fields(item: Item) -> dict:
     return {
-        "type": "transcript.item",
         "item_id": item.item_id,
         "kind": item.kind,
         "role": item.role,
@@ -184,15 +172,14 @@ def as_event(item: Item) -> dict:
 
 
 async def apply_events(
-    session_id: str, events: list[dict], *, source: str, count_usage: bool = True
+    session_id: str, realtime_events: list[dict], *, source: str, count_usage: bool = True
 ) -> int:
     """Records what the events say about the transcript; returns how many items changed.
     count_usage is off for browser relays while the server has its own sideband: usage
     is then what the server measured, not what a client claims."""
-    layer = get_channel_layer()
     changed = 0
-    for event in events:
-        if event.get("type") == "response.done" and isinstance(event.get("response"), dict):
+    for event in realtime_events:
+        if event.get("type") == events.RESPONSE_DONE and isinstance(event.get("response"), dict):
             if count_usage:
                 await _count_usage(session_id, event["response"])
             continue
@@ -202,10 +189,7 @@ async def apply_events(
         item = await _apply_item(session_id, *found, source=source)
         if item is not None:
             changed += 1
-            if layer is not None:
-                await layer.group_send(
-                    group_name(session_id), {"type": "session.event", "event": as_event(item)}
-                )
+            await events.publish(session_id, events.LiveEvent.TRANSCRIPT_ITEM, **_live_fields(item))
     return changed
 
 

@@ -6,67 +6,25 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from sessions_app import actions, callers, webhooks
-from voiceplatform.api import api_view, client_ip, json_object, read_body
-from voiceplatform.errors import BadRequest
-
-MAX_EVENTS_PER_POST = 500
-
-
-def _session_urls(session_id: str) -> dict:
-    return {
-        "sdp": "/sdp",
-        "tools": "/tools/",
-        "events": f"/session/{session_id}/events",
-        "end": f"/session/{session_id}/end",
-        "ws": f"/ws/sessions/{session_id}/",
-    }
+from sessions_app.bodies import EventsBody, SessionBody
+from sessions_app.models import VoiceSession
+from voiceplatform.api import api_view, client_ip, parse_body, read_body
+from voiceplatform.errors import BadRequest, ErrorCode, NotFound
 
 
 @api_view("POST")
 async def create_session(request: HttpRequest) -> JsonResponse:
-    body = json_object(request, allowed={"instructions", "voice"}, optional_body=True)
-    instructions = body.get("instructions")
-    if instructions is not None and (
-        not isinstance(instructions, str)
-        or len(instructions) > settings.SESSION_MAX_INSTRUCTIONS_CHARS
-    ):
-        raise BadRequest(
-            "instructions must be a string of at most "
-            f"{settings.SESSION_MAX_INSTRUCTIONS_CHARS} characters.",
-            code="invalid_instructions",
-        )
-    voice = body.get("voice")
-    if voice is not None and voice not in actions.VOICES:
-        raise BadRequest(
-            f"voice must be one of: {', '.join(actions.VOICES)}.", code="invalid_voice"
-        )
+    body = parse_body(request, SessionBody, optional=True)
     caller = await callers.session_creator(request)
     started = await actions.start_session(
         caller=caller,
-        instructions=instructions,
-        voice=voice,
+        instructions=body.instructions,
+        voice=body.voice,
         client_ip=client_ip(request),
         user_agent=request.headers.get("User-Agent", ""),
     )
-    session = started.session
-    response = JsonResponse(
-        {
-            "session_id": session.pk,
-            "session_token": started.token,
-            "client_secret": {
-                "value": started.client_secret["value"],
-                "expires_at": started.client_secret["expires_at"],
-            },
-            "model": session.model,
-            "voice": session.voice,
-            "expires_at": session.expires_at.isoformat(),
-            "tools": [tool["name"] for tool in session.tools],
-            "degradation_level": session.degradation_level,
-            "urls": _session_urls(session.pk),
-        },
-        status=201,
-    )
-    response["X-Voice-Session-Id"] = session.pk
+    response = JsonResponse(started.as_response(), status=201)
+    response["X-Voice-Session-Id"] = started.session.pk
     response.set_cookie(
         "VOICE_AFFINITY",
         settings.POD_NAME,
@@ -79,7 +37,7 @@ async def create_session(request: HttpRequest) -> JsonResponse:
     return response
 
 
-async def _live_session(request: HttpRequest, session_id: str | None = None):
+async def _live_session(request: HttpRequest, session_id: str | None = None) -> VoiceSession:
     session = await callers.session_for_token(request, session_id)
     session = await actions.expire_if_overdue(session)
     actions.require_live(session)
@@ -93,10 +51,12 @@ async def sdp(request: HttpRequest) -> HttpResponse:
     try:
         text = offer.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest("The SDP offer is not UTF-8 text.", code="invalid_sdp") from None
+        raise BadRequest("The SDP offer is not UTF-8 text.", code=ErrorCode.INVALID_SDP) from None
     text = text.replace("\r\n", "\n").replace("\n", "\r\n")
     if not text.startswith("v=0") or "\r\nm=" not in text:
-        raise BadRequest("The body is not an SDP offer (v=0 ... m=...).", code="invalid_sdp")
+        raise BadRequest(
+            "The body is not an SDP offer (v=0 ... m=...).", code=ErrorCode.INVALID_SDP
+        )
     answer = await actions.connect_call(session, text)
     response = HttpResponse(answer, status=201, content_type="application/sdp")
     response["X-Call-Id"] = session.call_id
@@ -105,44 +65,23 @@ async def sdp(request: HttpRequest) -> HttpResponse:
 
 @api_view("POST")
 async def session_events(request: HttpRequest, session_id: str) -> JsonResponse:
-    body = json_object(request, allowed={"events"}, required={"events"})
-    events = body["events"]
-    if not isinstance(events, list) or not all(
-        isinstance(event, dict) and isinstance(event.get("type"), str) for event in events
-    ):
-        raise BadRequest(
-            "events must be a list of realtime events (objects with a type).", code="invalid_events"
-        )
-    if len(events) > MAX_EVENTS_PER_POST:
-        raise BadRequest(
-            f"Send at most {MAX_EVENTS_PER_POST} events at once.", code="too_many_events"
-        )
+    body = parse_body(request, EventsBody)
     session = await _live_session(request, session_id)
-    changed = await actions.record_events(session, events)
-    return JsonResponse({"received": len(events), "changed": changed})
+    changed = await actions.record_events(session, body.events)
+    return JsonResponse({"received": len(body.events), "changed": changed})
 
 
 @api_view("POST")
 async def end_session(request: HttpRequest, session_id: str) -> JsonResponse:
     session = await callers.session_for_token(request, session_id)
-    session = await actions.end_session(session, reason="client")
-    return JsonResponse(
-        {
-            "session_id": session.pk,
-            "status": session.status,
-            "ended_at": session.ended_at.isoformat() if session.ended_at else None,
-            "duration_seconds": session.duration_seconds,
-            "end_reason": session.end_reason,
-        }
-    )
+    session = await actions.end_session(session, reason=VoiceSession.EndReason.CLIENT)
+    return JsonResponse(session.as_ended())
 
 
 @api_view("POST")
 async def webhook(request: HttpRequest, provider: str) -> JsonResponse:
     if provider != "openai":
-        raise BadRequest(
-            f"Unknown webhook provider '{provider}'.", code="unknown_provider", status=404
-        )
+        raise NotFound(f"Unknown webhook provider '{provider}'.", code=ErrorCode.UNKNOWN_PROVIDER)
     body = read_body(
         request, max_bytes=settings.JSON_MAX_BYTES, content_types=("application/json",)
     )
@@ -169,7 +108,8 @@ async def upload_recording(request: HttpRequest, session_id: str) -> JsonRespons
     extension, looks_right = RECORDING_TYPES.get(request.content_type, ("", None))
     if not audio or looks_right is None or not looks_right(audio[:16]):
         raise BadRequest(
-            "The body is not a recording (webm, ogg, m4a or wav audio).", code="invalid_recording"
+            "The body is not a recording (webm, ogg, m4a or wav audio).",
+            code=ErrorCode.INVALID_RECORDING,
         )
     session = await callers.session_for_token(request, session_id)
     await actions.store_recording(session, audio, extension)

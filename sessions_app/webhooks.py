@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import structlog
 from django.conf import settings
 from django.db import IntegrityError
-from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from ops_app import degradation
-from sessions_app import actions, realtime, sideband
-from sessions_app.callers import Caller
-from sessions_app.models import VoiceSession, WebhookEvent
+from sessions_app import actions
+from sessions_app.models import WebhookEvent
 from voiceplatform.api import parse_json
-from voiceplatform.errors import BadRequest, ServiceUnavailable
+from voiceplatform.errors import BadRequest, ErrorCode
 
 log = structlog.get_logger(__name__)
 
@@ -35,8 +30,8 @@ def verify(body: bytes, headers: dict[str, str]) -> dict:
             and isinstance(event.get("data", {}), dict)
         ):
             return event
-        raise BadRequest("The webhook body is not an event.", code="invalid_event")
-    raise BadRequest("The webhook signature is not valid.", code="invalid_signature")
+        raise BadRequest("The webhook body is not an event.", code=ErrorCode.INVALID_WEBHOOK)
+    raise BadRequest("The webhook signature is not valid.", code=ErrorCode.INVALID_SIGNATURE)
 
 
 async def receive(body: bytes, headers: dict[str, str]) -> tuple[str, WebhookEvent | None]:
@@ -70,46 +65,8 @@ async def _incoming_call(record: WebhookEvent, data: dict) -> str:
     call_id = data.get("call_id")
     if not isinstance(call_id, str) or not 0 < len(call_id) <= 80:
         return "ignored: no usable call_id"
-    level = await degradation.current_level()
-    live = await VoiceSession.objects.live().filter(pod=settings.POD_NAME).acount()
-    if level >= degradation.MAINTENANCE or live >= settings.SESSION_CAPACITY:
-        reason = "maintenance" if level >= degradation.MAINTENANCE else "at_capacity"
-        await realtime.reject_call(call_id, status_code=486 if reason == "at_capacity" else 503)
-        return f"rejected: {reason}"
-    now = timezone.now()
-    session, _ = await VoiceSession.objects.aget_or_create(
-        call_id=call_id,
-        defaults={
-            "source": VoiceSession.Source.SIP,
-            "model": settings.OPENAI_MODEL,
-            "voice": settings.OPENAI_DEFAULT_VOICE,
-            "instructions": actions.session_instructions(None, level),
-            # A phone caller is anonymous.
-            "tools": await actions.session_tools(Caller(), level),
-            "pod": settings.POD_NAME,
-            "degradation_level": level,
-            "expires_at": now + timedelta(seconds=settings.SESSION_MAX_SECONDS),
-            "user_agent": _sip_from(data)[:300],
-        },
-    )
-    record.session = session
-    try:
-        await realtime.accept_call(call_id, actions.config_of(session))
-    except realtime.UpstreamError as exc:
-        if exc.status in (502, 503, 504) and exc.code != "upstream_refused":
-            # Transient: answer 503 so the sender tries again.
-            raise ServiceUnavailable("Could not accept the call.", retry_after=5) from exc
-        # Refused for good (the caller hung up, the call is unknown): nothing to retry.
-        await actions.end_session(
-            session, reason="accept_refused", status=VoiceSession.Status.FAILED
-        )
-        return f"failed: {exc.code}"
-    session.status = VoiceSession.Status.ACTIVE
-    session.connected_at = timezone.now()
-    await session.asave(update_fields=["status", "connected_at", "updated_at"])
-    if settings.SIDEBAND_ENABLED:
-        sideband.attach(session.pk, call_id)
-    return "accepted"
+    outcome, record.session = await actions.accept_incoming_call(call_id, caller_id=_sip_from(data))
+    return outcome
 
 
 def _sip_from(data: dict) -> str:

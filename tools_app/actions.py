@@ -1,85 +1,116 @@
-"""Tool calls, exactly once: submit (either door), wait without blocking, run (worker)."""
+"""Tool calls, the web side: check, submit exactly once, wait without blocking.
+The worker side (running a call, recording its result) is tools_app.worker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import socket
 import time
 from datetime import timedelta
-from typing import Any
 
 import structlog
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
 
-from ops_app import breakers
 from ops_app.metrics import voice_tool_execution_duration_seconds, voice_tool_execution_total
-from sessions_app import transcripts
+from sessions_app import events
 from sessions_app.models import VoiceSession
-from tools_app import registry
+from tools_app.calls import ToolCall, arguments_of, check_call
 from tools_app.models import ToolExecution
-from tools_app.sandbox import Workspace
+from tools_app.tasks import execute_tool_task
 from voiceplatform.celery import enqueue
-from voiceplatform.errors import Conflict, ServiceUnavailable
+from voiceplatform.errors import ApiError, Conflict, ErrorCode, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 
-WORKER_LOST = "The worker running this tool stopped before it finished; it was not run again."
+# A call still queued this long after it was created is queued again when submitted
+# again: its first queueing was lost (claiming is atomic, so a duplicate is harmless).
+QUEUE_AGAIN_AFTER_SECONDS = 5
+# The browser may see the model's call a moment before the sideband has recorded it.
+SIDEBAND_PATIENCE_SECONDS = 2.0
 
 
-def group_name(execution_id: int) -> str:
-    return f"toolexec.{execution_id}"
+async def run_for_client(
+    session: VoiceSession, *, name: str, call_id: str, arguments: object
+) -> ToolExecution:
+    """POST /tools/<name>. While the server holds the call's sideband it runs the
+    model's calls itself; the browser may then only ask for their results."""
+    call = await check_call(session, name=name, call_id=call_id, arguments=arguments)
+    if session.sideband_connected:
+        seen = await _seen_by_sideband(session, call_id)
+        if seen is None or seen.tool != name or seen.arguments != arguments:
+            raise Conflict(
+                "This call was not made by the model on this session's call.",
+                code=ErrorCode.UNKNOWN_CALL,
+            )
+    return await _run(call, ToolExecution.Origin.CLIENT)
 
 
-async def submit(
-    session: VoiceSession, *, call_id: str, tool: str, arguments: dict, origin: str
-) -> tuple[ToolExecution, bool]:
+async def answer_for_model(session_id: str, item: dict) -> str:
+    """The sideband's door: what the model hears for its function_call item, a clear
+    reason included when the call cannot run."""
+    session = await VoiceSession.objects.aget(pk=session_id)
+    try:
+        call = await check_call(
+            session,
+            name=item.get("name"),
+            call_id=item.get("call_id"),
+            arguments=arguments_of(item),
+        )
+        execution = await _run(call, ToolExecution.Origin.SIDEBAND)
+    except ApiError as exc:
+        if exc.code == ErrorCode.TOOLS_UNAVAILABLE:
+            return exc.message  # already words for the model to say
+        return f"Error: {exc.message}"
+    if not execution.is_finished:
+        return "Error: the tool did not finish in time."
+    if execution.status == ToolExecution.Status.FAILED:
+        return f"Error: {execution.output}"
+    return execution.output
+
+
+async def _run(call: ToolCall, origin: ToolExecution.Origin) -> ToolExecution:
+    execution, created = await submit(call, origin=origin)
+    execution = await wait_for(execution, settings.TOOL_TIMEOUT_SECONDS)
+    if created:
+        observe(execution)
+    return execution
+
+
+async def submit(call: ToolCall, *, origin: ToolExecution.Origin) -> tuple[ToolExecution, bool]:
     """The execution for (session, call_id), queued once however often it is submitted.
     Returns (execution, created)."""
     try:
         execution, created = await ToolExecution.objects.aget_or_create(
-            session=session,
-            call_id=call_id,
-            defaults={"tool": tool, "arguments": arguments, "origin": origin},
+            session=call.session,
+            call_id=call.call_id,
+            defaults={"tool": call.name, "arguments": call.arguments, "origin": origin},
         )
     except IntegrityError:
-        execution, created = (
-            await ToolExecution.objects.aget(session=session, call_id=call_id),
-            False,
-        )
-    if not created and (execution.tool != tool or execution.arguments != arguments):
+        execution = await ToolExecution.objects.aget(session=call.session, call_id=call.call_id)
+        created = False
+    if not created and (execution.tool != call.name or execution.arguments != call.arguments):
         raise Conflict(
-            "This call_id was already used for a different tool call.", code="call_id_reused"
+            "This call_id was already used for a different tool call.",
+            code=ErrorCode.CALL_ID_REUSED,
         )
-    stranded = (
-        execution.status == ToolExecution.Status.QUEUED
-        and execution.created_at < timezone.now() - timedelta(seconds=QUEUE_AGAIN_AFTER_SECONDS)
+    stranded = execution.status == ToolExecution.Status.QUEUED and (
+        execution.created_at < timezone.now() - timedelta(seconds=QUEUE_AGAIN_AFTER_SECONDS)
     )
     if created or stranded:
-        # Queued again when its first queueing was lost: claiming is atomic, so a
-        # duplicate message is harmless.
         await _queue(execution)
     return execution, created
 
 
-QUEUE_AGAIN_AFTER_SECONDS = 5
-
-
 async def _queue(execution: ToolExecution) -> None:
-    from tools_app.tasks import execute_tool_task
-
     try:
         await enqueue(execute_tool_task, execution.pk)
     except Exception as exc:
         log.warning("tool_not_queued", execution=execution.pk, error=type(exc).__name__)
         raise ServiceUnavailable(
-            "Tools cannot be queued right now.", code="tools_unavailable", retry_after=5
+            "Tools cannot be queued right now.", code=ErrorCode.TOOLS_UNAVAILABLE, retry_after=5
         ) from None
 
 
@@ -88,7 +119,7 @@ async def wait_for(execution: ToolExecution, timeout: float) -> ToolExecution:
     channel layer: no thread is held and the event loop is never blocked."""
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    group = group_name(execution.pk)
+    group = events.execution_group(execution.pk)
     await layer.group_add(group, channel)
     deadline = time.monotonic() + timeout
     try:
@@ -115,161 +146,11 @@ def observe(execution: ToolExecution) -> None:
         ).observe(execution.duration_seconds)
 
 
-def as_output(result: Any) -> str:
-    """A ToolResult's output as the string the model hears."""
-    output = result.output
-    if output is None:
-        return ""
-    return output if isinstance(output, str) else json.dumps(output, default=str)
-
-
-def _publish(execution: ToolExecution) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    event = {
-        "type": "tool.update",
-        "call_id": execution.call_id,
-        "tool": execution.tool,
-        "arguments": execution.arguments,
-        "status": execution.status,
-        "output": execution.output[:2000],
-        "error": execution.error,
-    }
-    send = async_to_sync(layer.group_send)
-    if execution.is_finished:
-        send(group_name(execution.pk), {"type": "tool.finished"})
-    send(transcripts.group_name(execution.session_id), {"type": "session.event", "event": event})
-
-
-def storable(text: str) -> str:
-    """Text PostgreSQL can hold: no NUL characters, no lone surrogates."""
-    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-
-
-def finish(
-    execution: ToolExecution, *, ok: bool, output: str, error: str, infrastructure_ok: bool = True
-) -> bool:
-    """Records the result of a running execution, once: a second finisher (a late
-    original after a redelivery, the lost-run sweep) changes nothing."""
-    now = timezone.now()
-    cap = settings.TOOL_OUTPUT_MAX_BYTES
-    output = storable(output if len(output) <= cap else output[:cap] + "\n[output cut]")
-    started = execution.started_at or execution.created_at
-    fields = {
-        "status": ToolExecution.Status.SUCCEEDED if ok else ToolExecution.Status.FAILED,
-        "output": output,
-        "error": storable(error[:2000]),
-        "finished_at": now,
-        "duration_seconds": (now - started).total_seconds(),
-        "updated_at": now,
-    }
-    updated = ToolExecution.objects.filter(
-        pk=execution.pk, status=ToolExecution.Status.RUNNING
-    ).update(**fields)
-    if not updated:
-        return False
-    for name, value in fields.items():
-        setattr(execution, name, value)
-    breakers.record(breakers.amplifier(), infrastructure_ok)
-    _publish(execution)
-    return True
-
-
-def _original_run_is_gone(execution: ToolExecution) -> bool:
-    """Whether the worker that claimed this execution stopped without finishing it."""
-    from voiceplatform.celery import app
-
-    host, _, pid = execution.worker.rpartition(":")
-    if host == socket.gethostname() or host.endswith(f"@{socket.gethostname()}"):
-        try:
-            os.kill(int(pid), 0)
-        except (ProcessLookupError, ValueError):
-            return True
-        return int(pid) == os.getpid()
-    try:
-        active = app.control.inspect([host], timeout=1.0).active() or {}
-    except Exception:
-        return True
-    return not any(
-        task.get("args") in ([execution.pk], (execution.pk,))
-        for tasks in active.values()
-        for task in tasks
-    )
-
-
-def run(execution_id: int, worker: str | None = None) -> None:
-    """Runs one execution in a worker (sync). A message delivered again after its worker
-    died finds the row 'running' and marks it failed rather than running it twice."""
-    worker = f"{worker or socket.gethostname()}:{os.getpid()}"
-    claimed = ToolExecution.objects.filter(
-        pk=execution_id, status=ToolExecution.Status.QUEUED
-    ).update(
-        status=ToolExecution.Status.RUNNING,
-        worker=worker[:200],
-        started_at=timezone.now(),
-        updated_at=timezone.now(),
-    )
-    execution = ToolExecution.objects.select_related("session").get(pk=execution_id)
-    if not claimed:
-        if execution.status == ToolExecution.Status.RUNNING and _original_run_is_gone(execution):
-            log.warning("tool_worker_lost", execution=execution_id, worker=execution.worker)
-            finish(
-                execution, ok=False, output=WORKER_LOST, error=WORKER_LOST, infrastructure_ok=False
-            )
-        return
-    structlog.contextvars.bind_contextvars(
-        session_id=execution.session_id, call_id=execution.call_id
-    )
-    _publish(execution)  # running
-    spec = registry.get(execution.tool)
-    started = time.perf_counter()
-    try:
-        workspace = Workspace.for_session(execution.session_id)
-    except OSError as exc:  # the worker's own disk: the bridge failing
-        log.exception("workspace_unavailable", tool=execution.tool)
-        message = f"The tool's workspace is unavailable ({type(exc).__name__})."
-        finish(execution, ok=False, output=message, error=message, infrastructure_ok=False)
-        return
-    try:
-        result = asyncio.run(spec.build(workspace).execute(execution.arguments))
-    except Exception as exc:
-        # An exception is the tool reacting to its input, which the caller chooses: it
-        # must not count against the bridge, or any caller could open the breaker for
-        # everyone. Only lost workers and task time limits do.
-        log.exception("tool_raised", tool=execution.tool)
-        message = f"The tool failed unexpectedly ({type(exc).__name__})."
-        finish(execution, ok=False, output=message, error=message)
-        return
-    # A tool's own failure, its own timeout included, is an answer for the model.
-    error = (result.error or {}).get("message", "") if not result.success else ""
-    finish(execution, ok=result.success, output=as_output(result), error=str(error))
-    log.info(
-        "tool_finished",
-        tool=execution.tool,
-        ok=result.success,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-
-
-def fail_lost() -> int:
-    """Periodic: marks failed the executions 'running' longer than any tool may run
-    (their worker is gone and the broker will not deliver them again), and queues again
-    those whose queueing was lost."""
-    from tools_app.tasks import execute_tool_task
-
-    now = timezone.now()
-    cutoff = now - timedelta(seconds=settings.TOOL_TIMEOUT_SECONDS + 60)
-    lost = list(
-        ToolExecution.objects.filter(status=ToolExecution.Status.RUNNING, started_at__lt=cutoff)
-    )
-    failed = sum(
-        finish(execution, ok=False, output=WORKER_LOST, error=WORKER_LOST, infrastructure_ok=False)
-        for execution in lost
-    )
-    stranded = ToolExecution.objects.filter(
-        status=ToolExecution.Status.QUEUED, created_at__lt=now - timedelta(seconds=60)
-    ).values_list("pk", flat=True)
-    for execution_id in stranded:
-        execute_tool_task.delay(execution_id)
-    return failed
+async def _seen_by_sideband(session: VoiceSession, call_id: str) -> ToolExecution | None:
+    """The execution the sideband made for call_id, waiting a moment for it."""
+    deadline = time.monotonic() + SIDEBAND_PATIENCE_SECONDS
+    while True:
+        seen = await ToolExecution.objects.filter(session=session, call_id=call_id).afirst()
+        if seen is not None or time.monotonic() > deadline:
+            return seen
+        await asyncio.sleep(0.05)

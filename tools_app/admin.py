@@ -1,11 +1,12 @@
-"""Tool runs for support staff: read-only, by tool and status, inline on the session."""
+"""Tool runs for support staff: read-only, by tool and status (and inline on the
+session page, which sessions_app.admin composes)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 
-from sessions_app.admin import ReadOnlyMixin, VoiceSessionAdmin
 from tools_app.models import ToolExecution, ToolGrant
+from voiceplatform.admin import ReadOnlyMixin
 
 
 @admin.register(ToolExecution)
@@ -41,9 +42,6 @@ class ToolExecutionInline(ReadOnlyMixin, admin.TabularInline):
     readonly_fields = fields
     ordering = ("created_at", "id")
     extra = 0
-
-
-VoiceSessionAdmin.inlines = [*VoiceSessionAdmin.inlines, ToolExecutionInline]
 
 
 @admin.register(ToolGrant)

@@ -1,50 +1,63 @@
-"""The sideband's door: a function call the model made, answered with the tool's output."""
+"""The one check a tool call passes before it runs, whichever door it came through
+(the server's sideband seeing the model's call, or POST /tools/<name>). It raises
+typed API errors: HTTP renders them, the sideband tells the model their message."""
 
 from __future__ import annotations
 
-from django.conf import settings
+from dataclasses import dataclass
+from typing import Any
 
 from ops_app import degradation
 from sessions_app.models import VoiceSession
-from tools_app import actions, registry
+from tools_app import registry
 from voiceplatform.api import parse_json
-from voiceplatform.errors import ApiError, BadRequest
+from voiceplatform.errors import BadRequest, Conflict, ErrorCode, Forbidden, NotFound
+
+MAX_CALL_ID = 80
 
 
-async def output_for_model(session_id: str, item: dict) -> str:
-    """Runs the call through the same path as /tools/<name>; returns what the model
-    should hear, including a clear reason when the call cannot run."""
-    session = await VoiceSession.objects.aget(pk=session_id)
+@dataclass(frozen=True)
+class ToolCall:
+    session: VoiceSession
+    name: str
+    call_id: str
+    arguments: dict[str, Any]
+
+
+async def check_call(session: VoiceSession, *, name: Any, call_id: Any, arguments: Any) -> ToolCall:
+    """The call, if this session may make it now; otherwise the reason, in this order:
+    409 ended, 400 call_id, 404 unknown tool, 403 not this session's, 503 degraded,
+    400 arguments that break the tool's schema."""
     if not session.is_live:
-        return "Error: this conversation has ended."
-    name, call_id = item.get("name"), item.get("call_id")
-    if not isinstance(call_id, str) or not 0 < len(call_id) <= 80:
-        return "Error: the function call has no usable call_id."
-    spec = registry.get(name) if isinstance(name, str) else None
-    if spec is None or name not in {tool["name"] for tool in session.tools}:
-        return f"Error: the tool '{str(name)[:80]}' is not available in this conversation."
-    raw = item.get("arguments") or "{}"
-    try:
-        arguments = parse_json(raw) if isinstance(raw, str) else None
-    except BadRequest:
-        arguments = None
-    if arguments is None:
-        return "Error: the arguments were not valid JSON."
-    if problem := spec.problem_with(arguments):
-        return f"Error: invalid arguments: {problem}"
-    if await degradation.current_level() != degradation.FULL:
-        return degradation.NO_TOOLS_MESSAGE
-    try:
-        execution, created = await actions.submit(
-            session, call_id=call_id, tool=name, arguments=arguments, origin="sideband"
+        raise Conflict(f"The session has {session.status}.", code=ErrorCode.SESSION_ENDED)
+    if not isinstance(call_id, str) or not 0 < len(call_id) <= MAX_CALL_ID:
+        raise BadRequest(
+            f"call_id must be a string of 1 to {MAX_CALL_ID} characters.",
+            code=ErrorCode.INVALID_CALL_ID,
         )
-    except ApiError as exc:  # a reused call_id, tools that cannot be queued
-        return f"Error: {exc.message}"
-    execution = await actions.wait_for(execution, settings.TOOL_TIMEOUT_SECONDS)
-    if created:
-        actions.observe(execution)
-    if not execution.is_finished:
-        return "Error: the tool did not finish in time."
-    if execution.status == execution.Status.FAILED:
-        return f"Error: {execution.output}"
-    return execution.output
+    spec = registry.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise NotFound(f"There is no tool named '{str(name)[:80]}'.", code=ErrorCode.UNKNOWN_TOOL)
+    if name not in {tool["name"] for tool in session.tools}:
+        raise Forbidden(
+            f"The tool '{name}' is not allowed in this session.", code=ErrorCode.TOOL_NOT_ALLOWED
+        )
+    degradation.refuse_tools(await degradation.current_level())
+    if problem := spec.problem_with(arguments):
+        raise BadRequest(
+            f"Invalid arguments for {name}: {problem}", code=ErrorCode.INVALID_ARGUMENTS
+        )
+    return ToolCall(session=session, name=name, call_id=call_id, arguments=arguments)
+
+
+def arguments_of(item: dict) -> Any:
+    """The arguments of the model's function_call item (a JSON string)."""
+    raw = item.get("arguments") or "{}"
+    if not isinstance(raw, str):
+        raise BadRequest("The arguments were not valid JSON.", code=ErrorCode.INVALID_ARGUMENTS)
+    try:
+        return parse_json(raw)
+    except BadRequest:
+        raise BadRequest(
+            "The arguments were not valid JSON.", code=ErrorCode.INVALID_ARGUMENTS
+        ) from None

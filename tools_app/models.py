@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from sessions_app.models import ApiKey, VoiceSession
+from tools_app import registry
 
 
 class ToolExecution(models.Model):
@@ -16,6 +17,10 @@ class ToolExecution(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
 
+    class Origin(models.TextChoices):
+        SIDEBAND = "sideband"  # the server saw the model's call on the call itself
+        CLIENT = "client"  # the browser relayed it to POST /tools/<name>
+
     FINISHED = (Status.SUCCEEDED, Status.FAILED)
 
     session = models.ForeignKey(
@@ -24,7 +29,7 @@ class ToolExecution(models.Model):
     call_id = models.CharField(max_length=80)
     tool = models.CharField(max_length=80)
     arguments = models.JSONField(default=dict)
-    origin = models.CharField(max_length=12, default="client")  # sideband | client
+    origin = models.CharField(max_length=12, choices=Origin.choices, default=Origin.CLIENT)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     output = models.TextField(blank=True)
     error = models.TextField(blank=True)
@@ -87,8 +92,6 @@ class ToolGrant(models.Model):
         return f"{self.user or self.api_key}: {', '.join(self.tools) or 'no tools'}"
 
     def clean(self) -> None:
-        from tools_app import registry
-
         if not isinstance(self.tools, list) or not all(isinstance(t, str) for t in self.tools):
             raise ValidationError({"tools": "A list of tool names."})
         unknown = sorted(set(self.tools) - set(registry.all_tools()) - {"*"})

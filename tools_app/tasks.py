@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from tools_app import actions
+from tools_app import worker
 from tools_app.models import ToolExecution
 
 
@@ -14,19 +14,16 @@ from tools_app.models import ToolExecution
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def execute_tool_task(self, execution_id: int) -> None:
     try:
-        actions.run(execution_id, worker=self.request.hostname)
+        worker.run(execution_id, worker=self.request.hostname)
     except SoftTimeLimitExceeded:
-        execution = ToolExecution.objects.get(pk=execution_id)
-        actions.finish(
-            execution,
-            ok=False,
-            output="The tool ran out of time.",
-            error="The tool ran out of time.",
-            infrastructure_ok=False,
-        )
+        worker.fail_for_the_bridge(ToolExecution.objects.get(pk=execution_id), worker.OUT_OF_TIME)
 
 
 @shared_task
 def fail_lost_executions_task() -> int:
-    """Periodic: executions whose worker vanished do not stay 'running' forever."""
-    return actions.fail_lost()
+    """Periodic: executions whose worker vanished do not stay 'running' forever, and
+    those whose queueing was lost are queued again."""
+    failed, stranded = worker.fail_lost()
+    for execution_id in stranded:
+        execute_tool_task.delay(execution_id)
+    return failed

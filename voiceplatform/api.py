@@ -6,13 +6,16 @@ import functools
 import ipaddress
 import json
 from collections.abc import Callable
+from typing import TypeVar
 
+import pydantic
 from django.conf import settings
 from django.http import HttpRequest
 from django.views.decorators.csrf import csrf_exempt
 
 from voiceplatform.errors import (
     BadRequest,
+    ErrorCode,
     MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -56,31 +59,48 @@ def read_body(request: HttpRequest, *, max_bytes: int, content_types: tuple[str,
     return body
 
 
-def json_object(
-    request: HttpRequest,
-    *,
-    allowed: set[str],
-    required: set[str] = frozenset(),
-    optional_body=False,
-) -> dict:
-    """The JSON object body; unknown fields are rejected, so typos do not pass silently."""
+class Body(pydantic.BaseModel):
+    """A declared JSON request body: unknown fields, wrong types and lengths fail the
+    same way on every endpoint (unknown_field, missing_field, invalid_<field>)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+B = TypeVar("B", bound=Body)
+
+
+def parse_body(request: HttpRequest, spec: type[B], *, optional: bool = False) -> B:
+    """The request's JSON body as spec, or the matching 400/413/415."""
     body = read_body(
         request, max_bytes=settings.JSON_MAX_BYTES, content_types=("application/json",)
     )
     if not body.strip():
-        if optional_body:
-            return {}
-        raise BadRequest("A JSON body is required.")
-    data = parse_json(body)
+        if not optional:
+            raise BadRequest("A JSON body is required.", code=ErrorCode.INVALID_JSON)
+        data = {}
+    else:
+        data = parse_json(body)
     if not isinstance(data, dict):
-        raise BadRequest("The body must be a JSON object.", code="invalid_json")
-    unknown = sorted(set(data) - allowed)
+        raise BadRequest("The body must be a JSON object.", code=ErrorCode.INVALID_JSON)
+    try:
+        return spec.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise _as_bad_request(exc) from None
+
+
+def _as_bad_request(exc: pydantic.ValidationError) -> BadRequest:
+    errors = exc.errors(include_url=False)
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
     if unknown:
-        raise BadRequest(f"Unknown field(s): {', '.join(unknown)}.", code="unknown_field")
-    missing = sorted(required - set(data))
+        return BadRequest(f"Unknown field(s): {', '.join(unknown)}.", code=ErrorCode.UNKNOWN_FIELD)
+    missing = sorted(str(e["loc"][0]) for e in errors if e["type"] == "missing")
     if missing:
-        raise BadRequest(f"Missing field(s): {', '.join(missing)}.", code="missing_field")
-    return data
+        return BadRequest(f"Missing field(s): {', '.join(missing)}.", code=ErrorCode.MISSING_FIELD)
+    first = errors[0]
+    field = str(first["loc"][0])
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return BadRequest(f"{where}: {message}.", code=ErrorCode(f"invalid_{field}"))
 
 
 MAX_JSON_DEPTH = 32
@@ -92,7 +112,7 @@ def parse_json(body: bytes | str):
     try:
         data = json.loads(body, parse_constant=_no_constants, parse_float=_finite)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+        raise BadRequest("The body is not valid JSON.", code=ErrorCode.INVALID_JSON) from None
     _check_values(data, 0)
     return data
 
@@ -110,14 +130,16 @@ def _finite(text: str) -> float:
 
 def _check_values(value, depth: int) -> None:
     if depth > MAX_JSON_DEPTH:
-        raise BadRequest("The JSON is nested too deeply.", code="invalid_json")
+        raise BadRequest("The JSON is nested too deeply.", code=ErrorCode.INVALID_JSON)
     if isinstance(value, str):
         if "\x00" in value:
-            raise BadRequest("Strings may not contain NUL characters.", code="invalid_json")
+            raise BadRequest("Strings may not contain NUL characters.", code=ErrorCode.INVALID_JSON)
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise BadRequest("Strings must be valid Unicode.", code="invalid_json") from None
+            raise BadRequest(
+                "Strings must be valid Unicode.", code=ErrorCode.INVALID_JSON
+            ) from None
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_values(key, depth + 1)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import structlog
 from django.conf import settings
 
+from tools_app.sandbox import isolation
+
 log = structlog.get_logger("voiceplatform.startup")
 
 
 def describe_backends() -> dict[str, str]:
-    from tools_app.sandbox import isolation
-
     database = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     storage = settings.STORAGES["default"]["BACKEND"].rsplit(".", 1)[-1]
     return {

@@ -7,7 +7,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.static import serve
 
-from voiceplatform.errors import error_response
+from voiceplatform.errors import ErrorCode, error_response
 
 
 async def live(request: HttpRequest) -> JsonResponse:
@@ -15,19 +15,19 @@ async def live(request: HttpRequest) -> JsonResponse:
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return error_response(400, "bad_request", "The request could not be understood.")
+    return error_response(400, ErrorCode.BAD_REQUEST, "The request could not be understood.")
 
 
 def forbidden(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return error_response(403, "forbidden", "This request is not allowed.")
+    return error_response(403, ErrorCode.FORBIDDEN, "This request is not allowed.")
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return error_response(404, "not_found", "No such endpoint.")
+    return error_response(404, ErrorCode.NOT_FOUND, "No such endpoint.")
 
 
 def server_error(request: HttpRequest) -> JsonResponse:
-    return error_response(500, "internal_error", "Something went wrong on our side.")
+    return error_response(500, ErrorCode.INTERNAL_ERROR, "Something went wrong on our side.")
 
 
 @staff_member_required

@@ -41,6 +41,7 @@ async def test_it_creates_a_session_with_an_ephemeral_secret_and_a_token(api, si
         "tools": "/tools/",
         "events": f"/session/{body['session_id']}/events",
         "end": f"/session/{body['session_id']}/end",
+        "recording": f"/session/{body['session_id']}/recording",
         "ws": f"/ws/sessions/{body['session_id']}/",
     }
     assert response["X-Voice-Session-Id"] == body["session_id"]

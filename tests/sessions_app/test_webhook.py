@@ -119,7 +119,7 @@ async def test_it_rejects_a_signed_body_that_is_not_an_event(api):
     response = await post(api, *signed(["not", "an", "event"]))
 
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_event"
+    assert response.json()["error"]["code"] == "invalid_webhook"
 
 
 async def test_an_unknown_provider_is_404(api):

@@ -16,8 +16,10 @@ from tests import conftest
 from tests.conftest import database_env, eventually, wait_for_worker
 from tests.factories import VoiceSessionFactory, bearer
 from tools_app import actions, policy
+from tools_app.calls import ToolCall
 from tools_app.models import ToolExecution
 from tools_app.sandbox import Workspace
+from tools_app.worker import WORKER_LOST
 from voiceplatform.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -89,7 +91,7 @@ async def test_a_worker_child_killed_mid_tool_leaves_the_call_failed_not_rerun(w
     workspace = Workspace.for_session(session.pk)
     command = "echo start >> runs.txt; sleep 3; echo end >> runs.txt"
     execution, _ = await actions.submit(
-        session, call_id="call_k", tool="bash", arguments={"command": command}, origin="client"
+        ToolCall(session, "bash", "call_k", {"command": command}), origin="client"
     )
 
     async def running():
@@ -102,7 +104,7 @@ async def test_a_worker_child_killed_mid_tool_leaves_the_call_failed_not_rerun(w
     await sync_to_async(time.sleep)(3.5)  # past the moment the command would have ended
 
     assert finished.status == "failed"
-    assert finished.error == actions.WORKER_LOST
+    assert finished.error == WORKER_LOST
     assert (workspace.root / "runs.txt").read_text() == "start\n"  # ran once, stopped
 
 
@@ -111,7 +113,7 @@ async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_
     await sync_to_async(wait_for_worker)("w2")
     session = await _session()
     execution, _ = await actions.submit(
-        session, call_id="call_w", tool="bash", arguments={"command": "sleep 30"}, origin="client"
+        ToolCall(session, "bash", "call_w", {"command": "sleep 30"}), origin="client"
     )
 
     async def running():
@@ -127,7 +129,7 @@ async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_
         os.killpg(second.pid, signal.SIGKILL)
         second.wait()
 
-    assert finished.status == "failed" and finished.error == actions.WORKER_LOST
+    assert finished.status == "failed" and finished.error == WORKER_LOST
     assert finished.worker.startswith("w2@")  # claimed by the worker that died
 
 

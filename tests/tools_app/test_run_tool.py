@@ -231,7 +231,7 @@ async def test_lost_workers_still_open_the_breaker(settings):
     import socket
     import subprocess
 
-    from tools_app import actions
+    from tools_app import worker
 
     session = await _session()
     gone = subprocess.Popen(["true"])
@@ -246,7 +246,7 @@ async def test_lost_workers_still_open_the_breaker(settings):
                 status=ToolExecution.Status.RUNNING,
                 worker=f"{socket.gethostname()}:{gone.pid}",
             )
-            await sync_to_async(actions.run)(execution.pk)
+            await sync_to_async(worker.run)(execution.pk)
         breaker_open = await sync_to_async(breakers.is_open)(breakers.amplifier())
     finally:
         await sync_to_async(breakers.reset)(breakers.amplifier())

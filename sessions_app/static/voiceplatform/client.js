@@ -6,18 +6,8 @@ const $ = (id) => document.getElementById(id);
 const app = $("app");
 const STATS_EVERY_MS = Number(app.dataset.statsIntervalSeconds || 10) * 1000;
 const RELAY_EVERY_MS = 1000;
-const RELAYED_TYPES = new Set([
-  "conversation.item.added",
-  "conversation.item.done",
-  "input_audio_buffer.committed",
-  "conversation.item.input_audio_transcription.completed",
-  "conversation.item.input_audio_transcription.failed",
-  "response.output_item.added",
-  "response.output_item.done",
-  "response.output_audio_transcript.done",
-  "response.output_text.done",
-  "response.done",
-]);
+// The realtime events the server builds transcripts from: its list, not a copy.
+const RELAYED_TYPES = new Set((app.dataset.relayedTypes || "").split(" ").filter(Boolean));
 
 let call = null; // the live conversation, see start()
 
@@ -301,7 +291,7 @@ async function uploadRecording(recording, session) {
   await stopped;
   recording.context.close();
   const blob = new Blob(recording.chunks, { type: "audio/webm" });
-  const path = `/session/${session.session_id}/recording`;
+  const path = session.urls.recording;
   const { response, data } = await api(path, { body: blob, contentType: "audio/webm", token: session.session_token });
   if (!response.ok) showMessage(`The recording was not saved: ${describeFailure(response, data)}`);
 }

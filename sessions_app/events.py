@@ -1,0 +1,80 @@
+"""Live events of a session: who listens (channel-layer groups), the one way to tell
+them (publish), and the event types the server, the page and the tests share."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+
+class LiveEvent(StrEnum):
+    """What the session's WebSocket carries to its page."""
+
+    SESSION_STATE = "session.state"
+    TRANSCRIPT_ITEM = "transcript.item"
+    TOOL_UPDATE = "tool.update"
+    SIDEBAND_ATTACHED = "sideband.attached"
+    SIDEBAND_DETACHED = "sideband.detached"
+    SESSION_ENDED = "session.ended"
+
+
+# Realtime events that carry a whole conversation item, and those that finish one part
+# of it by item id: what a transcript is built from.
+ITEM_EVENTS = (
+    "conversation.item.added",
+    "conversation.item.created",
+    "conversation.item.done",
+    "response.output_item.added",
+    "response.output_item.done",
+)
+USER_AUDIO_COMMITTED = "input_audio_buffer.committed"
+USER_TRANSCRIPT_DONE = "conversation.item.input_audio_transcription.completed"
+USER_TRANSCRIPT_FAILED = "conversation.item.input_audio_transcription.failed"
+ASSISTANT_TEXT_DONE = ("response.output_audio_transcript.done", "response.output_text.done")
+RESPONSE_DONE = "response.done"  # carries token usage
+
+# What the page relays to /session/<id>/events while the server does not hold the
+# call's sideband; the page reads this list from the server (data-relayed-types).
+RELAYED_TYPES = (
+    *ITEM_EVENTS,
+    USER_AUDIO_COMMITTED,
+    USER_TRANSCRIPT_DONE,
+    USER_TRANSCRIPT_FAILED,
+    *ASSISTANT_TEXT_DONE,
+    RESPONSE_DONE,
+)
+CLIENT_STATS = "client.stats"  # the page's own WebRTC quality report
+
+
+def session_group(session_id: str) -> str:
+    """The channel-layer group of a session's WebSockets."""
+    return f"session.{session_id}"
+
+
+def execution_group(execution_id: int) -> str:
+    """The channel-layer group of whoever waits for one tool execution."""
+    return f"toolexec.{execution_id}"
+
+
+async def publish(session_id: str, kind: LiveEvent, /, **fields) -> None:
+    """Sends one live event to every WebSocket of the session (fields may be named
+    anything but 'type')."""
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(
+            session_group(session_id),
+            {"type": "session.event", "event": {"type": str(kind), **fields}},
+        )
+
+
+async def wake_execution_waiters(execution_id: int) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(execution_group(execution_id), {"type": "tool.finished"})
+
+
+# For worker code, which is synchronous.
+publish_from_sync = async_to_sync(publish)
+wake_execution_waiters_from_sync = async_to_sync(wake_execution_waiters)
