@@ -4,45 +4,84 @@ With nothing set, the server runs on one machine: SQLite under var/, local-memor
 cache, in-memory channel layer, Celery tasks in-process, files under var/, and the
 built-in realtime simulator as the upstream. DATABASE_URL, REDIS_URL, OPENAI_API_KEY
 and the storage settings switch each part to the real thing.
+
+Parsing is strict: a value that cannot be read (a misspelt boolean, a number that is
+not one) stops the start with ImproperlyConfigured naming the variable.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 def env_str(name: str, default: str = "") -> str:
+    """The variable as it is; set but empty stays empty (TOOLS_FOR_ANONYMOUS= means none)."""
     return os.environ.get(name, default)
 
 
+def _env_value(name: str) -> str | None:
+    """The variable without surrounding spaces, or None when unset or blank."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
 def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
+    """1/0, true/false, yes/no or on/off in any case; anything else stops the start."""
+    value = _env_value(name)
+    if value is None:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    if value.lower() in TRUE_WORDS:
+        return True
+    if value.lower() in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(
+        f"{name}={value!r} is not a boolean: use 1/0, true/false, yes/no or on/off."
+    )
 
 
 def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
+    """A whole number; anything else stops the start."""
+    value = _env_value(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number, e.g. 30.") from None
 
 
 def env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
+    """A finite number; anything else stops the start."""
+    value = _env_value(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    # float() also reads "nan" and "inf", which no timeout or interval can use.
+    if not math.isfinite(number):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number, e.g. 2.5.")
+    return number
 
 
 def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    """A comma-separated variable as a list."""
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
 # --- core -------------------------------------------------------------------------
+VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 DEBUG = env_bool("DEBUG", False)
 # PRODUCTION flips the defaults that must be strict on a public deployment.
 PRODUCTION = env_bool("PRODUCTION", False)
