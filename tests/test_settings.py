@@ -1,4 +1,4 @@
-"""Settings from the environment: strict parsing.
+"""Settings from the environment: strict parsing and secrets from *_FILE.
 
 The parsing helpers are called directly; what a start does is seen the way an
 operator sees it, by starting Django in a subprocess with a controlled environment and
@@ -8,6 +8,7 @@ reading its exit code and message.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,15 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from voiceplatform.settings import env_bool, env_float, env_int
+from voiceplatform.settings import (
+    env_bool,
+    env_float,
+    env_int,
+    env_secret,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
+STRONG_KEY = secrets.token_urlsafe(50)
 SETUP = "import django; django.setup()"
 
 
@@ -37,6 +44,12 @@ def start(code: str, env: dict[str, str], var_dir: Path, *args: str):
         text=True,
         timeout=60,
     )
+
+
+def secret_file(tmp_path: Path, name: str, content: str) -> str:
+    path = tmp_path / name
+    path.write_text(content)
+    return str(path)
 
 
 # --- booleans -----------------------------------------------------------------------
@@ -108,3 +121,94 @@ def test_a_misspelt_boolean_stops_the_start(tmp_path):
 
     assert result.returncode != 0
     assert "ImproperlyConfigured: SIDEBAND_ENABLED='ture' is not a boolean" in result.stderr
+
+
+# --- secrets from files -------------------------------------------------------------
+def test_it_reads_a_secret_from_the_file_named_by_its_file_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv("VP_TOKEN", raising=False)
+    monkeypatch.setenv("VP_TOKEN_FILE", secret_file(tmp_path, "token", "s3cret value\n"))
+
+    assert env_secret("VP_TOKEN", "default") == "s3cret value"
+
+
+def test_an_empty_secret_variable_counts_as_unset(monkeypatch, tmp_path):
+    monkeypatch.setenv("VP_TOKEN", "")
+    monkeypatch.setenv("VP_TOKEN_FILE", "")
+
+    assert env_secret("VP_TOKEN", "default") == "default"
+
+    monkeypatch.setenv("VP_TOKEN_FILE", secret_file(tmp_path, "token", "from-file"))
+
+    assert env_secret("VP_TOKEN", "default") == "from-file"
+
+
+def test_it_refuses_a_secret_set_both_ways(monkeypatch, tmp_path):
+    monkeypatch.setenv("VP_TOKEN", "inline")
+    monkeypatch.setenv("VP_TOKEN_FILE", secret_file(tmp_path, "token", "from-file"))
+
+    with pytest.raises(ImproperlyConfigured, match="VP_TOKEN and VP_TOKEN_FILE are both set"):
+        env_secret("VP_TOKEN")
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda tmp: tmp / "absent", "cannot be read: No such file or directory"),
+        (lambda tmp: tmp, "cannot be read: Is a directory"),
+        (lambda tmp: tmp / "empty", "is empty"),
+        (lambda tmp: tmp / "binary", "is not UTF-8 text"),
+    ],
+)
+def test_it_refuses_a_secret_file_it_cannot_use(monkeypatch, tmp_path, make, problem):
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00")
+    path = make(tmp_path)
+    monkeypatch.delenv("VP_TOKEN", raising=False)
+    monkeypatch.setenv("VP_TOKEN_FILE", str(path))
+
+    with pytest.raises(ImproperlyConfigured) as refused:
+        env_secret("VP_TOKEN")
+
+    assert str(refused.value).startswith(f"VP_TOKEN_FILE={str(path)!r} {problem}")
+
+
+def test_every_secret_setting_may_come_from_a_file(tmp_path):
+    secrets_by_name = {
+        "SECRET_KEY": STRONG_KEY,
+        "DATABASE_URL": "postgres://voice:pw@127.0.0.1:5432/from_file",
+        "REDIS_URL": "redis://:pw@127.0.0.1:6379/5",
+        "OPENAI_API_KEY": "sk-from-file",
+        "OPENAI_WEBHOOK_SECRET": "whsec_b2xk,whsec_bmV3",
+        "SIMULATOR_API_KEY": "sk-sim-from-file",
+        "SIMULATOR_WEBHOOK_SECRET": "whsec_c2lt",
+        "WEB_SEARCH_API_KEY": "search-from-file",
+        "AWS_ACCESS_KEY_ID": "AKIAFROMFILE",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-from-file",
+    }
+    env = {
+        f"{name}_FILE": secret_file(tmp_path, name.lower(), f"{value}\n")
+        for name, value in secrets_by_name.items()
+    }
+    show = (
+        f"{SETUP}; from django.conf import settings as s;"
+        " print(s.SECRET_KEY, s.DATABASES['default']['NAME'], s.REDIS_URL, s.OPENAI_API_KEY,"
+        " s.OPENAI_WEBHOOK_SECRETS, s.SIMULATOR_API_KEY, s.SIMULATOR_WEBHOOK_SECRET,"
+        " s.WEB_SEARCH_API_KEY, s.AWS_ACCESS_KEY_ID, s.AWS_SECRET_ACCESS_KEY)"
+    )
+
+    result = start(show, env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        STRONG_KEY,
+        "from_file",
+        "redis://:pw@127.0.0.1:6379/5",
+        "sk-from-file",
+        "['whsec_b2xk',",
+        "'whsec_bmV3']",
+        "sk-sim-from-file",
+        "whsec_c2lt",
+        "search-from-file",
+        "AKIAFROMFILE",
+        "aws-secret-from-file",
+    ]

@@ -6,7 +6,8 @@ built-in realtime simulator as the upstream. DATABASE_URL, REDIS_URL, OPENAI_API
 and the storage settings switch each part to the real thing.
 
 Parsing is strict: a value that cannot be read (a misspelt boolean, a number that is
-not one) stops the start with ImproperlyConfigured naming the variable.
+not one, an unreadable secret file) stops the start with ImproperlyConfigured naming
+the variable.
 """
 
 from __future__ import annotations
@@ -75,9 +76,38 @@ def env_float(name: str, default: float) -> float:
     return number
 
 
+def comma_list(value: str) -> list[str]:
+    """The non-empty items of a comma-separated value."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def env_list(name: str, default: str = "") -> list[str]:
     """A comma-separated variable as a list."""
-    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+    return comma_list(env_str(name, default))
+
+
+def env_secret(name: str, default: str = "") -> str:
+    """NAME, or the contents of the file named by NAME_FILE (Docker and Kubernetes
+    secrets), never both. An empty variable counts as unset."""
+    value = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE", "")
+    if value and path:
+        raise ImproperlyConfigured(f"{name} and {name}_FILE are both set: set only one.")
+    if not path:
+        return value or default
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"{name}_FILE={path!r} cannot be read: {exc.strerror}."
+        ) from None
+    except UnicodeDecodeError:
+        raise ImproperlyConfigured(f"{name}_FILE={path!r} is not UTF-8 text.") from None
+    # `echo key > file` and editors end the file with a newline that is not the secret.
+    content = content.rstrip("\r\n")
+    if not content:
+        raise ImproperlyConfigured(f"{name}_FILE={path!r} is empty.")
+    return content
 
 
 # --- core -------------------------------------------------------------------------
@@ -85,7 +115,7 @@ VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 DEBUG = env_bool("DEBUG", False)
 # PRODUCTION flips the defaults that must be strict on a public deployment.
 PRODUCTION = env_bool("PRODUCTION", False)
-SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
+SECRET_KEY = env_secret("SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
@@ -137,7 +167,7 @@ TEMPLATES = [
 ]
 
 # --- data -------------------------------------------------------------------------
-DATABASE_URL = env_str("DATABASE_URL")
+DATABASE_URL = env_secret("DATABASE_URL")
 if not DATABASE_URL:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
@@ -147,7 +177,7 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env_str("REDIS_URL")
+REDIS_URL = env_secret("REDIS_URL")
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -178,6 +208,10 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
+# Read here so they may come from *_FILE too; unset (None) leaves boto3 to its own
+# credential chain (environment, profile, instance role).
+AWS_ACCESS_KEY_ID = env_secret("AWS_ACCESS_KEY_ID") or None
+AWS_SECRET_ACCESS_KEY = env_secret("AWS_SECRET_ACCESS_KEY") or None
 STORAGES = {
     "default": (
         {
@@ -258,10 +292,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = RECORDING_MAX_BYTES + 1024
 
 # --- realtime upstream ------------------------------------------------------------
 # With no key, the built-in simulator (mounted at /simulator) is the upstream.
-OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_API_KEY = env_secret("OPENAI_API_KEY")
 SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", not OPENAI_API_KEY)
-SIMULATOR_API_KEY = env_str("SIMULATOR_API_KEY", "sk-sim-local")
-SIMULATOR_WEBHOOK_SECRET = env_str(
+SIMULATOR_API_KEY = env_secret("SIMULATOR_API_KEY", "sk-sim-local")
+SIMULATOR_WEBHOOK_SECRET = env_secret(
     "SIMULATOR_WEBHOOK_SECRET", "whsec_c2ltdWxhdG9yLXdlYmhvb2stc2VjcmV0LWxvY2Fs"
 )
 SIMULATOR_SPEECH_AFTER_SECONDS = env_float("SIMULATOR_SPEECH_AFTER_SECONDS", 1.0)
@@ -279,8 +313,8 @@ OPENAI_TOTAL_TIMEOUT_SECONDS = env_float("OPENAI_TOTAL_TIMEOUT_SECONDS", 25.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
 OPENAI_CLIENT_SECRET_TTL_SECONDS = env_int("OPENAI_CLIENT_SECRET_TTL_SECONDS", 600)
 # Comma-separated: more than one during secret rotation.
-OPENAI_WEBHOOK_SECRETS = env_list(
-    "OPENAI_WEBHOOK_SECRET", "" if OPENAI_API_KEY else SIMULATOR_WEBHOOK_SECRET
+OPENAI_WEBHOOK_SECRETS = comma_list(
+    env_secret("OPENAI_WEBHOOK_SECRET", "" if OPENAI_API_KEY else SIMULATOR_WEBHOOK_SECRET)
 )
 
 # --- tools (Amplifier bridge) -----------------------------------------------------
@@ -302,7 +336,7 @@ TOOLS_FOR_ANONYMOUS = env_list("TOOLS_FOR_ANONYMOUS", "" if PRODUCTION else "*")
 TOOLS_FOR_USERS = env_list("TOOLS_FOR_USERS", "*")
 TOOLS_FOR_API_KEYS = env_list("TOOLS_FOR_API_KEYS", "*")
 WEB_SEARCH_URL = env_str("WEB_SEARCH_URL")
-WEB_SEARCH_API_KEY = env_str("WEB_SEARCH_API_KEY")
+WEB_SEARCH_API_KEY = env_secret("WEB_SEARCH_API_KEY")
 WEB_FETCH_ALLOW_PRIVATE = env_bool("WEB_FETCH_ALLOW_PRIVATE", False)
 AMPLIFIER_BREAKER_FAILURES = env_int("AMPLIFIER_BREAKER_FAILURES", 3)
 AMPLIFIER_BREAKER_RESET_SECONDS = env_int("AMPLIFIER_BREAKER_RESET_SECONDS", 10)
