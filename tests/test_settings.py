@@ -1,4 +1,5 @@
-"""Settings from the environment: strict parsing and secrets from *_FILE.
+"""Settings from the environment: strict parsing, secrets from *_FILE, and a production
+start that refuses to run unsafely.
 
 The parsing helpers are called directly; what a start does is seen the way an
 operator sees it, by starting Django in a subprocess with a controlled environment and
@@ -17,10 +18,12 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from voiceplatform.settings import (
+    DEV_SECRET_KEY,
     env_bool,
     env_float,
     env_int,
     env_secret,
+    refuse_weak_secret_key,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,3 +215,82 @@ def test_every_secret_setting_may_come_from_a_file(tmp_path):
         "AKIAFROMFILE",
         "aws-secret-from-file",
     ]
+
+
+# --- production ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("", "is not set"),
+        (DEV_SECRET_KEY, "is a development key"),
+        ("django-insecure-" + STRONG_KEY, "is a development key"),
+        (STRONG_KEY[:49], "is too short or too repetitive"),
+        ("abcd" * 20, "is too short or too repetitive"),
+    ],
+)
+def test_production_refuses_a_guessable_secret_key(key, problem):
+    with pytest.raises(ImproperlyConfigured, match=f"SECRET_KEY {problem}: PRODUCTION=1 needs"):
+        refuse_weak_secret_key(key)
+
+
+def test_production_accepts_a_long_random_secret_key():
+    refuse_weak_secret_key(STRONG_KEY)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "SECRET_KEY is not set"),
+        ({"SECRET_KEY": DEV_SECRET_KEY}, "SECRET_KEY is a development key"),
+        (
+            {"SECRET_KEY": STRONG_KEY, "OPENAI_API_KEY": "sk-x", "SIMULATOR_ENABLED": "1"},
+            "SIMULATOR_ENABLED is on with PRODUCTION=1",
+        ),
+    ],
+)
+def test_production_refuses_to_start_unsafely(tmp_path, env, message):
+    result = start(SETUP, {"PRODUCTION": "1", **env}, tmp_path)
+
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in result.stderr
+
+
+def test_production_without_an_api_key_starts_without_the_simulator(tmp_path):
+    env = {"PRODUCTION": "1", "SECRET_KEY_FILE": secret_file(tmp_path, "key", STRONG_KEY)}
+    show = (
+        f"{SETUP}; from django.conf import settings; from django.urls import resolve, Resolver404\n"
+        "try:\n    resolve('/simulator/v1/realtime/calls'); print('mounted')\n"
+        "except Resolver404:\n    print('absent')\n"
+        "print(settings.SIMULATOR_ENABLED, settings.OPENAI_WEBHOOK_SECRETS)"
+    )
+
+    result = start(show, env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["absent", "False", "[]"]
+
+
+def test_production_refuses_to_serve_the_simulator_on_its_own_port(tmp_path):
+    env = {"PRODUCTION": "1", "SECRET_KEY": STRONG_KEY}
+
+    result = start("", env, tmp_path, "manage.py", "simulator", "--port", "1")
+
+    assert result.returncode != 0
+    assert "The simulator is never served with PRODUCTION=1." in result.stderr
+
+
+def test_the_deploy_check_passes_with_production_settings(tmp_path):
+    # The environment .ci/run gives `check --deploy`.
+    env = {
+        "PRODUCTION": "1",
+        "SECRET_KEY": f"ci-{STRONG_KEY}",
+        "OPENAI_API_KEY": "sk-ci",
+        "OPENAI_WEBHOOK_SECRET": "whsec_Y2k=",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "ALLOWED_HOSTS": "voice.example.com",
+    }
+
+    result = start("", env, tmp_path, "manage.py", "check", "--deploy", "--fail-level", "WARNING")
+
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout

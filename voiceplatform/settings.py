@@ -7,7 +7,7 @@ and the storage settings switch each part to the real thing.
 
 Parsing is strict: a value that cannot be read (a misspelt boolean, a number that is
 not one, an unreadable secret file) stops the start with ImproperlyConfigured naming
-the variable.
+the variable, and PRODUCTION=1 refuses a guessable SECRET_KEY or the simulator.
 """
 
 from __future__ import annotations
@@ -110,12 +110,38 @@ def env_secret(name: str, default: str = "") -> str:
     return content
 
 
+# Django's own rule for a secret key (security.W009 of check --deploy).
+SECRET_KEY_MIN_LENGTH = 50
+SECRET_KEY_MIN_UNIQUE_CHARACTERS = 5
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me-in-production-0123456789"  # noqa: S105
+
+
+def refuse_weak_secret_key(key: str) -> None:
+    """Stop a production start whose SECRET_KEY could be guessed: sessions, CSRF tokens
+    and signed values would be forgeable."""
+    if not key:
+        problem = "is not set"
+    elif key.startswith(("dev-only-", "django-insecure-")):
+        problem = "is a development key"
+    elif len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS:
+        problem = "is too short or too repetitive"
+    else:
+        return
+    raise ImproperlyConfigured(
+        f"SECRET_KEY {problem}: PRODUCTION=1 needs a random SECRET_KEY (or SECRET_KEY_FILE) of"
+        f" at least {SECRET_KEY_MIN_LENGTH} characters, {SECRET_KEY_MIN_UNIQUE_CHARACTERS} of"
+        " them different, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    )
+
+
 # --- core -------------------------------------------------------------------------
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 DEBUG = env_bool("DEBUG", False)
 # PRODUCTION flips the defaults that must be strict on a public deployment.
 PRODUCTION = env_bool("PRODUCTION", False)
-SECRET_KEY = env_secret("SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
+SECRET_KEY = env_secret("SECRET_KEY", "" if PRODUCTION else DEV_SECRET_KEY)
+if PRODUCTION:
+    refuse_weak_secret_key(SECRET_KEY)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
@@ -291,9 +317,16 @@ CLIENT_STATS_INTERVAL_SECONDS = env_int("CLIENT_STATS_INTERVAL_SECONDS", 10)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RECORDING_MAX_BYTES + 1024
 
 # --- realtime upstream ------------------------------------------------------------
-# With no key, the built-in simulator (mounted at /simulator) is the upstream.
+# With no key, the built-in simulator (mounted at /simulator) is the upstream, except
+# in production: its key and webhook secret are published defaults, so a mounted
+# simulator would let anyone drive sessions and sign webhooks.
 OPENAI_API_KEY = env_secret("OPENAI_API_KEY")
-SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", not OPENAI_API_KEY)
+SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", not OPENAI_API_KEY and not PRODUCTION)
+if PRODUCTION and SIMULATOR_ENABLED:
+    raise ImproperlyConfigured(
+        "SIMULATOR_ENABLED is on with PRODUCTION=1: the simulator is never served in"
+        " production; unset SIMULATOR_ENABLED and set OPENAI_API_KEY."
+    )
 SIMULATOR_API_KEY = env_secret("SIMULATOR_API_KEY", "sk-sim-local")
 SIMULATOR_WEBHOOK_SECRET = env_secret(
     "SIMULATOR_WEBHOOK_SECRET", "whsec_c2ltdWxhdG9yLXdlYmhvb2stc2VjcmV0LWxvY2Fs"
@@ -312,9 +345,13 @@ OPENAI_TIMEOUT_SECONDS = env_float("OPENAI_TIMEOUT_SECONDS", 10.0)
 OPENAI_TOTAL_TIMEOUT_SECONDS = env_float("OPENAI_TOTAL_TIMEOUT_SECONDS", 25.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
 OPENAI_CLIENT_SECRET_TTL_SECONDS = env_int("OPENAI_CLIENT_SECRET_TTL_SECONDS", 600)
-# Comma-separated: more than one during secret rotation.
+# Comma-separated: more than one during secret rotation. The simulator's published
+# secret is accepted only where the simulator may be the upstream, never in production.
 OPENAI_WEBHOOK_SECRETS = comma_list(
-    env_secret("OPENAI_WEBHOOK_SECRET", "" if OPENAI_API_KEY else SIMULATOR_WEBHOOK_SECRET)
+    env_secret(
+        "OPENAI_WEBHOOK_SECRET",
+        "" if OPENAI_API_KEY or PRODUCTION else SIMULATOR_WEBHOOK_SECRET,
+    )
 )
 
 # --- tools (Amplifier bridge) -----------------------------------------------------
