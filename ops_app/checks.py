@@ -1,4 +1,8 @@
-"""Start-up warnings about production settings that are missing or unsafe."""
+"""Start-up warnings about production settings that are missing.
+
+What would make production unsafe (a guessable SECRET_KEY, the simulator mounted) is
+refused outright by the settings; these are the gaps a deployment can start with.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,12 @@ from django.core.checks import Warning, register
 @register(deploy=True)
 def production_settings(app_configs, **kwargs) -> list[Warning]:
     problems = []
-    if settings.SECRET_KEY.startswith("dev-only-"):
-        problems.append(
-            Warning(
-                "SECRET_KEY is the development default.",
-                id="ops_app.W001",
-                hint="Set SECRET_KEY to a long random value.",
-            )
-        )
     if not settings.OPENAI_API_KEY:
         problems.append(
             Warning(
-                "OPENAI_API_KEY is not set: the simulator answers instead of OpenAI.",
+                "OPENAI_API_KEY is not set: no session reaches OpenAI.",
                 id="ops_app.W002",
-                hint="Set OPENAI_API_KEY.",
+                hint="Set OPENAI_API_KEY (or OPENAI_API_KEY_FILE).",
             )
         )
     if settings.OPENAI_API_KEY and not settings.OPENAI_WEBHOOK_SECRETS:
@@ -30,7 +26,7 @@ def production_settings(app_configs, **kwargs) -> list[Warning]:
             Warning(
                 "OPENAI_WEBHOOK_SECRET is not set: every webhook will be refused.",
                 id="ops_app.W003",
-                hint="Set OPENAI_WEBHOOK_SECRET (whsec_...).",
+                hint="Set OPENAI_WEBHOOK_SECRET (whsec_...) or OPENAI_WEBHOOK_SECRET_FILE.",
             )
         )
     if not settings.REDIS_URL:
@@ -38,7 +34,7 @@ def production_settings(app_configs, **kwargs) -> list[Warning]:
             Warning(
                 "REDIS_URL is not set: cache, channel layer and Celery stay in-process.",
                 id="ops_app.W004",
-                hint="Set REDIS_URL.",
+                hint="Set REDIS_URL (or REDIS_URL_FILE).",
             )
         )
     return problems

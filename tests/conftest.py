@@ -46,6 +46,9 @@ def database_env(db: dict) -> dict[str, str]:
     return {
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "REDIS_URL": settings.REDIS_URL,
+        # These URLs replace any given as files (both set would stop the start).
+        "DATABASE_URL_FILE": "",
+        "REDIS_URL_FILE": "",
         "CELERY_TASK_ALWAYS_EAGER": "0",
     }
 

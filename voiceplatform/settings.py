@@ -4,49 +4,144 @@ With nothing set, the server runs on one machine: SQLite under var/, local-memor
 cache, in-memory channel layer, Celery tasks in-process, files under var/, and the
 built-in realtime simulator as the upstream. DATABASE_URL, REDIS_URL, OPENAI_API_KEY
 and the storage settings switch each part to the real thing.
+
+Parsing is strict: a value that cannot be read (a misspelt boolean, a number that is
+not one, an unreadable secret file) stops the start with ImproperlyConfigured naming
+the variable, and PRODUCTION=1 refuses a guessable SECRET_KEY or the simulator.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 def env_str(name: str, default: str = "") -> str:
+    """The variable as it is; set but empty stays empty (TOOLS_FOR_ANONYMOUS= means none)."""
     return os.environ.get(name, default)
 
 
+def _env_value(name: str) -> str | None:
+    """The variable without surrounding spaces, or None when unset or blank."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
 def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
+    """1/0, true/false, yes/no or on/off in any case; anything else stops the start."""
+    value = _env_value(name)
+    if value is None:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    if value.lower() in TRUE_WORDS:
+        return True
+    if value.lower() in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(
+        f"{name}={value!r} is not a boolean: use 1/0, true/false, yes/no or on/off."
+    )
 
 
 def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
+    """A whole number; anything else stops the start."""
+    value = _env_value(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number, e.g. 30.") from None
 
 
 def env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
+    """A finite number; anything else stops the start."""
+    value = _env_value(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    # float() also reads "nan" and "inf", which no timeout or interval can use.
+    if not math.isfinite(number):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number, e.g. 2.5.")
+    return number
+
+
+def comma_list(value: str) -> list[str]:
+    """The non-empty items of a comma-separated value."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    """A comma-separated variable as a list."""
+    return comma_list(env_str(name, default))
+
+
+def env_secret(name: str, default: str = "") -> str:
+    """NAME, or the contents of the file named by NAME_FILE (Docker and Kubernetes
+    secrets), never both. An empty variable counts as unset."""
+    value = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE", "")
+    if value and path:
+        raise ImproperlyConfigured(f"{name} and {name}_FILE are both set: set only one.")
+    if not path:
+        return value or default
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"{name}_FILE={path!r} cannot be read: {exc.strerror}."
+        ) from None
+    except UnicodeDecodeError:
+        raise ImproperlyConfigured(f"{name}_FILE={path!r} is not UTF-8 text.") from None
+    # `echo key > file` and editors end the file with a newline that is not the secret.
+    content = content.rstrip("\r\n")
+    if not content:
+        raise ImproperlyConfigured(f"{name}_FILE={path!r} is empty.")
+    return content
+
+
+# Django's own rule for a secret key (security.W009 of check --deploy).
+SECRET_KEY_MIN_LENGTH = 50
+SECRET_KEY_MIN_UNIQUE_CHARACTERS = 5
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me-in-production-0123456789"  # noqa: S105
+
+
+def refuse_weak_secret_key(key: str) -> None:
+    """Stop a production start whose SECRET_KEY could be guessed: sessions, CSRF tokens
+    and signed values would be forgeable."""
+    if not key:
+        problem = "is not set"
+    elif key.startswith(("dev-only-", "django-insecure-")):
+        problem = "is a development key"
+    elif len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS:
+        problem = "is too short or too repetitive"
+    else:
+        return
+    raise ImproperlyConfigured(
+        f"SECRET_KEY {problem}: PRODUCTION=1 needs a random SECRET_KEY (or SECRET_KEY_FILE) of"
+        f" at least {SECRET_KEY_MIN_LENGTH} characters, {SECRET_KEY_MIN_UNIQUE_CHARACTERS} of"
+        " them different, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    )
 
 
 # --- core -------------------------------------------------------------------------
+VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 DEBUG = env_bool("DEBUG", False)
 # PRODUCTION flips the defaults that must be strict on a public deployment.
 PRODUCTION = env_bool("PRODUCTION", False)
-SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
+SECRET_KEY = env_secret("SECRET_KEY", "" if PRODUCTION else DEV_SECRET_KEY)
+if PRODUCTION:
+    refuse_weak_secret_key(SECRET_KEY)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
@@ -98,7 +193,7 @@ TEMPLATES = [
 ]
 
 # --- data -------------------------------------------------------------------------
-DATABASE_URL = env_str("DATABASE_URL")
+DATABASE_URL = env_secret("DATABASE_URL")
 if not DATABASE_URL:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
@@ -108,7 +203,7 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env_str("REDIS_URL")
+REDIS_URL = env_secret("REDIS_URL")
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -139,6 +234,10 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
+# Read here so they may come from *_FILE too; unset (None) leaves boto3 to its own
+# credential chain (environment, profile, instance role).
+AWS_ACCESS_KEY_ID = env_secret("AWS_ACCESS_KEY_ID") or None
+AWS_SECRET_ACCESS_KEY = env_secret("AWS_SECRET_ACCESS_KEY") or None
 STORAGES = {
     "default": (
         {
@@ -223,11 +322,18 @@ CLIENT_STATS_INTERVAL_SECONDS = env_int("CLIENT_STATS_INTERVAL_SECONDS", 10)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RECORDING_MAX_BYTES + 1024
 
 # --- realtime upstream ------------------------------------------------------------
-# With no key, the built-in simulator (mounted at /simulator) is the upstream.
-OPENAI_API_KEY = env_str("OPENAI_API_KEY")
-SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", not OPENAI_API_KEY)
-SIMULATOR_API_KEY = env_str("SIMULATOR_API_KEY", "sk-sim-local")
-SIMULATOR_WEBHOOK_SECRET = env_str(
+# With no key, the built-in simulator (mounted at /simulator) is the upstream, except
+# in production: its key and webhook secret are published defaults, so a mounted
+# simulator would let anyone drive sessions and sign webhooks.
+OPENAI_API_KEY = env_secret("OPENAI_API_KEY")
+SIMULATOR_ENABLED = env_bool("SIMULATOR_ENABLED", not OPENAI_API_KEY and not PRODUCTION)
+if PRODUCTION and SIMULATOR_ENABLED:
+    raise ImproperlyConfigured(
+        "SIMULATOR_ENABLED is on with PRODUCTION=1: the simulator is never served in"
+        " production; unset SIMULATOR_ENABLED and set OPENAI_API_KEY."
+    )
+SIMULATOR_API_KEY = env_secret("SIMULATOR_API_KEY", "sk-sim-local")
+SIMULATOR_WEBHOOK_SECRET = env_secret(
     "SIMULATOR_WEBHOOK_SECRET", "whsec_c2ltdWxhdG9yLXdlYmhvb2stc2VjcmV0LWxvY2Fs"
 )
 SIMULATOR_SPEECH_AFTER_SECONDS = env_float("SIMULATOR_SPEECH_AFTER_SECONDS", 1.0)
@@ -244,9 +350,13 @@ OPENAI_TIMEOUT_SECONDS = env_float("OPENAI_TIMEOUT_SECONDS", 10.0)
 OPENAI_TOTAL_TIMEOUT_SECONDS = env_float("OPENAI_TOTAL_TIMEOUT_SECONDS", 25.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
 OPENAI_CLIENT_SECRET_TTL_SECONDS = env_int("OPENAI_CLIENT_SECRET_TTL_SECONDS", 600)
-# Comma-separated: more than one during secret rotation.
-OPENAI_WEBHOOK_SECRETS = env_list(
-    "OPENAI_WEBHOOK_SECRET", "" if OPENAI_API_KEY else SIMULATOR_WEBHOOK_SECRET
+# Comma-separated: more than one during secret rotation. The simulator's published
+# secret is accepted only where the simulator may be the upstream, never in production.
+OPENAI_WEBHOOK_SECRETS = comma_list(
+    env_secret(
+        "OPENAI_WEBHOOK_SECRET",
+        "" if OPENAI_API_KEY or PRODUCTION else SIMULATOR_WEBHOOK_SECRET,
+    )
 )
 
 # --- tools (Amplifier bridge) -----------------------------------------------------
@@ -268,7 +378,7 @@ TOOLS_FOR_ANONYMOUS = env_list("TOOLS_FOR_ANONYMOUS", "" if PRODUCTION else "*")
 TOOLS_FOR_USERS = env_list("TOOLS_FOR_USERS", "*")
 TOOLS_FOR_API_KEYS = env_list("TOOLS_FOR_API_KEYS", "*")
 WEB_SEARCH_URL = env_str("WEB_SEARCH_URL")
-WEB_SEARCH_API_KEY = env_str("WEB_SEARCH_API_KEY")
+WEB_SEARCH_API_KEY = env_secret("WEB_SEARCH_API_KEY")
 WEB_FETCH_ALLOW_PRIVATE = env_bool("WEB_FETCH_ALLOW_PRIVATE", False)
 AMPLIFIER_BREAKER_FAILURES = env_int("AMPLIFIER_BREAKER_FAILURES", 3)
 AMPLIFIER_BREAKER_RESET_SECONDS = env_int("AMPLIFIER_BREAKER_RESET_SECONDS", 10)

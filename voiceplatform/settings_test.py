@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/voiceplatform")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
+# A URL given as a file (DATABASE_URL_FILE) wins; setting both would stop the start.
+if not os.environ.get("DATABASE_URL_FILE"):
+    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/voiceplatform")
+if not os.environ.get("REDIS_URL_FILE"):
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("SIDEBAND_ENABLED", "1")
 
 from voiceplatform.settings import *  # noqa: E402,F403

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -16,6 +16,10 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
 
     def handle(self, *args, host: str, port: int, **options) -> None:
+        # Its key and webhook secret are published defaults (settings refuse
+        # SIMULATOR_ENABLED with PRODUCTION=1 for the same reason).
+        if settings.PRODUCTION:
+            raise CommandError("The simulator is never served with PRODUCTION=1.")
         # The simulator lives at /simulator of this project's ASGI app, which reads
         # this flag when its routes are first built (below, in this process).
         settings.SIMULATOR_ENABLED = True
