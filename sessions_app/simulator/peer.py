@@ -11,7 +11,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from django.conf import settings
 
-from sessions_app.simulator.state import SimCall
+from .state import SimCall
 
 
 class InvalidOffer(ValueError):

@@ -1,6 +1,8 @@
+"""HTTP routes, relative to where the simulator is mounted (`/simulator/`)."""
+
 from django.urls import path
 
-from sessions_app.simulator import views
+from . import views
 
 urlpatterns = [
     path("v1/realtime/client_secrets", views.client_secrets),

@@ -14,8 +14,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from standardwebhooks.webhooks import Webhook
 
-from sessions_app.simulator import peer
-from sessions_app.simulator.state import STATE, Fault
+from . import peer
+from .auth import bearer_token, has_server_key
+from .state import STATE, Fault
 
 
 def _error(status: int, message: str, code: str, kind: str = "invalid_request_error"):
@@ -24,17 +25,8 @@ def _error(status: int, message: str, code: str, kind: str = "invalid_request_er
     )
 
 
-def _bearer(request: HttpRequest) -> str:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
-
-
-def key_matches(given: str, expected: str) -> bool:
-    return secrets.compare_digest(given.encode("utf-8", "replace"), expected.encode())
-
-
 def _server_key_ok(request: HttpRequest) -> bool:
-    return key_matches(_bearer(request), settings.SIMULATOR_API_KEY)
+    return has_server_key(request.headers.get("Authorization", ""))
 
 
 def _control_allowed(request: HttpRequest) -> bool:
@@ -105,7 +97,7 @@ async def calls(request: HttpRequest) -> HttpResponse:
     content_type = request.content_type
     if content_type == "application/sdp":
         # An ephemeral key carries its session; the server key gets the defaults.
-        session = STATE.session_for_secret(_bearer(request))
+        session = STATE.session_for_secret(bearer_token(request.headers.get("Authorization", "")))
         if session is None and _server_key_ok(request):
             session = {"type": "realtime", "model": "gpt-realtime"}
         if session is None:
