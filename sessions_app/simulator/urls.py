@@ -11,6 +11,7 @@ urlpatterns = [
         "v1/realtime/calls/<str:call_id>/<str:action>",
         views.call_action,
     ),
+    path("health/live", views.live),
     path("_control/fault", views.control_fault),
     path("_control/reset", views.control_reset),
     path("_control/webhook", views.control_webhook),

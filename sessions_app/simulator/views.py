@@ -25,6 +25,14 @@ def _error(status: int, message: str, code: str, kind: str = "invalid_request_er
     )
 
 
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _error(404, f"Invalid URL ({request.method} {request.path}).", "not_found")
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return _error(500, "The server had an error.", "server_error", "server_error")
+
+
 def _server_key_ok(request: HttpRequest) -> bool:
     return has_server_key(request.headers.get("Authorization", ""))
 
@@ -64,6 +72,11 @@ def _json_body(request: HttpRequest) -> dict | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+async def live(request: HttpRequest) -> JsonResponse:
+    """Liveness: what a process that started the simulator polls until it serves."""
+    return JsonResponse({"status": "alive"})
 
 
 @csrf_exempt
