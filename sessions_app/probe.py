@@ -12,11 +12,10 @@ import json
 import time
 from dataclasses import dataclass, field
 
+import aioice.ice
 import httpx
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
-
-from sessions_app.simulator.peer import restrict_ice_to_loopback
 
 
 @dataclass
@@ -66,10 +65,17 @@ class ProbeCall:
         await self.peer.close()
 
 
+def gather_on_loopback_only() -> None:
+    """Makes aiortc offer host candidates on 127.0.0.1 only, so every packet stays on this
+    machine. The probe's own rule, not borrowed from the simulator (which has the same
+    one-liner for its side): the probe calls our API, whatever upstream is behind it."""
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+
+
 async def offering_peer() -> tuple[RTCPeerConnection, object]:
     """A peer with a (silent) microphone track and the `oai-events` channel, its offer
     set as local description: what a browser page has before it posts to /sdp."""
-    restrict_ice_to_loopback()
+    gather_on_loopback_only()
     peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     peer.addTrack(AudioStreamTrack())
     channel = peer.createDataChannel("oai-events")

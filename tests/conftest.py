@@ -34,11 +34,13 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30.
         if process.poll() is not None:
             raise RuntimeError(f"{url}: the server exited with {process.returncode}")
         try:
-            httpx.get(url, timeout=1.0)
-            return
+            # A liveness route answers 200; anything else means the wrong server or path.
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
         except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not start within {timeout} s")
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
 
 
 def database_env(db: dict) -> dict[str, str]:
@@ -104,7 +106,13 @@ def stop_server(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def start_server(args: list[str], port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_server(
+    args: list[str],
+    port: int,
+    env: dict[str, str],
+    log: Path,
+    live_path: str = "/health/live",
+) -> subprocess.Popen:
     with log.open("wb") as out:
         process = subprocess.Popen(
             args,
@@ -113,7 +121,7 @@ def start_server(args: list[str], port: int, env: dict[str, str], log: Path) -> 
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    wait_until_serving(f"http://127.0.0.1:{port}/health/live", process)
+    wait_until_serving(f"http://127.0.0.1:{port}{live_path}", process)
     return process
 
 
@@ -149,6 +157,7 @@ def simulator_process(tmp_path_factory):
         port,
         {"SIMULATOR_SPEECH_AFTER_SECONDS": "0.5", "DATABASE_URL": "", "REDIS_URL": ""},
         log,
+        live_path="/simulator/health/live",
     )
     yield Simulator(f"http://127.0.0.1:{port}/simulator")
     stop_server(process)

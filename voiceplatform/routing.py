@@ -15,9 +15,10 @@ from sessions_app.routing import websocket_urlpatterns as session_routes
 def websocket_router() -> URLRouter:
     routes = []
     if settings.SIMULATOR_ENABLED:
-        from sessions_app.simulator.routing import websocket_urlpatterns as simulator_routes
+        # Imported only when mounted: a deployment on OpenAI never loads the simulator.
+        from sessions_app import simulator
 
-        routes += simulator_routes
+        routes += simulator.websocket_urlpatterns
     browser = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(session_routes)))
     routes.append(re_path(r"^", browser))
     return URLRouter(routes)

@@ -20,7 +20,7 @@ if not settings.AWS_STORAGE_BUCKET_NAME:
     urlpatterns.append(re_path(r"^media/(?P<path>.+)$", views.media))
 
 if settings.SIMULATOR_ENABLED:
-    urlpatterns.append(path("simulator/", include("sessions_app.simulator.urls")))
+    urlpatterns.append(path("simulator/", include("sessions_app.simulator")))
 
 handler400 = "voiceplatform.views.bad_request"
 handler403 = "voiceplatform.views.forbidden"

@@ -8,10 +8,9 @@ import json
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
 
-from sessions_app.simulator.state import STATE, TERMINAL_STATES, SimCall
-from sessions_app.simulator.views import key_matches
+from .auth import has_server_key
+from .state import STATE, TERMINAL_STATES, SimCall
 
 
 class SidebandConsumer(AsyncWebsocketConsumer):
@@ -21,11 +20,10 @@ class SidebandConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         headers = dict(self.scope.get("headers") or [])
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, key = auth.partition(" ")
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
         query = parse_qs(self.scope.get("query_string", b"").decode())
         call = STATE.calls.get((query.get("call_id") or [""])[0])
-        if scheme.lower() != "bearer" or not key_matches(key.strip(), settings.SIMULATOR_API_KEY):
+        if not has_server_key(authorization):
             await self.close(code=4401)
             return
         if call is None or call.state in TERMINAL_STATES:

@@ -7,11 +7,21 @@ import contextlib
 import json
 
 import aioice.ice
+import structlog
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from django.conf import settings
 
-from sessions_app.simulator.state import SimCall
+from .state import SimCall
+
+log = structlog.get_logger(__name__)
+
+# What a caller needs to reach a simulator that answers on loopback only.
+_LOOPBACK_HINT = (
+    "the simulator's WebRTC peer answers on 127.0.0.1 only: call it from a browser started "
+    "with --allow-loopback-in-peer-connection, or from aiortc with its host addresses "
+    "limited to loopback (aioice.ice.get_host_addresses returning 127.0.0.1)"
+)
 
 
 class InvalidOffer(ValueError):
@@ -50,6 +60,12 @@ async def answer(call: SimCall, offer_sdp: str) -> str:
     if settings.SIMULATOR_ICE_LOOPBACK_ONLY:
         restrict_ice_to_loopback()
         offer_sdp = loopback_candidates_only(offer_sdp)
+        if "a=candidate:" not in offer_sdp:
+            # The answer is still given, but ICE cannot succeed: say why here rather
+            # than leave the caller with a bare connection failure.
+            log.warning(
+                "offer_without_loopback_candidate", call_id=call.call_id, hint=_LOOPBACK_HINT
+            )
     # No ICE servers: aiortc would otherwise ask a public STUN server.
     peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     call.peer = peer

@@ -1,5 +1,7 @@
+"""The sideband WebSocket route, at its full path (Channels routes are not mounted)."""
+
 from django.urls import path
 
-from sessions_app.simulator.consumers import SidebandConsumer
+from .consumers import SidebandConsumer
 
 websocket_urlpatterns = [path("simulator/v1/realtime", SidebandConsumer.as_asgi())]

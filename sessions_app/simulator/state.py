@@ -9,7 +9,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from sessions_app.simulator.conversation import Conversation
+from .conversation import Conversation
 
 
 @dataclass

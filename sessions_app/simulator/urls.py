@@ -1,6 +1,8 @@
+"""HTTP routes, relative to where the simulator is mounted (`/simulator/`)."""
+
 from django.urls import path
 
-from sessions_app.simulator import views
+from . import views
 
 urlpatterns = [
     path("v1/realtime/client_secrets", views.client_secrets),
@@ -9,6 +11,7 @@ urlpatterns = [
         "v1/realtime/calls/<str:call_id>/<str:action>",
         views.call_action,
     ),
+    path("health/live", views.live),
     path("_control/fault", views.control_fault),
     path("_control/reset", views.control_reset),
     path("_control/webhook", views.control_webhook),

@@ -14,8 +14,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from standardwebhooks.webhooks import Webhook
 
-from sessions_app.simulator import peer
-from sessions_app.simulator.state import STATE, Fault
+from . import peer
+from .auth import bearer_token, has_server_key
+from .state import STATE, Fault
 
 
 def _error(status: int, message: str, code: str, kind: str = "invalid_request_error"):
@@ -24,17 +25,16 @@ def _error(status: int, message: str, code: str, kind: str = "invalid_request_er
     )
 
 
-def _bearer(request: HttpRequest) -> str:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _error(404, f"Invalid URL ({request.method} {request.path}).", "not_found")
 
 
-def key_matches(given: str, expected: str) -> bool:
-    return secrets.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+def server_error(request: HttpRequest) -> JsonResponse:
+    return _error(500, "The server had an error.", "server_error", "server_error")
 
 
 def _server_key_ok(request: HttpRequest) -> bool:
-    return key_matches(_bearer(request), settings.SIMULATOR_API_KEY)
+    return has_server_key(request.headers.get("Authorization", ""))
 
 
 def _control_allowed(request: HttpRequest) -> bool:
@@ -74,6 +74,11 @@ def _json_body(request: HttpRequest) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
+async def live(request: HttpRequest) -> JsonResponse:
+    """Liveness: what a process that started the simulator polls until it serves."""
+    return JsonResponse({"status": "alive"})
+
+
 @csrf_exempt
 async def client_secrets(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
@@ -105,7 +110,7 @@ async def calls(request: HttpRequest) -> HttpResponse:
     content_type = request.content_type
     if content_type == "application/sdp":
         # An ephemeral key carries its session; the server key gets the defaults.
-        session = STATE.session_for_secret(_bearer(request))
+        session = STATE.session_for_secret(bearer_token(request.headers.get("Authorization", "")))
         if session is None and _server_key_ok(request):
             session = {"type": "realtime", "model": "gpt-realtime"}
         if session is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import httpx
 import openai
@@ -11,6 +12,7 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from sessions_app.probe import offering_peer
+from voiceplatform.logconfig import json_formatter
 
 BASH = {
     "type": "function",
@@ -33,6 +35,13 @@ async def _offer():
     return peer
 
 
+def _arrivals(channel) -> asyncio.Queue:
+    """The events a data channel receives, in order."""
+    queue: asyncio.Queue = asyncio.Queue()
+    channel.on("message", lambda message: queue.put_nowait(json.loads(message)))
+    return queue
+
+
 async def test_the_sdk_mints_a_client_secret(sdk):
     secret = await sdk.realtime.client_secrets.create(
         session={"type": "realtime", "model": "gpt-realtime"},
@@ -52,15 +61,19 @@ async def test_the_sdk_is_refused_with_a_wrong_key(simulator):
 
 
 async def test_the_sdk_creates_a_call_talks_on_the_sideband_and_hangs_up(sdk, simulator):
-    peer = await _offer()
+    session = {"type": "realtime", "model": "gpt-realtime", "tools": [BASH]}
+    secret = await sdk.realtime.client_secrets.create(session=session)
+    peer, channel = await offering_peer()
+    on_channel = _arrivals(channel)
     raw = await sdk.realtime.calls.with_raw_response.create(
-        sdp=peer.localDescription.sdp,
-        session={"type": "realtime", "model": "gpt-realtime", "tools": [BASH]},
+        sdp=peer.localDescription.sdp, session=session
     )
     call_id = raw.headers["location"].rsplit("/", 1)[-1]
     await peer.setRemoteDescription(RTCSessionDescription(raw.http_response.text, "answer"))
+    first_on_channel = await asyncio.wait_for(on_channel.get(), 10)
 
-    async with sdk.realtime.connect(call_id=call_id) as sideband:
+    async with asyncio.timeout(20), sdk.realtime.connect(call_id=call_id) as sideband:
+        first_on_sideband = json.loads(await sideband.recv_bytes())
         await sideband.conversation.item.create(
             item={
                 "type": "message",
@@ -90,7 +103,11 @@ async def test_the_sdk_creates_a_call_talks_on_the_sideband_and_hangs_up(sdk, si
         await sdk.realtime.calls.hangup(call_id)
     await peer.close()
 
+    assert secret.value.startswith("ek_sim_") and secret.session.tools[0].name == "bash"
     assert raw.http_response.status_code == 201
+    assert first_on_channel["type"] == "session.created"
+    assert first_on_channel["session"]["tools"] == [BASH]
+    assert first_on_sideband["type"] == "session.created"
     assert call["type"] == "function_call" and call["name"] == "bash"
     assert json.loads(call["arguments"]) == {"command": "ls -la"}
     assert reply == "Here is what I found: README.md manage.py"
@@ -160,6 +177,73 @@ async def test_a_non_ascii_key_is_refused_not_a_crash():
     )
 
     assert response.status_code == 401
+
+
+async def test_the_embedded_mount_answers_the_sdk():
+    from voiceplatform.asgi import application
+
+    transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 5000))
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        openai.AsyncOpenAI(
+            api_key="sk-sim-local",
+            base_url="http://testserver/simulator/v1",
+            http_client=http,
+            max_retries=0,
+        ) as client,
+    ):
+        secret = await client.realtime.client_secrets.create(session={"type": "realtime"})
+
+    assert secret.value.startswith("ek_sim_")
+
+
+async def test_on_its_own_it_serves_the_simulator_and_none_of_the_product(simulator):
+    root = simulator.url.removesuffix("/simulator")
+    async with httpx.AsyncClient(base_url=root) as http:
+        live = await http.get("/simulator/health/live")
+        product = await http.get("/health/live")
+
+    assert live.status_code == 200 and live.json() == {"status": "alive"}
+    assert product.status_code == 404 and product.json()["error"]["code"] == "not_found"
+
+
+async def test_an_offer_without_a_loopback_candidate_logs_how_to_connect(caplog):
+    from sessions_app.simulator import application
+
+    key = {"Authorization": "Bearer sk-sim-local", "Content-Type": "application/sdp"}
+    peer, _ = await offering_peer()
+    # What Chromium offers without --allow-loopback-in-peer-connection: other addresses
+    # only (a documentation address here; the simulator drops it before any check).
+    offers = {
+        "loopback": peer.localDescription.sdp,
+        "elsewhere": peer.localDescription.sdp.replace("127.0.0.1", "192.0.2.10"),
+    }
+    transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 5000))
+    answers, warned = {}, {}
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        for name, offer in offers.items():
+            caplog.clear()
+            with caplog.at_level(logging.WARNING):
+                answers[name] = await http.post(
+                    "/simulator/v1/realtime/calls", content=offer, headers=key
+                )
+            # As an operator reads it: the JSON log line.
+            warned[name] = [
+                json.loads(json_formatter().format(record))
+                for record in caplog.records
+                if record.levelno == logging.WARNING
+            ]
+            call_path = answers[name].headers["location"].removeprefix("/v1/")
+            await http.post(f"/simulator/v1/{call_path}/hangup", headers=key)
+    await peer.close()
+
+    assert [answer.status_code for answer in answers.values()] == [201, 201]
+    assert warned["loopback"] == []
+    [line] = warned["elsewhere"]
+    assert line["event"] == "offer_without_loopback_candidate"
+    assert line["call_id"] == answers["elsewhere"].headers["location"].rsplit("/", 1)[-1]
+    assert "--allow-loopback-in-peer-connection" in line["hint"]
+    assert "aiortc" in line["hint"]
 
 
 async def test_control_endpoints_answer_only_this_machine():

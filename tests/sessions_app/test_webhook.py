@@ -9,7 +9,7 @@ import time
 import pytest
 
 from sessions_app.models import VoiceSession, WebhookEvent
-from sessions_app.simulator.views import sign_webhook
+from sessions_app.simulator import sign_webhook
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

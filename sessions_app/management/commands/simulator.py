@@ -1,9 +1,11 @@
-"""`manage.py simulator --port N`: the realtime simulator on its own port."""
+"""`manage.py simulator --port N`: the realtime simulator on its own port, at the same
+paths as the embedded mount (http://host:N/simulator/v1/...)."""
 
 from __future__ import annotations
 
 import os
 
+from daphne.cli import CommandLineInterface
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -20,12 +22,8 @@ class Command(BaseCommand):
         # SIMULATOR_ENABLED with PRODUCTION=1 for the same reason).
         if settings.PRODUCTION:
             raise CommandError("The simulator is never served with PRODUCTION=1.")
-        # The simulator lives at /simulator of this project's ASGI app, which reads
-        # this flag when its routes are first built (below, in this process).
-        settings.SIMULATOR_ENABLED = True
-        from daphne.cli import CommandLineInterface
-
         self.stdout.write(f"simulator on http://{host}:{port}/simulator")
+        # The simulator's own ASGI app: none of the product's routes or middleware.
         CommandLineInterface().run(
             [
                 "-b",
@@ -34,6 +32,6 @@ class Command(BaseCommand):
                 str(port),
                 "--access-log",
                 os.devnull,
-                "voiceplatform.asgi:application",
+                "sessions_app.simulator:application",
             ]
         )
