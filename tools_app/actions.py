@@ -24,7 +24,7 @@ from sessions_app import transcripts
 from sessions_app.models import VoiceSession
 from tools_app import registry
 from tools_app.models import ToolExecution
-from tools_app.sandbox import Workspace
+from tools_app.workspace import Workspace
 from voiceplatform.celery import enqueue
 from voiceplatform.errors import Conflict, ServiceUnavailable
 

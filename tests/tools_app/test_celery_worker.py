@@ -17,7 +17,7 @@ from tests.conftest import database_env, eventually, wait_for_worker
 from tests.factories import VoiceSessionFactory, bearer
 from tools_app import actions, policy
 from tools_app.models import ToolExecution
-from tools_app.sandbox import Workspace
+from tools_app.workspace import Workspace
 from voiceplatform.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -11,7 +11,7 @@ from amplifier_core import ToolResult
 from django.conf import settings
 
 from tools_app.builtin.base import WorkspaceTool, failure
-from tools_app.sandbox import PathRefused
+from tools_app.workspace import PathRefused
 
 GREP_SECONDS = 10
 FILE_PATH = {
