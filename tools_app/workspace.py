@@ -23,10 +23,17 @@ from urllib.parse import unquote
 from django.conf import settings
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+# A walk holds one open directory per level: the bound keeps it well below the usual
+# 1024 open files, and no real project nests this deep.
+MAX_WALK_DEPTH = 256
 
 
 class PathRefused(ValueError):
     """A path that would leave the workspace, or is not usable as asked."""
+
+
+class TreeTooDeep(ValueError):
+    """A directory tree nested deeper than a walk goes (MAX_WALK_DEPTH)."""
 
 
 def sandbox_uid(session_id: str) -> int | None:
@@ -113,24 +120,42 @@ class Workspace:
                     os.fchown(handle.fileno(), self.uid, self.uid)
 
     def walk(self, start: str = ".") -> Iterator[str]:
-        """Workspace-relative paths of regular files under start; symlinks are skipped."""
+        """Workspace-relative paths of regular files under start, sorted depth-first (a
+        directory's files where its name sorts); symlinks are skipped, TreeTooDeep past
+        MAX_WALK_DEPTH levels. Every directory opened is closed however the walk ends:
+        done, failed or dropped early by the caller."""
         base = [] if start in ("", ".") else self.parts(start)
-        with self._dir_fd(base) as top:
-            yield from self._walk(os.dup(top), "/".join(base))
+        # One entry per open level: its fd, its path, and its names still to visit, the
+        # next one last.
+        stack: list[tuple[int, str, list[str]]] = []
 
-    def _walk(self, fd: int, prefix: str) -> Iterator[str]:
+        def enter(fd: int, prefix: str) -> None:
+            names: list[str] = []
+            stack.append((fd, prefix, names))  # first, so the fd is closed if listing fails
+            names.extend(sorted(os.listdir(fd), reverse=True))
+
         try:
-            entries = sorted(os.listdir(fd))
-            for name in entries:
+            with self._dir_fd(base) as top:
+                enter(os.dup(top), "/".join(base))
+            while stack:
+                fd, prefix, names = stack[-1]
+                if not names:
+                    os.close(stack.pop()[0])
+                    continue
+                name = names.pop()
                 info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                rel = f"{prefix}/{name}" if prefix else name
+                path = f"{prefix}/{name}" if prefix else name
                 if stat.S_ISDIR(info.st_mode):
-                    child = os.open(name, DIRECTORY_FLAGS, dir_fd=fd)
-                    yield from self._walk(child, rel)
+                    if len(stack) > MAX_WALK_DEPTH:
+                        raise TreeTooDeep(
+                            f"The directory tree is more than {MAX_WALK_DEPTH} levels deep."
+                        )
+                    enter(os.open(name, DIRECTORY_FLAGS, dir_fd=fd), path)
                 elif stat.S_ISREG(info.st_mode):
-                    yield rel
+                    yield path
         finally:
-            os.close(fd)
+            for fd, _, _ in stack:
+                os.close(fd)
 
 
 def _open_regular(name: str, flags: int, dir_fd: int, path: str) -> int:
