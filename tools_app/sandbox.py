@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -161,10 +161,32 @@ def _kill_all_of(uid: int) -> None:
         time.sleep(0.02)
 
 
-def run_bash(workspace: Workspace, command: str, timeout: float) -> BashResult:
-    """Runs command in the workspace; output (stdout+stderr) capped, the whole process
-    group killed at the timeout and again when the shell exits (no stragglers)."""
-    cap = settings.TOOL_OUTPUT_MAX_BYTES
+@dataclass
+class _Drained:
+    """What bash printed, kept up to cap bytes, and whether it ran out of time."""
+
+    cap: int
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    timed_out: bool = False
+
+    def take(self, chunk: bytes) -> None:
+        if self.size < self.cap:
+            self.chunks.append(chunk[: self.cap - self.size])
+        self.size += len(chunk)
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > self.cap
+
+    def text(self) -> str:
+        output = b"".join(self.chunks).decode("utf-8", "replace")
+        if self.truncated:
+            output += f"\n[output cut at {self.cap} bytes]"
+        return output
+
+
+def _start(workspace: Workspace, command: str, timeout: float) -> subprocess.Popen:
     env = {"PATH": SAFE_PATH, "HOME": str(workspace.root), "LANG": "C.UTF-8", "TERM": "dumb"}
     process = subprocess.Popen(
         _command(workspace, command),
@@ -177,55 +199,59 @@ def run_bash(workspace: Workspace, command: str, timeout: float) -> BashResult:
         preexec_fn=_limit(workspace, timeout),  # noqa: PLW1509 (no threads in the child)
     )
     os.set_blocking(process.stdout.fileno(), False)
-    chunks: list[bytes] = []
-    size = 0
-    timed_out = False
-    deadline = time.monotonic() + timeout
+    return process
 
-    def take(chunk: bytes) -> None:
-        nonlocal size
-        if size < cap:
-            chunks.append(chunk[: cap - size])
-        size += len(chunk)
 
+def _drain(process: subprocess.Popen, cap: int, deadline: float) -> _Drained:
+    """Reads the process's output until every writer is gone, the shell is done, more
+    than cap bytes came, or the deadline passed."""
+    drained = _Drained(cap)
+    while True:
+        chunk = process.stdout.read(65536)
+        if chunk:
+            drained.take(chunk)
+            if drained.truncated:
+                return drained  # enough: the rest would be thrown away
+            continue
+        if chunk == b"":
+            return drained  # every writer is gone
+        if process.poll() is not None:
+            # The shell is done; children left in the background may hold the pipe.
+            while chunk := process.stdout.read(65536):
+                drained.take(chunk)
+            return drained
+        if time.monotonic() > deadline:
+            drained.timed_out = True
+            return drained
+        time.sleep(0.01)
+
+
+def _kill_stragglers(process: subprocess.Popen, workspace: Workspace) -> None:
+    """Kills the shell's process group and whatever of the session's uid got out of it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    # Under bubblewrap the PID namespace dies with it (give the kernel a moment);
+    # without, children that left the process group are found by their uid.
+    if workspace.uid is not None:
+        if bwrap_works():
+            _wait_until_gone(workspace.uid)
+        else:
+            _kill_all_of(workspace.uid)
+    process.stdout.close()
+    process.wait()
+
+
+def run_bash(workspace: Workspace, command: str, timeout: float) -> BashResult:
+    """Runs command in the workspace; output (stdout+stderr) capped, the whole process
+    group killed at the timeout and again when the shell exits (no stragglers)."""
+    process = _start(workspace, command, timeout)
     try:
-        while True:
-            chunk = process.stdout.read(65536)
-            if chunk:
-                take(chunk)
-                if size > cap:
-                    break  # enough: the rest would be thrown away
-                continue
-            if chunk == b"":
-                break  # every writer is gone
-            if process.poll() is not None:
-                # The shell is done; children left in the background may hold the pipe.
-                while chunk := process.stdout.read(65536):
-                    take(chunk)
-                break
-            if time.monotonic() > deadline:
-                timed_out = True
-                break
-            time.sleep(0.01)
+        drained = _drain(process, settings.TOOL_OUTPUT_MAX_BYTES, time.monotonic() + timeout)
     finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        # Under bubblewrap the PID namespace dies with it (give the kernel a moment);
-        # without, children that left the process group are found by their uid.
-        if workspace.uid is not None:
-            if bwrap_works():
-                _wait_until_gone(workspace.uid)
-            else:
-                _kill_all_of(workspace.uid)
-        process.stdout.close()
-        process.wait()
-    truncated = size > cap
-    output = b"".join(chunks).decode("utf-8", "replace")
-    if truncated:
-        output += f"\n[output cut at {cap} bytes]"
+        _kill_stragglers(process, workspace)
     return BashResult(
-        exit_code=None if timed_out else process.returncode,
-        output=output,
-        truncated=truncated,
-        timed_out=timed_out,
+        exit_code=None if drained.timed_out else process.returncode,
+        output=drained.text(),
+        truncated=drained.truncated,
+        timed_out=drained.timed_out,
     )
