@@ -38,7 +38,7 @@ async def run(rounds: int) -> dict[str, list[float]]:
     from sessions_app.models import VoiceSession
     from tools_app import actions, policy, registry
     from tools_app.calls import ToolCall
-    from tools_app.sandbox import Workspace
+    from tools_app.workspace import Workspace
 
     session = await VoiceSession.objects.acreate(
         model="gpt-realtime",

@@ -14,7 +14,7 @@ import jsonschema
 import structlog
 
 from tools_app.builtin import BUILTIN_TOOLS
-from tools_app.sandbox import Workspace
+from tools_app.workspace import Workspace
 
 log = structlog.get_logger(__name__)
 

@@ -19,7 +19,7 @@ from ops_app import breakers
 from sessions_app import events
 from tools_app import registry
 from tools_app.models import ToolExecution
-from tools_app.sandbox import Workspace
+from tools_app.workspace import Workspace
 from voiceplatform.celery import app as celery_app
 
 log = structlog.get_logger(__name__)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tools_app.builtin import BashTool
-from tools_app.sandbox import Workspace, isolation
+from tools_app.sandbox import isolation
+from tools_app.workspace import Workspace
 
 
 @pytest.fixture(params=["auto", "rlimits"])

@@ -18,8 +18,8 @@ from tests.factories import VoiceSessionFactory, bearer
 from tools_app import actions, policy
 from tools_app.calls import ToolCall
 from tools_app.models import ToolExecution
-from tools_app.sandbox import Workspace
 from tools_app.worker import WORKER_LOST
+from tools_app.workspace import Workspace
 from voiceplatform.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db(transaction=True)

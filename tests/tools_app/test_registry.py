@@ -8,7 +8,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from tools_app import registry
-from tools_app.sandbox import Workspace
+from tools_app.workspace import Workspace
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from tools_app.builtin import EditFileTool, GlobTool, GrepTool, ReadFileTool, WriteFileTool
-from tools_app.sandbox import Workspace
+from tools_app.workspace import Workspace
 
 
 @pytest.fixture

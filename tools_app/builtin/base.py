@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from amplifier_core import ToolResult
 
-from tools_app.sandbox import Workspace
+from tools_app.workspace import Workspace
 
 
 def failure(kind: str, message: str, **details: Any) -> ToolResult:

@@ -11,7 +11,7 @@ from amplifier_core import ToolResult
 from django.conf import settings
 
 from tools_app.builtin.base import WorkspaceTool, failure
-from tools_app.sandbox import PathRefused
+from tools_app.workspace import PathRefused, TreeTooDeep
 
 GREP_SECONDS = 10
 FILE_PATH = {
@@ -33,8 +33,8 @@ async def _guarded(operation) -> ToolResult:
         return failure("is_a_directory", "That path is a directory.")
     except UnicodeDecodeError:
         return failure("binary_file", "The file is not UTF-8 text.")
-    except RecursionError:
-        return failure("too_deep", "The directory tree is too deep to search.")
+    except TreeTooDeep as exc:
+        return failure("too_deep", f"{exc} Search a directory further down.")
     except OSError as exc:
         return failure("os_error", f"The file system refused: {exc.strerror}.")
 
