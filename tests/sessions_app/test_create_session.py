@@ -115,6 +115,7 @@ async def test_it_attributes_a_session_to_the_api_key_that_created_it(api, simul
     assert response.status_code == 201
     session = await VoiceSession.objects.aget(pk=response.json()["session_id"])
     assert session.api_key_id == key.pk and session.attribution == f"api_key:{key.pk}"
+    assert session.source == VoiceSession.Source.API
     await key.arefresh_from_db()
     assert key.last_used_at is not None
 
