@@ -37,4 +37,17 @@ def production_settings(app_configs, **kwargs) -> list[Warning]:
                 hint="Set REDIS_URL (or REDIS_URL_FILE).",
             )
         )
+    if not settings.USE_X_FORWARDED_FOR:
+        problems.append(
+            Warning(
+                "USE_X_FORWARDED_FOR is off: behind a load balancer every client shares one "
+                "address, so per-address limits would count them all together.",
+                id="ops_app.W005",
+                hint=(
+                    "Behind a proxy, set USE_X_FORWARDED_FOR=1 and TRUSTED_PROXY_COUNT to the "
+                    "number of proxies that append to X-Forwarded-For. Serving clients "
+                    "directly? Add ops_app.W005 to SILENCED_SYSTEM_CHECKS."
+                ),
+            )
+        )
     return problems

@@ -21,6 +21,7 @@ from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.signals import session_ended
 from tools_app import actions as tool_actions
 from tools_app import policy
+from voiceplatform.api import client_network
 from voiceplatform.errors import (
     ApiError,
     Conflict,
@@ -53,11 +54,12 @@ async def start_session(
     """Mints an ephemeral secret upstream under our policy and records the session."""
     level = await degradation.current_level()
     degradation.refuse_in_maintenance(level)
-    if client_ip:
-        await ratelimit.hit(f"session:ip:{client_ip}", settings.SESSION_RATE_LIMIT_PER_IP)
+    network = client_network(client_ip)
+    if network:
+        await ratelimit.hit(f"session:ip:{network}", settings.SESSION_RATE_LIMIT_PER_IP)
     if caller.rate_key:
         await ratelimit.hit(f"session:{caller.rate_key}", settings.SESSION_RATE_LIMIT_PER_USER)
-    await _check_room(caller, client_ip)
+    await _check_room(caller, network)
     session = await _new_session(
         caller,
         level,
@@ -86,7 +88,7 @@ async def accept_incoming_call(call_id: str, *, caller_id: str) -> tuple[str, Vo
     level = await degradation.current_level()
     try:
         degradation.refuse_in_maintenance(level)
-        await _check_room(Caller(), client_ip=None)
+        await _check_room(Caller(), network=None)
     except ApiError as refusal:
         busy = refusal.code == ErrorCode.AT_CAPACITY
         await realtime.reject_call(call_id, status_code=486 if busy else 503)
@@ -138,18 +140,19 @@ async def _new_session(
         user_id=caller.user_id,
         api_key_id=caller.api_key_id,
         client_ip=client_ip,
+        client_network=client_network(client_ip) or "",
         user_agent=user_agent[:300],
         created_at=now,
         expires_at=now + timedelta(seconds=settings.SESSION_MAX_SECONDS),
     )
 
 
-async def _check_room(caller: Caller, client_ip: str | None) -> None:
+async def _check_room(caller: Caller, network: str | None) -> None:
     """503 when this pod holds its capacity of live sessions; 429 when this client
     address, user or key already holds its share (one caller cannot fill the pod)."""
     counts = {"pod": Count("pk", filter=Q(pod=settings.POD_NAME))}
-    if client_ip:
-        counts["ip"] = Count("pk", filter=Q(client_ip=client_ip))
+    if network:
+        counts["ip"] = Count("pk", filter=Q(client_network=network))
     if caller.api_key_id:
         counts["caller"] = Count("pk", filter=Q(api_key_id=caller.api_key_id))
     elif caller.user_id:
@@ -278,15 +281,17 @@ async def _hangup_quietly(call_id: str) -> None:
 
 async def record_events(session: VoiceSession, realtime_events: list[dict]) -> int:
     """Intake from the browser: transcript events the server could not see itself, and
-    the client's audio-quality stats."""
+    the client's audio-quality stats; bounded in rate and in what it may store."""
     require_live(session)
+    await ratelimit.hit(f"events:{session.pk}", settings.SESSION_EVENTS_PER_MINUTE)
+    await transcripts.check_room(session.pk)
     stats = [event for event in realtime_events if event.get("type") == events.CLIENT_STATS]
     await quality.record(session, stats)
     return await transcripts.apply_events(
         session.pk,
         realtime_events,
         source=ConversationItem.Source.CLIENT,
-        count_usage=not session.sideband_connected,
+        count_usage=session.sideband_seen_at is None and not session.sideband_connected,
     )
 
 

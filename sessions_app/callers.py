@@ -20,17 +20,20 @@ class Caller:
     user_id: int | None = None
     api_key_id: int | None = None
 
+    # A key is always an API-key caller, even when it belongs to a user: it gets the
+    # keys' tool policy and limits, never its owner's.
+
     @property
     def kind(self) -> str:
-        if self.user_id:
-            return "user"
-        return "api_key" if self.api_key_id else "anonymous"
+        if self.api_key_id:
+            return "api_key"
+        return "user" if self.user_id else "anonymous"
 
     @property
     def rate_key(self) -> str | None:
-        if self.user_id:
-            return f"user:{self.user_id}"
-        return f"key:{self.api_key_id}" if self.api_key_id else None
+        if self.api_key_id:
+            return f"key:{self.api_key_id}"
+        return f"user:{self.user_id}" if self.user_id else None
 
 
 def _csrf_failure(request: HttpRequest) -> bool:

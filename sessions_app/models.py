@@ -136,6 +136,8 @@ class VoiceSession(models.Model):
     pod = models.CharField(max_length=120, blank=True)
     # True while this server holds the call's sideband (it then executes tool calls).
     sideband_connected = models.BooleanField(default=False)
+    # When the server first held it: from then on, usage is what the server measured.
+    sideband_seen_at = models.DateTimeField(null=True, blank=True)
     degradation_level = models.PositiveSmallIntegerField(default=1)
 
     user = models.ForeignKey(
@@ -143,6 +145,8 @@ class VoiceSession(models.Model):
     )
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
+    # What per-address limits count: the address, or its /64 for IPv6 (one subscriber).
+    client_network = models.CharField(max_length=64, blank=True, db_index=True)
     user_agent = models.CharField(max_length=300, blank=True)
 
     input_tokens = models.PositiveBigIntegerField(default=0)
@@ -277,7 +281,9 @@ class ConversationItem(models.Model):
 class WebhookEvent(models.Model):
     """Every accepted webhook delivery, once: the webhook-id is the idempotency key."""
 
-    webhook_id = models.CharField(max_length=120, unique=True)
+    webhook_id = models.TextField()
+    # The idempotency key: a hash of the whole webhook-id, however long it is.
+    webhook_key = models.CharField(max_length=64, unique=True)
     event_type = models.CharField(max_length=80)
     payload = models.JSONField()
     outcome = models.CharField(max_length=200, blank=True)
@@ -289,4 +295,8 @@ class WebhookEvent(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.event_type} {self.webhook_id}"
+        return f"{self.event_type} {self.webhook_id[:80]}"
+
+    @staticmethod
+    def key_of(webhook_id: str) -> str:
+        return hashlib.sha256(webhook_id.encode("utf-8", "surrogatepass")).hexdigest()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import structlog
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.db import connections
+from django.db.models.functions import Coalesce, Now
 
 from sessions_app import events, realtime, transcripts
 from sessions_app.models import ConversationItem, VoiceSession
@@ -116,7 +117,10 @@ async def _mark(session_id: str, *, connected: bool) -> None:
     """Records whether the server holds the call, and tells the browser: while it does,
     the page leaves tool calls and transcripts to the server."""
     with contextlib.suppress(Exception):
-        await VoiceSession.objects.filter(pk=session_id).aupdate(sideband_connected=connected)
+        held = {"sideband_seen_at": Coalesce("sideband_seen_at", Now())} if connected else {}
+        await VoiceSession.objects.filter(pk=session_id).aupdate(
+            sideband_connected=connected, **held
+        )
         kind = (
             events.LiveEvent.SIDEBAND_ATTACHED if connected else events.LiveEvent.SIDEBAND_DETACHED
         )

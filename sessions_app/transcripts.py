@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError
-from django.db.models import F
+from django.db.models import Count, F, Sum
+from django.db.models.functions import Coalesce, Least, Length
 
 from sessions_app import events
 from sessions_app.models import ConversationItem as Item
 from sessions_app.models import VoiceSession
+from voiceplatform.errors import Conflict, ErrorCode
 
 _FINAL = Item.Status.COMPLETED
 
 MAX_TOKENS_PER_RESPONSE = 10_000_000
 MAX_TEXT = 100_000
+# What a browser may claim when no server sideband ever measured the call: a realtime
+# response's input is at most its context window, and a session lives 15 minutes.
+CLIENT_TOKENS_PER_RESPONSE = 100_000
+CLIENT_TOKENS_PER_SESSION = 3_000_000
 
 
 def _short(value, limit: int = 80) -> str:
@@ -141,21 +148,45 @@ def _token_count(value) -> int:
     return min(max(value, 0), MAX_TOKENS_PER_RESPONSE)
 
 
-async def _count_usage(session_id: str, response: dict) -> None:
+async def _count_usage(session_id: str, response: dict, *, claimed: bool) -> None:
+    """Adds a response's token usage once. A browser's claim (claimed) is capped per
+    response and per session: it measures nothing, so it may not run up a bill."""
     usage = response.get("usage")
     response_id = _short(response.get("id"))
     if not isinstance(usage, dict) or not response_id:
         return
+    per_response = CLIENT_TOKENS_PER_RESPONSE if claimed else MAX_TOKENS_PER_RESPONSE
     counts = {
-        name: _token_count(usage.get(name))
+        name: min(_token_count(usage.get(name)), per_response)
         for name in ("input_tokens", "output_tokens", "total_tokens")
     }
     # Both doors may report the same response: count it once.
     if not await cache.aadd(f"usage:{session_id}:{response_id}", 1, timeout=86400):
         return
-    await VoiceSession.objects.filter(pk=session_id).aupdate(
-        **{name: F(name) + value for name, value in counts.items()}
+    if claimed:
+        added = {
+            name: Least(F(name) + value, CLIENT_TOKENS_PER_SESSION)
+            for name, value in counts.items()
+        }
+    else:
+        added = {name: F(name) + value for name, value in counts.items()}
+    await VoiceSession.objects.filter(pk=session_id).aupdate(**added)
+
+
+async def check_room(session_id: str) -> None:
+    """409 when the session's transcript already holds what a relay may store."""
+    held = await Item.objects.filter(session_id=session_id).aaggregate(
+        items=Count("pk"),
+        chars=Coalesce(Sum(Length("text") + Length("arguments")), 0),
     )
+    if (
+        held["items"] >= settings.SESSION_TRANSCRIPT_MAX_ITEMS
+        or held["chars"] >= settings.SESSION_TRANSCRIPT_MAX_CHARS
+    ):
+        raise Conflict(
+            "This session's transcript is full; nothing more is stored for it.",
+            code=ErrorCode.TRANSCRIPT_FULL,
+        )
 
 
 def _live_fields(item: Item) -> dict:
@@ -175,13 +206,15 @@ async def apply_events(
     session_id: str, realtime_events: list[dict], *, source: str, count_usage: bool = True
 ) -> int:
     """Records what the events say about the transcript; returns how many items changed.
-    count_usage is off for browser relays while the server has its own sideband: usage
-    is then what the server measured, not what a client claims."""
+    count_usage is off for browser relays once the server has had its own sideband:
+    usage is then what the server measured, not what a client claims."""
     changed = 0
     for event in realtime_events:
         if event.get("type") == events.RESPONSE_DONE and isinstance(event.get("response"), dict):
             if count_usage:
-                await _count_usage(session_id, event["response"])
+                await _count_usage(
+                    session_id, event["response"], claimed=source == Item.Source.CLIENT
+                )
             continue
         found = changes_for(event)
         if found is None:

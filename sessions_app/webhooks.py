@@ -38,10 +38,13 @@ async def receive(body: bytes, headers: dict[str, str]) -> tuple[str, WebhookEve
     """Returns ("accepted" | "duplicate", record). Work is done once per webhook-id; if
     it fails, the record is dropped so the sender's retry does it again."""
     event = verify(body, headers)
-    webhook_id = headers.get("webhook-id", "")[:120]
+    webhook_id = headers.get("webhook-id", "")
     try:
         record = await WebhookEvent.objects.acreate(
-            webhook_id=webhook_id, event_type=event["type"][:80], payload=event
+            webhook_id=webhook_id,
+            webhook_key=WebhookEvent.key_of(webhook_id),
+            event_type=event["type"][:80],
+            payload=event,
         )
     except IntegrityError:
         return "duplicate", None

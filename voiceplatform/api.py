@@ -166,6 +166,19 @@ def client_ip(request: HttpRequest) -> str | None:
     return None
 
 
+def client_network(ip: str | None) -> str | None:
+    """What per-address limits count for ip: the address itself, or for IPv6 its /64,
+    which one subscriber holds whole (rotating within it must not dodge a limit)."""
+    if not ip:
+        return None
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 def bearer_token(request: HttpRequest) -> str:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""

@@ -55,6 +55,7 @@ class ErrorCode(StrEnum):
     # Limits and service levels
     RATE_LIMITED = "rate_limited"
     TOO_MANY_LIVE_SESSIONS = "too_many_live_sessions"
+    TRANSCRIPT_FULL = "transcript_full"
     AT_CAPACITY = "at_capacity"
     MAINTENANCE = "maintenance"
     TOOLS_UNAVAILABLE = "tools_unavailable"

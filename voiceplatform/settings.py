@@ -144,6 +144,7 @@ if PRODUCTION:
     refuse_weak_secret_key(SECRET_KEY)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+SILENCED_SYSTEM_CHECKS = env_list("SILENCED_SYSTEM_CHECKS")
 
 INSTALLED_APPS = [
     "daphne",
@@ -297,6 +298,11 @@ SESSION_CONNECT_GRACE_SECONDS = env_int("SESSION_CONNECT_GRACE_SECONDS", 60)
 # Live sessions one client address, and one user or API key, may hold at once.
 SESSION_LIVE_PER_IP = env_int("SESSION_LIVE_PER_IP", 10)
 SESSION_LIVE_PER_CALLER = env_int("SESSION_LIVE_PER_CALLER", 20)
+# What one session's browser relay may store and how often it may post: a fifteen
+# minute conversation is a few hundred items and well under a megabyte.
+SESSION_TRANSCRIPT_MAX_ITEMS = env_int("SESSION_TRANSCRIPT_MAX_ITEMS", 2000)
+SESSION_TRANSCRIPT_MAX_CHARS = env_int("SESSION_TRANSCRIPT_MAX_CHARS", 2 * 1024 * 1024)
+SESSION_EVENTS_PER_MINUTE = env_int("SESSION_EVENTS_PER_MINUTE", 240)
 POD_NAME = env_str("POD_NAME") or env_str("HOSTNAME") or "local"
 REGION = env_str("REGION", "local")
 SESSION_MAX_SECONDS = env_int("SESSION_MAX_SECONDS", 900)
