@@ -62,3 +62,21 @@ def is_open(breaker: pybreaker.CircuitBreaker) -> bool:
 
 def reset(breaker: pybreaker.CircuitBreaker) -> None:
     breaker.close()
+
+
+def all_breakers() -> dict[str, pybreaker.CircuitBreaker]:
+    """Every breaker by the service it guards (the seed's `service` label)."""
+    return {"amplifier": amplifier()}
+
+
+def by_name(name: str) -> pybreaker.CircuitBreaker | None:
+    return all_breakers().get(name)
+
+
+def state_of(breaker: pybreaker.CircuitBreaker) -> str:
+    """closed, open, or half-open (open but due for a trial call); blocking."""
+    if is_open(breaker):
+        return "open"
+    if breaker.current_state == pybreaker.STATE_OPEN:
+        return "half-open"
+    return breaker.current_state

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
-from ops_app import breakers
+from ops_app import breakers, state
 from voiceplatform.celery import app
 from voiceplatform.errors import ErrorCode, ServiceUnavailable
 
@@ -62,14 +62,31 @@ async def tools_available() -> bool:
     return not breaker_open and await workers_alive()
 
 
-async def current_level() -> int:
-    # Maintenance is an operator switch; live checks (database, OpenAI breaker) join
-    # here as the operations work lands.
-    if settings.MAINTENANCE_MODE:
-        return MAINTENANCE
+LEVEL_NAMES = {
+    FULL: "full",
+    REDUCED: "reduced",
+    VOICE_ONLY: "voice only",
+    MAINTENANCE: "maintenance",
+}
+
+
+async def explain() -> tuple[int, list[str]]:
+    """The service level and why: maintenance (an operator switch), a level an operator
+    forced, or what the live checks found."""
+    ops = await state.current()
+    if ops.maintenance:
+        return MAINTENANCE, ["maintenance mode is on"]
+    forced = ops.forced_level_now()
+    if forced is not None:
+        return forced, [f"forced by an operator: {ops.forced_reason or 'no reason given'}"]
     if not await tools_available():
-        return REDUCED
-    return FULL
+        return REDUCED, ["tools unavailable: breaker open or no worker answers"]
+    return FULL, ["all checks pass"]
+
+
+async def current_level() -> int:
+    level, _ = await explain()
+    return level
 
 
 def refuse_in_maintenance(level: int) -> None:

@@ -218,8 +218,10 @@ async def expire_if_overdue(session: VoiceSession) -> VoiceSession:
 
 
 async def connect_call(session: VoiceSession, offer: str) -> str:
-    """Forwards the browser's SDP offer upstream; returns the answer and records the call."""
+    """Forwards the browser's SDP offer upstream; returns the answer and records the call.
+    In maintenance no new call is connected (live ones go on)."""
     require_live(session)
+    degradation.refuse_in_maintenance(await degradation.current_level())
     claimed = await VoiceSession.objects.filter(
         pk=session.pk, status=VoiceSession.Status.CREATED, call_id__isnull=True
     ).aupdate(status=VoiceSession.Status.CONNECTING)

@@ -113,6 +113,7 @@ class VoiceSession(models.Model):
         MAX_DURATION = "max_duration"
         NEVER_CONNECTED = "never_connected"
         ACCEPT_REFUSED = "accept_refused"  # an incoming call could not be accepted
+        MAINTENANCE = "maintenance"  # an operator ended live sessions for maintenance
 
     LIVE_STATUSES = (Status.CREATED, Status.CONNECTING, Status.ACTIVE)
 

@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from ops_app import degradation
+from ops_app import degradation, state
 from sessions_app import events
 
 
@@ -15,8 +15,12 @@ from sessions_app import events
 async def client(request: HttpRequest) -> HttpResponse:
     level = await degradation.current_level()
     if level >= degradation.MAINTENANCE:
+        ops = await state.current()
         response = render(
-            request, "voice/maintenance.html", {"eta": settings.MAINTENANCE_ETA}, status=503
+            request,
+            "voice/maintenance.html",
+            {"message": ops.maintenance_message, "eta": ops.maintenance_eta},
+            status=503,
         )
         response["Retry-After"] = str(settings.MAINTENANCE_RETRY_AFTER_SECONDS)
         return response

@@ -177,8 +177,12 @@ def simulator(simulator_process, settings):
 def _clean_cache():
     # Rate-limit windows, usage dedupe keys and cached checks; not the whole Redis
     # database, which a running Celery worker and the channel layer also use.
-    for pattern in ("rl:*", "usage:*", "ops:*"):
+    for pattern in ("rl:*", "usage:*", "ops:*", "audit:*"):
         cache.delete_pattern(pattern)
+    # The operators' switches as this process last read them.
+    from ops_app import state
+
+    state.forget()
 
 
 @pytest.fixture(autouse=True)

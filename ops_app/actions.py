@@ -1,0 +1,152 @@
+"""What operators do: maintenance on and off, force or release a level, reset a
+breaker. Each action changes the shared state once and leaves one audit event."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from ops_app import audit, breakers, state
+from ops_app.degradation import FULL, VOICE_ONLY
+from ops_app.models import AuditEvent
+from sessions_app import actions as session_actions
+from sessions_app.models import VoiceSession
+from voiceplatform.errors import BadRequest, ErrorCode
+
+log = structlog.get_logger(__name__)
+
+MAX_FORCED_HOURS = 24
+
+
+async def maintenance_on(
+    *, actor: Any, message: str = "", eta: str = "", end_live: bool = False, ip: str | None = None
+) -> int:
+    """Switches maintenance on (new sessions, connections, tools and SIP calls get 503);
+    with end_live, live sessions are ended now rather than left to finish. Returns how
+    many were ended."""
+    ops = await state.for_update()
+    ops.maintenance = True
+    ops.maintenance_message = message[:300]
+    ops.maintenance_eta = eta[:80]
+    ops.maintenance_since = timezone.now()
+    await ops.asave()
+    state.forget()
+    ended = await _end_live_sessions() if end_live else 0
+    await audit.arecord(
+        AuditEvent.Action.MAINTENANCE_ON,
+        actor=actor,
+        actor_name=_name(actor),
+        target="maintenance",
+        ip=ip,
+        details={
+            "message": ops.maintenance_message,
+            "eta": ops.maintenance_eta,
+            "end_live": end_live,
+            "sessions_ended": ended,
+        },
+    )
+    return ended
+
+
+async def maintenance_off(*, actor: Any, ip: str | None = None) -> None:
+    ops = await state.for_update()
+    was_on_since = ops.maintenance_since
+    ops.maintenance = False
+    ops.maintenance_since = None
+    await ops.asave()
+    state.forget()
+    await audit.arecord(
+        AuditEvent.Action.MAINTENANCE_OFF,
+        actor=actor,
+        actor_name=_name(actor),
+        target="maintenance",
+        ip=ip,
+        details={"was_on_since": was_on_since.isoformat() if was_on_since else None},
+    )
+
+
+async def force_level(
+    *, actor: Any, level: int, reason: str, hours: float, ip: str | None = None
+) -> None:
+    """Holds the service at a level (1 to 3; 4 is maintenance) for a while, whatever the
+    live checks say: e.g. level 2 to keep load off a struggling tool backend."""
+    if level not in range(FULL, VOICE_ONLY + 1):
+        raise BadRequest(
+            "A forced level is 1, 2 or 3 (use maintenance for 4).", code=ErrorCode.INVALID_LEVEL
+        )
+    if not reason.strip():
+        raise BadRequest("Say why the level is forced.", code=ErrorCode.INVALID_REASON)
+    if not 0 < hours <= MAX_FORCED_HOURS:
+        raise BadRequest(
+            f"Force a level for up to {MAX_FORCED_HOURS} hours.", code=ErrorCode.INVALID_HOURS
+        )
+    ops = await state.for_update()
+    ops.forced_level = level
+    ops.forced_reason = reason.strip()[:200]
+    ops.forced_until = timezone.now() + timedelta(hours=hours)
+    await ops.asave()
+    state.forget()
+    await audit.arecord(
+        AuditEvent.Action.LEVEL_FORCED,
+        actor=actor,
+        actor_name=_name(actor),
+        target=f"level {level}",
+        ip=ip,
+        details={
+            "level": level,
+            "reason": ops.forced_reason,
+            "until": ops.forced_until.isoformat(),
+        },
+    )
+
+
+async def release_level(*, actor: Any, ip: str | None = None) -> None:
+    ops = await state.for_update()
+    released = ops.forced_level
+    ops.forced_level, ops.forced_reason, ops.forced_until = None, "", None
+    await ops.asave()
+    state.forget()
+    await audit.arecord(
+        AuditEvent.Action.LEVEL_RELEASED,
+        actor=actor,
+        actor_name=_name(actor),
+        target=f"level {released}" if released else "level",
+        ip=ip,
+        details={"released": released},
+    )
+
+
+async def reset_breaker(*, actor: Any, name: str, ip: str | None = None) -> None:
+    breaker = breakers.by_name(name)
+    if breaker is None:
+        raise BadRequest(
+            f"There is no breaker named '{name[:40]}'.", code=ErrorCode.UNKNOWN_BREAKER
+        )
+    before = await sync_to_async(breakers.state_of, thread_sensitive=False)(breaker)
+    await sync_to_async(breakers.reset, thread_sensitive=False)(breaker)
+    await audit.arecord(
+        AuditEvent.Action.BREAKER_RESET,
+        actor=actor,
+        actor_name=_name(actor),
+        target=f"breaker {name}",
+        ip=ip,
+        details={"state_before": before},
+    )
+
+
+async def _end_live_sessions() -> int:
+    ended = 0
+    async for session in VoiceSession.objects.filter(status__in=VoiceSession.LIVE_STATUSES):
+        await session_actions.end_session(session, reason=VoiceSession.EndReason.MAINTENANCE)
+        ended += 1
+    return ended
+
+
+def _name(actor: Any) -> str:
+    if getattr(actor, "is_authenticated", False):
+        return actor.get_username()
+    return str(actor) if isinstance(actor, str) else "system"
