@@ -36,10 +36,9 @@ async def maintenance_on(
     await ops.asave()
     state.forget()
     ended = await _end_live_sessions() if end_live else 0
-    await audit.arecord(
+    await _audit(
         AuditEvent.Action.MAINTENANCE_ON,
-        actor=actor,
-        actor_name=_name(actor),
+        actor,
         target="maintenance",
         ip=ip,
         details={
@@ -59,10 +58,9 @@ async def maintenance_off(*, actor: Any, ip: str | None = None) -> None:
     ops.maintenance_since = None
     await ops.asave()
     state.forget()
-    await audit.arecord(
+    await _audit(
         AuditEvent.Action.MAINTENANCE_OFF,
-        actor=actor,
-        actor_name=_name(actor),
+        actor,
         target="maintenance",
         ip=ip,
         details={"was_on_since": was_on_since.isoformat() if was_on_since else None},
@@ -90,10 +88,9 @@ async def force_level(
     ops.forced_until = timezone.now() + timedelta(hours=hours)
     await ops.asave()
     state.forget()
-    await audit.arecord(
+    await _audit(
         AuditEvent.Action.LEVEL_FORCED,
-        actor=actor,
-        actor_name=_name(actor),
+        actor,
         target=f"level {level}",
         ip=ip,
         details={
@@ -110,10 +107,9 @@ async def release_level(*, actor: Any, ip: str | None = None) -> None:
     ops.forced_level, ops.forced_reason, ops.forced_until = None, "", None
     await ops.asave()
     state.forget()
-    await audit.arecord(
+    await _audit(
         AuditEvent.Action.LEVEL_RELEASED,
-        actor=actor,
-        actor_name=_name(actor),
+        actor,
         target=f"level {released}" if released else "level",
         ip=ip,
         details={"released": released},
@@ -128,10 +124,9 @@ async def reset_breaker(*, actor: Any, name: str, ip: str | None = None) -> None
         )
     before = await sync_to_async(breakers.state_of, thread_sensitive=False)(breaker)
     await sync_to_async(breakers.reset, thread_sensitive=False)(breaker)
-    await audit.arecord(
+    await _audit(
         AuditEvent.Action.BREAKER_RESET,
-        actor=actor,
-        actor_name=_name(actor),
+        actor,
         target=f"breaker {name}",
         ip=ip,
         details={"state_before": before},
@@ -146,7 +141,7 @@ async def _end_live_sessions() -> int:
     return ended
 
 
-def _name(actor: Any) -> str:
-    if getattr(actor, "is_authenticated", False):
-        return actor.get_username()
-    return str(actor) if isinstance(actor, str) else "system"
+async def _audit(action: AuditEvent.Action, actor: Any, **fields: Any) -> None:
+    """actor: the user who acted, or a name for someone outside the web (e.g. cli:root)."""
+    name = actor if isinstance(actor, str) else "system"
+    await audit.arecord(action, actor=actor, actor_name=name, **fields)
