@@ -179,10 +179,11 @@ def _clean_cache():
     # database, which a running Celery worker and the channel layer also use.
     for pattern in ("rl:*", "usage:*", "ops:*", "audit:*"):
         cache.delete_pattern(pattern)
-    # The operators' switches as this process last read them.
-    from ops_app import state
+    # The operators' switches and the health checks as this process last saw them.
+    from ops_app import health, state
 
     state.forget()
+    health.forget()
 
 
 @pytest.fixture(autouse=True)

@@ -163,6 +163,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "ops_app.middleware.MetricsBeforeMiddleware",
     "voiceplatform.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
@@ -174,6 +175,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "voiceplatform.middleware.ApiErrorMiddleware",
+    "ops_app.middleware.MetricsAfterMiddleware",
 ]
 
 ROOT_URLCONF = "voiceplatform.urls"
@@ -388,6 +390,11 @@ WEB_SEARCH_API_KEY = env_secret("WEB_SEARCH_API_KEY")
 WEB_FETCH_ALLOW_PRIVATE = env_bool("WEB_FETCH_ALLOW_PRIVATE", False)
 AMPLIFIER_BREAKER_FAILURES = env_int("AMPLIFIER_BREAKER_FAILURES", 3)
 AMPLIFIER_BREAKER_RESET_SECONDS = env_int("AMPLIFIER_BREAKER_RESET_SECONDS", 10)
+# The OpenAI breaker (seed 7.3): open after 5 failed upstream calls, half-open after 30 s.
+OPENAI_BREAKER_FAILURES = env_int("OPENAI_BREAKER_FAILURES", 5)
+OPENAI_BREAKER_RESET_SECONDS = env_int("OPENAI_BREAKER_RESET_SECONDS", 30)
+# GET /metrics answers only this bearer token when it is set (keep metrics internal).
+METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN")
 WORKER_PING_TIMEOUT_SECONDS = env_float("WORKER_PING_TIMEOUT_SECONDS", 1.0)
 
 # --- celery -----------------------------------------------------------------------

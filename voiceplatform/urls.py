@@ -6,14 +6,17 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 
+from ops_app import exporter, probes
 from voiceplatform import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("sessions_app.urls")),
     path("", include("tools_app.urls")),
-    path("", include("django_prometheus.urls")),
-    path("health/live", views.live),
+    path("metrics", exporter.metrics, name="metrics"),
+    path("health", probes.overall, name="health"),
+    path("health/live", probes.live, name="health-live"),
+    path("health/ready", probes.ready, name="health-ready"),
 ]
 
 if not settings.AWS_STORAGE_BUCKET_NAME:

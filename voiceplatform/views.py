@@ -10,10 +10,6 @@ from django.views.static import serve
 from voiceplatform.errors import ErrorCode, error_response
 
 
-async def live(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "alive"})
-
-
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return error_response(400, ErrorCode.BAD_REQUEST, "The request could not be understood.")
 

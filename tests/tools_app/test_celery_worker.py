@@ -134,9 +134,9 @@ async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_
 
 
 async def test_with_no_worker_alive_sessions_start_without_tools(api, real_celery, simulator):
-    from ops_app import degradation
+    from ops_app import health
 
-    assert await degradation.refresh_workers() is False  # what the background probe finds
+    assert not (await health.check("workers")).ok  # what the background probe finds
 
     response = await api.post("/session", content_type="application/json")
 
@@ -144,6 +144,6 @@ async def test_with_no_worker_alive_sessions_start_without_tools(api, real_celer
 
 
 async def test_a_live_worker_is_found_by_the_probe(worker):
-    from ops_app import degradation
+    from ops_app import health
 
-    assert await degradation.refresh_workers() is True
+    assert (await health.check("workers")).ok
