@@ -9,6 +9,7 @@ from django.test import AsyncClient
 
 from sessions_app.models import VoiceSession
 from tests.factories import ApiKeyFactory
+from tests.support import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -221,8 +222,6 @@ async def test_it_answers_504_when_upstream_is_too_slow(api, simulator, settings
 
 
 async def test_it_answers_502_when_upstream_is_unreachable(api, settings):
-    from tests.conftest import free_port
-
     settings.OPENAI_BASE_URL = f"http://127.0.0.1:{free_port()}/simulator"
     settings.OPENAI_MAX_RETRIES = 0
 

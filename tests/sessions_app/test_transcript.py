@@ -7,8 +7,8 @@ import pytest
 
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.probe import open_call
-from tests.conftest import eventually
 from tests.factories import VoiceSessionFactory, bearer
+from tests.support import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,11 +10,9 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
 
-from tests import conftest
-from tests.conftest import database_env, eventually, wait_for_worker
 from tests.factories import VoiceSessionFactory, bearer
+from tests.support import eventually, start_worker, wait_for_worker
 from tools_app import actions, policy
 from tools_app.calls import ToolCall
 from tools_app.models import ToolExecution
@@ -23,18 +21,6 @@ from tools_app.workspace import Workspace
 from voiceplatform.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def start_worker(tmp_path, name: str) -> subprocess.Popen:
-    env = {
-        **database_env(connection.settings_dict),
-        "DJANGO_SETTINGS_MODULE": "voiceplatform.settings_test",
-        # Messages a dead worker held come back within seconds, not minutes.
-        "CELERY_VISIBILITY_TIMEOUT": "3",
-        "CELERY_UNACKED_RESTORE_INTERVAL": "1",
-        "CELERY_UNACKED_RESTORE_THROTTLE": "1",
-    }
-    return conftest.start_worker(name, env, tmp_path / f"{name}.log")
 
 
 @pytest.fixture
@@ -50,7 +36,7 @@ def real_celery(settings):
 
 @pytest.fixture
 def worker(real_celery, tmp_path):
-    process = start_worker(tmp_path, "w1")
+    process = start_worker("w1", tmp_path / "w1.log", fast_redelivery=True)
     wait_for_worker("w1")
     yield process
     os.killpg(process.pid, signal.SIGKILL)
@@ -109,7 +95,7 @@ async def test_a_worker_child_killed_mid_tool_leaves_the_call_failed_not_rerun(w
 
 
 async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_celery, tmp_path):
-    first = start_worker(tmp_path, "w2")
+    first = start_worker("w2", tmp_path / "w2.log", fast_redelivery=True)
     await sync_to_async(wait_for_worker)("w2")
     session = await _session()
     execution, _ = await actions.submit(
@@ -122,7 +108,7 @@ async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_
     assert await eventually(running, timeout=20)
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its children, no goodbye
     first.wait()
-    second = start_worker(tmp_path, "w3")
+    second = start_worker("w3", tmp_path / "w3.log", fast_redelivery=True)
     try:
         finished = await actions.wait_for(execution, timeout=45)
     finally:
