@@ -12,6 +12,12 @@ import pytest
 from django.core.cache import cache
 
 from tests import network_guard
+from tests.factories import (
+    ApiKeyFactory,
+    ConversationItemFactory,
+    VoiceSessionFactory,
+    async_create,
+)
 from tests.support import SearchProvider, Simulator, free_port, start_server, stop_server
 
 network_guard.install()
@@ -73,6 +79,24 @@ def api():
     from django.test import AsyncClient
 
     return AsyncClient()
+
+
+@pytest.fixture
+def make_session():
+    """``session = await make_session(status="active")``: a VoiceSession, in async tests."""
+    return async_create(VoiceSessionFactory)
+
+
+@pytest.fixture
+def make_item():
+    """``await make_item(session=session, text="hi")``: a ConversationItem, in async tests."""
+    return async_create(ConversationItemFactory)
+
+
+@pytest.fixture
+def make_api_key():
+    """``key = await make_api_key()``: an ApiKey whose raw key is key.raw, in async tests."""
+    return async_create(ApiKeyFactory)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,7 +11,7 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.factories import VoiceSessionFactory, bearer
+from tests.factories import bearer
 from tests.support import eventually, start_worker, wait_for_worker
 from tools_app import actions, policy
 from tools_app.calls import ToolCall
@@ -43,15 +43,13 @@ def worker(real_celery, tmp_path):
     process.wait()
 
 
-async def _session():
-    return await sync_to_async(VoiceSessionFactory)(
-        status="active", tools=policy.definitions(["bash"])
-    )
+@pytest.fixture
+async def session(make_session):
+    """A live session allowed bash."""
+    return await make_session(status="active", tools=policy.definitions(["bash"]))
 
 
-async def test_a_real_worker_runs_the_call_and_returns_it_without_blocking(api, worker):
-    session = await _session()
-
+async def test_a_real_worker_runs_the_call_and_returns_it_without_blocking(api, worker, session):
     response = await api.post(
         "/tools/bash",
         {"call_id": "call_1", "arguments": {"command": "echo from-worker"}},
@@ -72,8 +70,7 @@ def _pool_child(worker: subprocess.Popen) -> int:
     return int(children[0])
 
 
-async def test_a_worker_child_killed_mid_tool_leaves_the_call_failed_not_rerun(worker):
-    session = await _session()
+async def test_a_worker_child_killed_mid_tool_leaves_the_call_failed_not_rerun(worker, session):
     workspace = Workspace.for_session(session.pk)
     command = "echo start >> runs.txt; sleep 3; echo end >> runs.txt"
     execution, _ = await actions.submit(
@@ -94,10 +91,11 @@ async def test_a_worker_child_killed_mid_tool_leaves_the_call_failed_not_rerun(w
     assert (workspace.root / "runs.txt").read_text() == "start\n"  # ran once, stopped
 
 
-async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_celery, tmp_path):
+async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(
+    real_celery, tmp_path, session
+):
     first = start_worker("w2", tmp_path / "w2.log", fast_redelivery=True)
     await sync_to_async(wait_for_worker)("w2")
-    session = await _session()
     execution, _ = await actions.submit(
         ToolCall(session, "bash", "call_w", {"command": "sleep 30"}), origin="client"
     )
