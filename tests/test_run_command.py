@@ -13,7 +13,7 @@ from django.db import connection
 
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.probe import open_call
-from tests.conftest import ROOT, database_env, free_port, start_server, stop_server
+from tests.support import ROOT, database_env, free_port, start_server, stop_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

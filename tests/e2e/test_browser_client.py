@@ -15,7 +15,7 @@ from django.test import AsyncClient
 
 from ops_app import breakers
 from sessions_app.models import VoiceSession
-from tests.e2e.conftest import launch
+from tests.support import launch
 from tools_app.models import ToolExecution
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from sessions_app import actions, tokens
-from tests.factories import VoiceSessionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,8 +21,8 @@ def _connect(session_id: str, token: str | None) -> WebsocketCommunicator:
     )
 
 
-async def test_it_streams_transcript_items_and_the_end(simulator):
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+async def test_it_streams_transcript_items_and_the_end(simulator, make_session):
+    session = await make_session(status="active")
     socket = _connect(session.pk, tokens.issue(session.pk))
     connected, _ = await socket.connect()
     state = await socket.receive_json_from(timeout=5)
@@ -56,8 +54,8 @@ async def test_it_streams_transcript_items_and_the_end(simulator):
 
 
 @pytest.mark.parametrize("token", [None, "forged", "other"])
-async def test_it_refuses_a_missing_forged_or_foreign_token(token):
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+async def test_it_refuses_a_missing_forged_or_foreign_token(token, make_session):
+    session = await make_session(status="active")
     if token == "other":
         token = tokens.issue("sess_other")
     socket = _connect(session.pk, token)

@@ -12,6 +12,7 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from sessions_app.probe import offering_peer
+from tests.support import free_port
 from voiceplatform.logconfig import json_formatter
 
 BASH = {
@@ -259,8 +260,6 @@ async def test_control_endpoints_answer_only_this_machine():
 
 
 async def test_an_undeliverable_webhook_is_reported_not_a_crash(simulator):
-    from tests.conftest import free_port
-
     result = simulator.control(
         "webhook", {"type": "x", "url": f"http://127.0.0.1:{free_port()}/hook"}
     )
