@@ -55,10 +55,12 @@ def _clean_cache():
     for pattern in ("rl:*", "usage:*", "ops:*", "audit:*"):
         cache.delete_pattern(pattern)
     # The operators' switches and the health checks as this process last saw them.
-    from ops_app import health, state
+    from ops_app import breakers, health, state
 
     state.forget()
     health.forget()
+    for breaker in breakers.all_breakers().values():  # failures counted by earlier tests
+        breakers.reset(breaker)
 
 
 @pytest.fixture(autouse=True)

@@ -421,6 +421,8 @@ CELERY_TASK_ANNOTATIONS = {
         "time_limit": TOOL_TIMEOUT_SECONDS + 30,
     }
 }
+# Without a broker (embedded default) the server itself runs this schedule on a thread.
+PERIODIC_IN_PROCESS = env_bool("PERIODIC_IN_PROCESS", CELERY_TASK_ALWAYS_EAGER)
 CELERY_BEAT_SCHEDULE = {
     "expire-overdue-sessions": {
         "task": "sessions_app.tasks.expire_sessions_task",

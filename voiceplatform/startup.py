@@ -18,6 +18,7 @@ def describe_backends() -> dict[str, str]:
         "cache": "redis" if settings.REDIS_URL else "locmem",
         "channel_layer": "redis" if settings.REDIS_URL else "in-memory",
         "celery": "in-process" if settings.CELERY_TASK_ALWAYS_EAGER else "redis",
+        "periodic": "in-process" if settings.PERIODIC_IN_PROCESS else "celery beat",
         "storage": storage,
         "upstream": "simulator" if not settings.OPENAI_API_KEY else "openai",
         "upstream_url": settings.OPENAI_BASE_URL,

@@ -37,6 +37,8 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
         env = {
             **database_env(connection.settings_dict),
+            # The stack's own worker (below) is the only one: the run command starts none.
+            "RUN_WORKER": "0",
             "OPENAI_API_KEY": "",
             "SIMULATOR_SPEECH_AFTER_SECONDS": "0.5",
             "CLIENT_STATS_INTERVAL_SECONDS": "1",
