@@ -91,17 +91,3 @@ def test_tool_runs_are_listed_and_shown_on_the_session_page(admin_client):
     assert listing.context["cl"].result_count == 1
     html = page.content.decode()
     assert "please list files" in html and "call_admin" in html and "README.md" in html
-
-
-def test_exported_files_are_served_to_staff_only(admin_client, client):
-    from django.core.files.base import ContentFile
-
-    session = VoiceSessionFactory(status="ended")
-    session.transcript_text.save("t.txt", ContentFile(b"[user] hi\n"))
-    url = session.transcript_text.url
-
-    staff = admin_client.get(url)
-    anonymous = client.get(url)
-
-    assert staff.status_code == 200 and b"".join(staff.streaming_content) == b"[user] hi\n"
-    assert anonymous.status_code == 302  # to the admin login
