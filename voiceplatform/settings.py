@@ -318,7 +318,10 @@ RECORDING_MAX_BYTES = env_int("RECORDING_MAX_BYTES", 25 * 1024 * 1024)
 # Recordings may still be uploaded this long after their session ended.
 RECORDING_UPLOAD_GRACE_SECONDS = env_int("RECORDING_UPLOAD_GRACE_SECONDS", 300)
 CLIENT_STATS_INTERVAL_SECONDS = env_int("CLIENT_STATS_INTERVAL_SECONDS", 10)
-# Request bodies are capped per endpoint (JSON_MAX_BYTES, SDP_MAX_BYTES, recordings).
+# Request bodies are capped per endpoint (JSON_MAX_BYTES, SDP_MAX_BYTES, recordings),
+# before Django reads them (voiceplatform.body_limits); every other route, the admin
+# included, at REQUEST_MAX_BYTES (Django's own default upload cap).
+REQUEST_MAX_BYTES = env_int("REQUEST_MAX_BYTES", 2_621_440)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RECORDING_MAX_BYTES + 1024
 
 # --- realtime upstream ------------------------------------------------------------
