@@ -175,9 +175,9 @@ def simulator(simulator_process, settings):
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    # Rate-limit windows, usage dedupe keys and cached checks; not the whole Redis
-    # database, which a running Celery worker and the channel layer also use.
-    for pattern in ("rl:*", "usage:*", "ops:*"):
+    # Rate-limit windows, usage dedupe keys, cached checks and counted slots; not the
+    # whole Redis database, which a running Celery worker and the channel layer also use.
+    for pattern in ("rl:*", "usage:*", "ops:*", "slots:*"):
         cache.delete_pattern(pattern)
 
 

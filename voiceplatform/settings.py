@@ -307,6 +307,11 @@ SESSION_DEFAULT_INSTRUCTIONS = env_str(
     "SESSION_DEFAULT_INSTRUCTIONS",
     "You are a helpful voice assistant. Keep answers short and spoken-friendly.",
 )
+# Live-event WebSockets open at once per session and per client address, and how long
+# a socket that sent no token in its Sec-WebSocket-Protocol has to send it.
+WS_MAX_PER_SESSION = env_int("WS_MAX_PER_SESSION", 3)
+WS_MAX_PER_IP = env_int("WS_MAX_PER_IP", 20)
+WS_AUTH_TIMEOUT_SECONDS = env_float("WS_AUTH_TIMEOUT_SECONDS", 5.0)
 SDP_MAX_BYTES = env_int("SDP_MAX_BYTES", 64 * 1024)
 JSON_MAX_BYTES = env_int("JSON_MAX_BYTES", 256 * 1024)
 SIDEBAND_ENABLED = env_bool("SIDEBAND_ENABLED", True)
