@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.http import HttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
 from sessions_app.models import ApiKey, ConversationItem, VoiceSession, WebhookEvent
@@ -72,11 +75,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: ApiKey, form, change) -> None:
         if not change:
-            raw = obj.issue()
-            messages.warning(
-                request, f"The new key is {raw} — copy it now, it will not be shown again."
-            )
+            obj.raw = obj.issue()
         super().save_model(request, obj, form, change)
+
+    def response_add(self, request, obj: ApiKey, post_url_continue=None) -> HttpResponse:
+        """Shows the new key once, on this page: a message would carry it in the
+        messages cookie, which is signed but readable."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key added",
+            "opts": self.opts,
+            "original": obj,
+            "raw_key": obj.raw,
+        }
+        response = TemplateResponse(request, "admin/sessions_app/apikey/issued.html", context)
+        add_never_cache_headers(response)
+        return response
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request, queryset) -> None:

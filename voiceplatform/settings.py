@@ -315,6 +315,11 @@ SESSION_DEFAULT_INSTRUCTIONS = env_str(
     "SESSION_DEFAULT_INSTRUCTIONS",
     "You are a helpful voice assistant. Keep answers short and spoken-friendly.",
 )
+# Live-event WebSockets open at once per session and per client address, and how long
+# a socket that sent no token in its Sec-WebSocket-Protocol has to send it.
+WS_MAX_PER_SESSION = env_int("WS_MAX_PER_SESSION", 3)
+WS_MAX_PER_IP = env_int("WS_MAX_PER_IP", 20)
+WS_AUTH_TIMEOUT_SECONDS = env_float("WS_AUTH_TIMEOUT_SECONDS", 5.0)
 SDP_MAX_BYTES = env_int("SDP_MAX_BYTES", 64 * 1024)
 JSON_MAX_BYTES = env_int("JSON_MAX_BYTES", 256 * 1024)
 SIDEBAND_ENABLED = env_bool("SIDEBAND_ENABLED", True)
@@ -326,7 +331,10 @@ RECORDING_MAX_BYTES = env_int("RECORDING_MAX_BYTES", 25 * 1024 * 1024)
 # Recordings may still be uploaded this long after their session ended.
 RECORDING_UPLOAD_GRACE_SECONDS = env_int("RECORDING_UPLOAD_GRACE_SECONDS", 300)
 CLIENT_STATS_INTERVAL_SECONDS = env_int("CLIENT_STATS_INTERVAL_SECONDS", 10)
-# Request bodies are capped per endpoint (JSON_MAX_BYTES, SDP_MAX_BYTES, recordings).
+# Request bodies are capped per endpoint (JSON_MAX_BYTES, SDP_MAX_BYTES, recordings),
+# before Django reads them (voiceplatform.body_limits); every other route, the admin
+# included, at REQUEST_MAX_BYTES (Django's own default upload cap).
+REQUEST_MAX_BYTES = env_int("REQUEST_MAX_BYTES", 2_621_440)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RECORDING_MAX_BYTES + 1024
 
 # --- realtime upstream ------------------------------------------------------------

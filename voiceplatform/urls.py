@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from ops_app import exporter, probes
-from voiceplatform import views
+from sessions_app import media
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -20,7 +20,11 @@ urlpatterns = [
 ]
 
 if not settings.AWS_STORAGE_BUCKET_NAME:
-    urlpatterns.append(re_path(r"^media/(?P<path>.+)$", views.media))
+    # Only the files sessions own (transcripts/, recordings/), to staff who may view
+    # sessions.
+    urlpatterns.append(
+        re_path(r"^media/(?P<path>(?:transcripts|recordings)/.+)$", media.session_file)
+    )
 
 if settings.SIMULATOR_ENABLED:
     urlpatterns.append(path("simulator/", include("sessions_app.simulator")))
