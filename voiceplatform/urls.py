@@ -1,4 +1,5 @@
-"""HTTP routes: the voice API at the root, the admin, the simulator when enabled."""
+"""HTTP routes: the voice API at the root, the admin, the operations dashboard, the
+simulator when enabled."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from voiceplatform import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("ops/", include("ops_app.urls")),
     path("", include("sessions_app.urls")),
     path("", include("tools_app.urls")),
     path("", include("django_prometheus.urls")),
