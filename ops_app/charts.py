@@ -10,8 +10,8 @@ from typing import Any
 from django.utils import timezone
 
 # The column chart's viewBox and the margins left for its axis labels.
-WIDTH, HEIGHT = 360, 150
-LEFT, RIGHT, TOP, BOTTOM = 30, 4, 10, 22
+WIDTH, HEIGHT = 300, 150
+LEFT, RIGHT, TOP, BOTTOM = 24, 4, 10, 22
 LABEL_EVERY = 3
 
 

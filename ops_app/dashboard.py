@@ -193,11 +193,8 @@ def _last_hour(now: datetime) -> dict[str, Any]:
         .values_list("waited", flat=True)[:SAMPLES]
     ]
     latencies = [
-        {"name": "connect", "what": "connect (connected − created)", **_p95(connects)},
-        *(
-            {"name": tool, "what": f"tool {tool}", **_p95(values)}
-            for tool, values in sorted(durations.items())
-        ),
+        {"name": "connect", **_p95(connects)},
+        *({"name": tool, **_p95(values)} for tool, values in sorted(durations.items())),
     ]
     return {
         "since": since,
@@ -211,6 +208,7 @@ def _last_hour(now: datetime) -> dict[str, Any]:
             {**row, "meter": charts.meter(row["succeeded"], row["failed"])} for row in outcomes
         ],
         "latencies": charts.with_bars(latencies, "p95"),
+        "sample_cap": SAMPLES,
         "samples_capped": len(connects) == SAMPLES
         or sum(len(values) for values in durations.values()) == SAMPLES,
     }

@@ -13,7 +13,12 @@ def _max_length(field: str) -> int:
     return OpsState._meta.get_field(field).max_length
 
 
-class MaintenanceForm(forms.Form):
+class _Form(forms.Form):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, label_suffix="", **kwargs)
+
+
+class MaintenanceForm(_Form):
     message = forms.CharField(
         label="Message for users",
         max_length=_max_length("maintenance_message"),
@@ -33,7 +38,7 @@ class MaintenanceForm(forms.Form):
     )
 
 
-class ForcedLevelForm(forms.Form):
+class ForcedLevelForm(_Form):
     level = forms.TypedChoiceField(
         label="Level",
         coerce=int,
@@ -47,4 +52,4 @@ class ForcedLevelForm(forms.Form):
         max_length=_max_length("forced_reason"),
         help_text="Recorded in the audit log.",
     )
-    hours = forms.FloatField(label="For how many hours", initial=1)
+    hours = forms.FloatField(label="Hours", initial=1)
