@@ -45,12 +45,12 @@ class OpsDashboardConsumer(AsyncJsonWebsocketConsumer):
         loop = asyncio.get_running_loop()
         checked = loop.time()
         while True:
-            if loop.time() - checked >= RECHECK_SECONDS:
-                checked = loop.time()
-                if not await self._still_allowed():
-                    await self.close(code=REFUSED)
-                    return
             try:
+                if loop.time() - checked >= RECHECK_SECONDS:
+                    checked = loop.time()
+                    if not await self._still_allowed():
+                        await self.close(code=REFUSED)
+                        return
                 await self.push()
             except Exception as exc:  # the database or Redis is down: try again later
                 log.warning("ops_dashboard_push_failed", error=type(exc).__name__)

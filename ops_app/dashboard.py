@@ -32,6 +32,7 @@ LISTED = 50
 # Percentiles are computed in Python over at most this many of the hour's newest rows.
 SAMPLES = 5000
 AUDIT_SHOWN = 20
+ACTION_LABELS = dict(AuditEvent.Action.choices)
 
 # Section id -> template: the page lays them out in this order; live updates replace
 # them by id.
@@ -133,7 +134,7 @@ def _from_database(now: datetime) -> dict[str, Any]:
         },
         "hour": _last_hour(now),
         "audit": [
-            {**event, "action_label": AuditEvent.Action(event["action"]).label}
+            {**event, "action_label": ACTION_LABELS.get(event["action"], event["action"])}
             for event in AuditEvent.objects.order_by("-created_at", "-id").values(
                 "created_at", "actor_name", "action", "target", "ip", "details"
             )[:AUDIT_SHOWN]

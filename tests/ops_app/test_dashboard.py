@@ -105,6 +105,14 @@ def test_a_viewer_sees_the_level_sessions_and_audit_but_no_forms(viewer):
     assert "data-csrf-token" not in html
 
 
+def test_an_audit_action_this_version_does_not_know_is_shown_as_recorded(viewer):
+    AuditEvent.objects.create(action="added_later", actor_name="bob")
+
+    page = viewer.get("/ops/")
+
+    assert page.status_code == 200 and "added_later" in page.content.decode()
+
+
 def test_an_operator_sees_every_switch(operator, settings):
     page = operator.get("/ops/")
     _open_amplifier_breaker(settings)
