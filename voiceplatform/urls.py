@@ -1,4 +1,5 @@
-"""HTTP routes: the voice API at the root, the admin, the simulator when enabled."""
+"""HTTP routes: the voice API at the root, the admin, the operations dashboard, the
+simulator when enabled."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sessions_app import media
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("ops/", include("ops_app.urls")),
     path("", include("sessions_app.urls")),
     path("", include("tools_app.urls")),
     path("metrics", exporter.metrics, name="metrics"),
