@@ -113,3 +113,23 @@ async def test_the_lockout_ends_after_fifteen_quiet_minutes(api, staff):
     response = await log_in(api, PASSWORD)
 
     assert response.status_code == 302
+
+
+def test_lifting_a_lockout_in_the_admin_is_recorded(admin_client):
+    attempt = AccessAttempt.objects.create(
+        username="operator",
+        ip_address="127.0.0.1",
+        user_agent="",
+        failures_since_start=5,
+        attempt_time=timezone.now(),
+        get_data="",
+        post_data="",
+        http_accept="",
+        path_info="/admin/login/",
+    )
+
+    admin_client.post(f"/admin/axes/accessattempt/{attempt.pk}/delete/", {"post": "yes"})
+
+    assert not AccessAttempt.objects.exists()
+    deleted = AuditEvent.objects.get(action=Action.ADMIN_DELETE)
+    assert deleted.target.startswith(f"axes.accessattempt:{attempt.pk} ")
