@@ -50,10 +50,7 @@ def record_first(
     """Records only the first `times` events of a kind (action and key) in each window of
     window_seconds, so a flood of them cannot flood the table. Returns the event, or None
     when this one was left out."""
-    # Keys may carry what a caller sent (a username, a tool name): hashed, they stay
-    # short and safe for any cache backend.
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    counter = f"audit:once:{action}:{digest}"
+    counter = _counter(action, key)
     # add + incr: atomic in Redis, so concurrent processes agree on who came first.
     cache.add(counter, 0, timeout=window_seconds)
     try:
@@ -64,6 +61,18 @@ def record_first(
     if count > times:
         return None
     return record(action, **fields)
+
+
+def forget_first(action: AuditEvent.Action, key: str) -> None:
+    """Starts record_first's count for this key afresh (e.g. after a successful login)."""
+    cache.delete(_counter(action, key))
+
+
+def _counter(action: AuditEvent.Action, key: str) -> str:
+    # Keys may carry what a caller sent (a username, a tool name): hashed, they stay
+    # short and safe for any cache backend.
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"audit:once:{action}:{digest}"
 
 
 async def record_once_per_window(

@@ -23,13 +23,17 @@ from voiceplatform.api import client_ip
 
 @receiver(user_logged_in, dispatch_uid="ops_app.logins.logged_in")
 def record_login(sender, request: HttpRequest | None, user, **kwargs: Any) -> None:
+    ip = _ip(request)
     audit.record(
         AuditEvent.Action.LOGIN,
         actor=user,
         target=audit.describe(user),
-        ip=_ip(request),
+        ip=ip,
         details=_where(request),
     )
+    # axes forgets this pair's failures on a success (AXES_RESET_ON_SUCCESS), so the
+    # next ones are recorded again.
+    audit.forget_first(AuditEvent.Action.LOGIN_FAILED, _failure_key(user.get_username(), ip))
 
 
 @receiver(user_logged_out, dispatch_uid="ops_app.logins.logged_out")
@@ -54,7 +58,7 @@ def record_login_failure(
     ip = _ip(request)
     audit.record_first(
         AuditEvent.Action.LOGIN_FAILED,
-        f"{username}\0{ip}",
+        _failure_key(username, ip),
         _lockout_seconds(),
         times=settings.LOGIN_FAILURE_LIMIT,
         actor_name=username,
@@ -73,7 +77,7 @@ def record_lockout(
     ip = _ip(request) if request is not None else ip_address
     audit.record_first(
         AuditEvent.Action.LOCKED_OUT,
-        f"{username}\0{ip}",
+        _failure_key(username, ip),
         _lockout_seconds(),
         actor_name=username,
         target=f"username {username}",
@@ -85,6 +89,10 @@ def record_lockout(
             **_where(request),
         },
     )
+
+
+def _failure_key(username: str, ip: str | None) -> str:
+    return f"{username}\0{ip}"
 
 
 def _lockout_seconds() -> int:

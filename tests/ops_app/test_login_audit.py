@@ -93,6 +93,18 @@ async def test_hammering_a_locked_out_login_adds_no_more_events(api, staff):
     assert await counted() == {Action.LOGIN_FAILED: 5, Action.LOCKED_OUT: 1}
 
 
+async def test_a_successful_login_starts_the_count_of_failures_afresh(api, staff):
+    for n in range(4):
+        await log_in(api, f"guess-{n}")
+    await log_in(api, PASSWORD)
+    await api.post("/admin/logout/")
+
+    statuses = [(await log_in(api, f"again-{n}")).status_code for n in range(4)]
+
+    assert statuses == [200] * 4  # not locked out: axes forgot the first four too
+    assert (await counted())[Action.LOGIN_FAILED] == 8
+
+
 async def test_the_lockout_is_for_that_username_from_that_address_only(api, staff, settings):
     settings.USE_X_FORWARDED_FOR = True
     for n in range(5):
