@@ -104,8 +104,9 @@ class LoginFailuresAdmin(AuditedMixin, AccessAttemptAdmin):
 
 
 def csv_response(queryset: QuerySet) -> StreamingHttpResponse:
-    """The events as a CSV download, written row by row as the database hands them over
-    (an async iterator: under ASGI a plain one would be read whole into memory first)."""
+    """The events as a CSV download, oldest first, written row by row as the database
+    hands them over (an async iterator: under ASGI, Django reads a plain one whole into
+    memory before sending a byte)."""
     response = StreamingHttpResponse(_csv_lines(queryset), content_type="text/csv")
     filename = f"audit-{timezone.now():%Y%m%d-%H%M%S}.csv"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

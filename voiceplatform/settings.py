@@ -294,8 +294,8 @@ SERVESTATIC_AUTOREFRESH = DEBUG
 # --- logins (admin, and /ops/ through it) ----------------------------------------
 # After this many failed logins for one username from one address, that pair is locked
 # out (even with the right password) until this many minutes pass without another try.
-LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
-LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
+LOGIN_FAILURE_LIMIT = max(1, env_int("LOGIN_FAILURE_LIMIT", 5))
+LOGIN_LOCKOUT_MINUTES = max(1, env_int("LOGIN_LOCKOUT_MINUTES", 15))
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
