@@ -6,4 +6,6 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        from ops_app import checks  # noqa: F401  (registers the system checks)
+        # Imported for what importing does: registers the system checks and connects
+        # the login audit receivers.
+        from ops_app import checks, logins  # noqa: F401

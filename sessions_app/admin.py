@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import transaction
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -11,7 +12,7 @@ from django.utils.html import format_html, format_html_join
 
 from sessions_app.models import ApiKey, ConversationItem, VoiceSession, WebhookEvent
 from tools_app.admin import ToolExecutionInline
-from voiceplatform.admin import ReadOnlyMixin
+from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
 
 
 class ConversationItemInline(ReadOnlyMixin, admin.TabularInline):
@@ -24,7 +25,7 @@ class ConversationItemInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(VoiceSession)
-class VoiceSessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "status",
@@ -66,7 +67,7 @@ class VoiceSessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedMixin, admin.ModelAdmin):
     list_display = ("name", "user", "lookup", "created_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("name", "lookup")
@@ -94,11 +95,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request, queryset) -> None:
-        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        now = timezone.now()
+        with transaction.atomic():
+            ids = list(queryset.filter(revoked_at__isnull=True).values_list("pk", flat=True))
+            ApiKey.objects.filter(pk__in=ids, revoked_at__isnull=True).update(revoked_at=now)
+            # Only those this action revoked (not one a concurrent request got to first).
+            revoked = list(ApiKey.objects.filter(pk__in=ids, revoked_at=now))
+            self.log_changes(request, revoked, "Revoked with the bulk action.")
+        self.message_user(request, f"Revoked {len(revoked)} key(s).")
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class WebhookEventAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("webhook_id", "event_type", "outcome", "session", "created_at")
     list_filter = ("event_type", "created_at")
     search_fields = ("webhook_id", "session__id")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -157,6 +158,7 @@ INSTALLED_APPS = [
     "channels",
     "csp",
     "django_prometheus",
+    "axes",
     "sessions_app",
     "tools_app",
     "ops_app",
@@ -175,6 +177,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "voiceplatform.middleware.ApiErrorMiddleware",
+    # axes turns a login refused for a lockout into its 429 page.
+    "axes.middleware.AxesMiddleware",
     "ops_app.middleware.MetricsAfterMiddleware",
 ]
 
@@ -288,6 +292,31 @@ CONTENT_SECURITY_POLICY = {
 # production images.
 SERVESTATIC_USE_FINDERS = not PRODUCTION
 SERVESTATIC_AUTOREFRESH = DEBUG
+
+# --- logins (admin, and /ops/ through it) ----------------------------------------
+# After this many failed logins for one username from one address, that pair is locked
+# out (even with the right password) until this many minutes pass without another try.
+LOGIN_FAILURE_LIMIT = max(1, env_int("LOGIN_FAILURE_LIMIT", 5))
+LOGIN_LOCKOUT_MINUTES = max(1, env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The same address as every other limit sees (X-Forwarded-For only when trusted).
+AXES_CLIENT_IP_CALLABLE = "voiceplatform.api.client_ip"
+AXES_RESET_ON_SUCCESS = True
+# Logins are in the audit log (ops_app.logins); ops_app.admin shows the lockouts.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_ENABLE_ADMIN = False
+AXES_VERBOSE = False
+
+# --- audit log --------------------------------------------------------------------
+# A refusal a caller can repeat fast (a tool refused by policy, a bad webhook signature)
+# is recorded once per source in this window; rate-limit refusals once per limit window.
+AUDIT_REFUSAL_WINDOW_SECONDS = env_int("AUDIT_REFUSAL_WINDOW_SECONDS", 300)
 
 # --- voice sessions ---------------------------------------------------------------
 # Behind a load balancer the client address comes from X-Forwarded-For.
