@@ -6,4 +6,5 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        from ops_app import checks  # noqa: F401  (registers the system checks)
+        # checks: registers the system checks; admin_checklists: the checklist admin.
+        from ops_app import admin_checklists, checks  # noqa: F401
