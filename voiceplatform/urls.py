@@ -10,6 +10,7 @@ from voiceplatform import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("ops/checklists/", include("ops_app.checklist_urls")),
     path("", include("sessions_app.urls")),
     path("", include("tools_app.urls")),
     path("", include("django_prometheus.urls")),
