@@ -222,9 +222,7 @@ async def tool_isolation() -> Verdict:
     described = ", ".join(f"{host}: {level}" for host, level in sorted(found.items()))
     bare = sorted(host for host, level in found.items() if level not in ("bwrap", "rlimits"))
     if bare:
-        return Verdict(
-            False, f"No isolation on {', '.join(bare)} (bash is refused there): {described}."
-        )
+        return Verdict(False, f"No isolation reported by {', '.join(bare)}: {described}.")
     return Verdict(True, f"{described}.")
 
 
@@ -306,8 +304,7 @@ def _secrets() -> dict[str, str]:
     """The secret values this deployment holds, by what they are."""
     found = {
         "SECRET_KEY": settings.SECRET_KEY,
-        "OPENAI_API_KEY": settings.OPENAI_API_KEY,
-        "the upstream API key": realtime.api_key(),
+        "OPENAI_API_KEY" if settings.OPENAI_API_KEY else "SIMULATOR_API_KEY": realtime.api_key(),
         "AWS_SECRET_ACCESS_KEY": settings.AWS_SECRET_ACCESS_KEY or "",
         "WEB_SEARCH_API_KEY": settings.WEB_SEARCH_API_KEY,
         "the database password": settings.DATABASES["default"].get("PASSWORD") or "",

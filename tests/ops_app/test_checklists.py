@@ -602,7 +602,7 @@ async def test_tool_isolation_fails_when_a_worker_reports_none(start_worker):
         verdict = await verifications.run("tool_isolation")
 
     assert not verdict.passed
-    assert "No isolation on bare@" in verdict.detail and "none" in verdict.detail
+    assert "No isolation reported by bare@" in verdict.detail and "none" in verdict.detail
 
 
 async def test_tool_isolation_fails_when_no_worker_answers(real_celery):
