@@ -6,6 +6,6 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        # Imported for what importing does: registers the system checks and connects
-        # the login audit receivers.
-        from ops_app import checks, logins  # noqa: F401
+        # Imported for what importing does: registers the system checks, connects the
+        # login audit receivers, registers the checklist admin.
+        from ops_app import admin_checklists, checks, logins  # noqa: F401

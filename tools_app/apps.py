@@ -8,6 +8,6 @@ class ToolsConfig(AppConfig):
     def ready(self) -> None:
         # Load installed Amplifier modules once, at start-up: mounting them is async and
         # imports code, neither of which belongs on a request's event loop.
-        from tools_app import registry
+        from tools_app import control, registry  # noqa: F401  (control: what workers answer)
 
         registry.all_tools()

@@ -12,6 +12,7 @@ from sessions_app import media
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("ops/checklists/", include("ops_app.checklist_urls")),
     path("ops/", include("ops_app.urls")),
     path("", include("sessions_app.urls")),
     path("", include("tools_app.urls")),
