@@ -104,6 +104,7 @@ class Backend:
         return f"cgroup v{self.version} per call ({', '.join(self.controllers)})"
 
     def create(self, limits: Limits) -> CallCgroup:
+        _remove_stale(self)
         name = f"{PREFIX}{os.getpid()}-{next(_counter)}"
         made: list[Path] = []
         try:
@@ -257,7 +258,8 @@ def _v1_backend(mounts, own) -> Backend | None:
 
 
 def _remove_stale(backend: Backend) -> None:
-    """Removes empty call cgroups left by worker processes that died mid-call."""
+    """Removes the call cgroups of worker processes that died mid-call (what ran in
+    them died with the worker: PR_SET_PDEATHSIG)."""
     for parent in backend.parents.values():
         with contextlib.suppress(OSError):
             for entry in parent.iterdir():
@@ -277,10 +279,7 @@ def backend() -> Backend | None:
         mounts, own = _mounts(), _own_cgroups()
     except OSError:
         return None
-    found = _v2_backend(mounts, own) or _v1_backend(mounts, own)
-    if found is not None:
-        _remove_stale(found)
-    return found
+    return _v2_backend(mounts, own) or _v1_backend(mounts, own)
 
 
 def describe() -> str:

@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import secrets
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -45,13 +46,14 @@ def bash(workspace, command: str, timeout: int = 30):
     return asyncio.run(BashTool(workspace).execute({"command": command, "timeout": timeout}))
 
 
-def call_cgroups() -> list[Path]:
+def call_cgroups(pid: int | None = None) -> list[Path]:
+    """The call cgroups of process pid (this one by default)."""
     found = cgroups.backend()
     return [
         entry
         for parent in found.parents.values()
         for entry in parent.iterdir()
-        if entry.name.startswith(cgroups.PREFIX)
+        if entry.name.startswith(f"{cgroups.PREFIX}{pid or os.getpid()}-")
     ]
 
 
@@ -116,6 +118,18 @@ def test_a_calls_cgroup_is_removed_after_it_and_nothing_of_it_is_left(workspace,
 
     assert result.success
     assert call_cgroups() == []
+
+
+def test_the_cgroups_of_a_worker_that_died_mid_call_are_removed(workspace, with_cgroups):
+    child = subprocess.Popen(["true"])
+    child.wait()
+    for parent in cgroups.backend().parents.values():
+        (parent / f"{cgroups.PREFIX}{child.pid}-1").mkdir()
+
+    result = bash(workspace, "echo ran")
+
+    assert result.success
+    assert call_cgroups(child.pid) == []
 
 
 def test_without_a_writable_cgroup_bash_keeps_its_per_process_limits(
