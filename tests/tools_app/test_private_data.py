@@ -86,6 +86,8 @@ def test_the_app_makes_var_private_from_the_start(tmp_path):
         "from django.core.files.storage import default_storage\n"
         "default_storage.save('exports/t.json', ContentFile(b'{}'))\n"
         "from tools_app.workspace import Workspace; Workspace.for_session('sess_x')\n"
+        "from django.core.management import call_command\n"
+        "call_command('collectstatic', interactive=False, verbosity=0)\n"
         "from voiceplatform import private_files\n"
         "print(json.dumps([str(p) for p in private_files.readable_by_others()]))\n"
     )
@@ -108,3 +110,6 @@ def test_the_app_makes_var_private_from_the_start(tmp_path):
     assert mode(var / "media" / "exports") == 0o700
     assert mode(var / "media" / "exports" / "t.json") == 0o600
     assert mode(var / "workspaces") == 0o711
+    # Static files are public (another user may serve them).
+    assert mode(var / "static") == 0o755
+    assert mode(var / "static" / "admin" / "css" / "base.css") == 0o644
