@@ -236,6 +236,10 @@ class BashResult:
         )
 
 
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
 def _tasks_of(uid: int) -> int:
     """How many tasks (threads) the uid runs: what RLIMIT_NPROC counts."""
     count = 0
@@ -261,7 +265,7 @@ def _limit(
     cpu = int(timeout) + 1
     size = settings.TOOL_BASH_FILE_SIZE_BYTES if file_size is None else file_size
     procs = settings.TOOL_BASH_MAX_PROCESSES
-    root = os.geteuid() == 0
+    root = _is_root()
     uid = (workspace.uid if workspace.uid is not None else NOBODY) if root else os.getuid()
     # RLIMIT_NPROC counts every task of the real uid: a uid of its own gets the limit,
     # a worker's own uid gets room for that many more than it runs now.

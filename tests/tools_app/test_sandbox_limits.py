@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tools_app import cgroups
+from tools_app import cgroups, sandbox
 from tools_app.builtin import BashTool, WriteFileTool
 from tools_app.sandbox import isolation
 from tools_app.workspace import MAX_WALK_DEPTH, Workspace
@@ -130,6 +130,25 @@ def test_the_cgroups_of_a_worker_that_died_mid_call_are_removed(workspace, with_
 
     assert result.success
     assert call_cgroups(child.pid) == []
+
+
+def test_a_worker_without_root_still_limits_processes(settings, monkeypatch):
+    """RLIMIT_NPROC counts every task of the real uid: a worker that cannot give bash a
+    uid of its own gives it room for TOOL_BASH_MAX_PROCESSES more than it runs."""
+    settings.TOOL_BASH_MAX_PROCESSES = 16
+    monkeypatch.setattr(sandbox, "_is_root", lambda: False)
+    workspace = Workspace(root=Path("/"), uid=None)
+
+    shown = subprocess.run(
+        ["/bin/bash", "-c", "ulimit -u"],
+        preexec_fn=sandbox._limit(workspace, 10, network=True),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    already = sandbox._tasks_of(os.getuid())
+    assert abs(int(shown.stdout) - (already + 16)) < 10
 
 
 def test_without_a_writable_cgroup_bash_keeps_its_per_process_limits(
