@@ -101,8 +101,9 @@ def _etc_dir() -> Path:
     """Our /etc/passwd, group, hosts and hostname for the sandbox, kept beside the
     workspaces (sandbox uids may read them: nothing in them is secret)."""
     directory = Path(settings.TOOL_WORKSPACE_ROOT) / ".sandbox-etc"
-    if all((directory / name).is_file() for name in ETC_FILES):
-        return directory
+    with contextlib.suppress(OSError):
+        if all((directory / name).read_text() == text for name, text in ETC_FILES.items()):
+            return directory
     Workspace.make_root()
     directory.mkdir(exist_ok=True)
     directory.chmod(0o711)
