@@ -9,5 +9,8 @@ class ToolsConfig(AppConfig):
         # Load installed Amplifier modules once, at start-up: mounting them is async and
         # imports code, neither of which belongs on a request's event loop.
         from tools_app import control, registry  # noqa: F401  (control: what workers answer)
+        from voiceplatform import private_files
 
         registry.all_tools()
+        # bash runs as other uids: what an older version left readable is closed now.
+        private_files.make_private()

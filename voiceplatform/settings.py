@@ -136,6 +136,9 @@ def refuse_weak_secret_key(key: str) -> None:
 
 
 # --- core -------------------------------------------------------------------------
+# Everything the app writes (database, media, exports, workspaces) is its user's alone:
+# bash runs as other uids. voiceplatform.private_files tightens what exists at start.
+os.umask(0o077)
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 DEBUG = env_bool("DEBUG", False)
 # PRODUCTION flips the defaults that must be strict on a public deployment.
@@ -240,6 +243,9 @@ STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+# Django would make uploaded files world-readable (0644) whatever the umask.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
 # Read here so they may come from *_FILE too; unset (None) leaves boto3 to its own
 # credential chain (environment, profile, instance role).
@@ -259,7 +265,11 @@ STORAGES = {
         if AWS_STORAGE_BUCKET_NAME
         else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
     ),
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Collected static files are public (and may be served by another user): not 0600.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage",
+        "OPTIONS": {"file_permissions_mode": 0o644, "directory_permissions_mode": 0o755},
+    },
 }
 
 # --- security ---------------------------------------------------------------------
@@ -410,9 +420,19 @@ TOOL_WORKSPACE_ROOT = Path(env_str("TOOL_WORKSPACE_ROOT", str(VAR_DIR / "workspa
 TOOL_TIMEOUT_SECONDS = env_int("TOOL_TIMEOUT_SECONDS", 300)
 TOOL_BASH_TIMEOUT_SECONDS = env_int("TOOL_BASH_TIMEOUT_SECONDS", 30)
 TOOL_BASH_MAX_TIMEOUT_SECONDS = env_int("TOOL_BASH_MAX_TIMEOUT_SECONDS", 240)
+# One bash call's budget: memory, processes (tasks) and CPU for everything it runs
+# together, where a cgroup can be made per call (tools_app.cgroups); otherwise memory
+# and processes are per-process rlimits only. Files it writes: at most FILE_SIZE each.
 TOOL_BASH_MEMORY_BYTES = env_int("TOOL_BASH_MEMORY_BYTES", 512 * 1024 * 1024)
-TOOL_BASH_FILE_SIZE_BYTES = env_int("TOOL_BASH_FILE_SIZE_BYTES", 64 * 1024 * 1024)
 TOOL_BASH_MAX_PROCESSES = env_int("TOOL_BASH_MAX_PROCESSES", 64)
+TOOL_BASH_CPU_QUOTA = env_float("TOOL_BASH_CPU_QUOTA", 1.0)  # cores; 0 for no limit
+TOOL_BASH_FILE_SIZE_BYTES = env_int("TOOL_BASH_FILE_SIZE_BYTES", 64 * 1024 * 1024)
+TOOL_BASH_TMP_BYTES = env_int("TOOL_BASH_TMP_BYTES", 64 * 1024 * 1024)  # its private /tmp
+# Where per-call cgroups are made: empty for the worker's own (v1) or its parent (v2).
+TOOL_BASH_CGROUP_PARENT = env_str("TOOL_BASH_CGROUP_PARENT")
+# What a session's workspace may hold on disk, and how long it is kept after its end.
+TOOL_WORKSPACE_MAX_BYTES = env_int("TOOL_WORKSPACE_MAX_BYTES", 256 * 1024 * 1024)
+TOOL_WORKSPACE_RETENTION_SECONDS = env_int("TOOL_WORKSPACE_RETENTION_SECONDS", 3600)
 TOOL_OUTPUT_MAX_BYTES = env_int("TOOL_OUTPUT_MAX_BYTES", 64 * 1024)
 TOOL_READ_MAX_BYTES = env_int("TOOL_READ_MAX_BYTES", 1024 * 1024)
 # bash runs as uid BASE + hash(session) when we are root; 0 turns that off.
@@ -468,6 +488,10 @@ CELERY_BEAT_SCHEDULE = {
     "fail-lost-tool-executions": {
         "task": "tools_app.tasks.fail_lost_executions_task",
         "schedule": 60.0,
+    },
+    "remove-expired-workspaces": {
+        "task": "tools_app.tasks.remove_expired_workspaces_task",
+        "schedule": 600.0,
     },
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 from django.conf import settings
 
-from tools_app.sandbox import isolation
+from tools_app.sandbox import describe_limits, isolation
 
 log = structlog.get_logger("voiceplatform.startup")
 
@@ -24,6 +24,7 @@ def describe_backends() -> dict[str, str]:
         "upstream_url": settings.OPENAI_BASE_URL,
         "pod": settings.POD_NAME,
         "tool_isolation": isolation(),
+        "tool_limits": describe_limits(),
     }
 
 
