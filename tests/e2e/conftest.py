@@ -31,7 +31,9 @@ if not Path(CHROMIUM).exists():
     )
 
 
-@pytest.fixture(scope="session")
+# The browser tests' package only: its worker must be gone before tests that need to
+# know which workers answer (the deployment checklist's isolation check).
+@pytest.fixture(scope="package")
 def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     """(base URL) of a live server and a Celery worker on the test database."""
     with django_db_blocker.unblock():

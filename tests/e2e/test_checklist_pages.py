@@ -14,6 +14,7 @@ from django.db import connection
 
 from ops_app.models import AuditEvent, ChecklistEntry
 from tests.support import (
+    ROOT,
     database_env,
     free_port,
     launch,
@@ -44,6 +45,8 @@ def server(tmp_path):
         "OPENAI_API_KEY": "",
         "PORT": str(port),
         "VAR_DIR": str(tmp_path / "var"),
+        # Sandbox uids must reach the workspaces (pytest's own tmp_path is 0700).
+        "TOOL_WORKSPACE_ROOT": str(ROOT / "var" / "test-workspaces"),
     }
     process = start_server(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
