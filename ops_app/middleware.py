@@ -9,6 +9,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
 
+from ops_app import ratelimit
 from ops_app.metrics import voice_api_request_duration_seconds
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -62,3 +63,28 @@ class MetricsAfterMiddleware(_Native, PrometheusAfterMiddleware):
                 endpoint=endpoint, method=method, status=str(response.status_code)
             ).observe(time.perf_counter() - started)
         return super().process_response(request, response)
+
+
+class RateLimitHeadersMiddleware:
+    """X-RateLimit-Limit / -Remaining / -Reset on every response of a request that met
+    a rate limit (the tightest one it met)."""
+
+    async_capable = True
+    sync_capable = False
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = ratelimit.current.set(None)
+        try:
+            response = await self.get_response(request)
+            standing = ratelimit.current.get()
+        finally:
+            ratelimit.current.reset(token)
+        if standing is not None:
+            response["X-RateLimit-Limit"] = str(standing.limit)
+            response["X-RateLimit-Remaining"] = str(standing.remaining)
+            response["X-RateLimit-Reset"] = str(standing.reset_seconds)
+        return response

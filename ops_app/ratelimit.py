@@ -1,8 +1,15 @@
-"""Fixed-window rate limits kept in the cache (Redis in production)."""
+"""Fixed-window rate limits kept in the cache (Redis in production).
+
+Each hit also notes, for the request it belongs to, the tightest limit it met; the
+response then carries it as X-RateLimit-Limit / -Remaining / -Reset (see
+RateLimitHeadersMiddleware), on success and on 429 alike.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import time
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
@@ -19,6 +26,25 @@ def _count(key: str, window_seconds: int) -> int:
     return cache.incr(key)
 
 
+@dataclass(frozen=True)
+class Standing:
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+
+# The tightest standing of the current request (None outside one, or before any hit).
+current: contextvars.ContextVar[Standing | None] = contextvars.ContextVar(
+    "ratelimit_standing", default=None
+)
+
+
+def _note(standing: Standing) -> None:
+    known = current.get()
+    if known is None or standing.remaining < known.remaining:
+        current.set(standing)
+
+
 async def hit(bucket: str, limit: int, window_seconds: int = 60) -> None:
     """Counts one hit on bucket; 429 with Retry-After past `limit` in the window. The
     first refusal of a bucket in each window is audited, and only that one: the count
@@ -26,6 +52,8 @@ async def hit(bucket: str, limit: int, window_seconds: int = 60) -> None:
     now = time.time()
     key = f"rl:{bucket}:{int(now // window_seconds)}"
     count = await sync_to_async(_count, thread_sensitive=False)(key, window_seconds)
+    reset = int(window_seconds - (now % window_seconds)) + 1
+    _note(Standing(limit=limit, remaining=max(0, limit - count), reset_seconds=reset))
     if count == limit + 1:
         await audit.arecord(
             AuditEvent.Action.RATE_LIMITED,
@@ -33,7 +61,4 @@ async def hit(bucket: str, limit: int, window_seconds: int = 60) -> None:
             details={"bucket": bucket, "limit": limit, "window_seconds": window_seconds},
         )
     if count > limit:
-        retry_after = int(window_seconds - (now % window_seconds)) + 1
-        raise TooManyRequests(
-            f"Too many requests; try again in {retry_after} s.", retry_after=retry_after
-        )
+        raise TooManyRequests(f"Too many requests; try again in {reset} s.", retry_after=reset)

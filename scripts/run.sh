@@ -17,7 +17,11 @@ stop() {
 }
 trap stop TERM INT EXIT
 if [ -n "${REDIS_URL:-}" ] && [ "${RUN_WORKER:-1}" = 1 ]; then
-  .venv/bin/celery -A voiceplatform worker --beat --schedule "$var_dir/celerybeat-schedule" \
+  # With WORKER_METRICS_PORT set, the worker serves what its pool processes observe.
+  metrics_dir="$var_dir/worker-metrics"
+  rm -rf "$metrics_dir" && mkdir -p "$metrics_dir"
+  PROMETHEUS_MULTIPROC_DIR="$metrics_dir" \
+    .venv/bin/celery -A voiceplatform worker --beat --schedule "$var_dir/celerybeat-schedule" \
     --loglevel warning --hostname "run-$$@%h" &
   pids+=($!)
 fi

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import IntegrityError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from ops_app import audit
+from ops_app import audit, ratelimit
 from ops_app.models import AuditEvent
 from sessions_app import actions
 from sessions_app.models import WebhookEvent
@@ -42,6 +42,8 @@ async def receive(
     """Returns ("accepted" | "duplicate", record). Work is done once per webhook-id; if
     it fails, the record is dropped so the sender's retry does it again. A bad signature
     is audited, once per sender address in a window (anyone can post garbage)."""
+    if network := client_network(ip):
+        await ratelimit.hit(f"webhook:{network}", settings.WEBHOOK_RATE_PER_MINUTE)
     try:
         event = verify(body, headers)
     except BadRequest as exc:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
 
+from ops_app import ratelimit
 from ops_app.metrics import voice_tool_execution_duration_seconds, voice_tool_execution_total
 from sessions_app import events
 from sessions_app.models import VoiceSession
@@ -37,6 +38,7 @@ async def run_for_client(
 ) -> ToolExecution:
     """POST /tools/<name>. While the server holds the call's sideband it runs the
     model's calls itself; the browser may then only ask for their results."""
+    await ratelimit.hit(f"tools:{session.pk}", settings.TOOLS_RATE_PER_MINUTE)
     call = await check_call(session, name=name, call_id=call_id, arguments=arguments)
     if session.sideband_connected:
         seen = await _seen_by_sideband(session, call_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_init, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
 
@@ -21,3 +22,30 @@ async def enqueue(task, *args) -> None:
     # Not the shared thread: an in-process task may run for minutes (a bash tool), and
     # the shared thread serialises every request's database access.
     await sync_to_async(task.delay, thread_sensitive=False)(*args)
+
+
+# Metrics observed in workers (sessions the sweep ends, upstream errors met there)
+# reach Prometheus through the worker's own port: with WORKER_METRICS_PORT and
+# PROMETHEUS_MULTIPROC_DIR set in the worker's environment (before it starts, so every
+# pool process writes its samples there), the main process serves them all.
+@worker_init.connect
+def serve_worker_metrics(**kwargs) -> None:
+    port = int(os.environ.get("WORKER_METRICS_PORT") or 0)
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not port or not directory:
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    # Every interface by default: Prometheus scrapes workers by pod IP.
+    address = os.environ.get("WORKER_METRICS_ADDR", "0.0.0.0")  # noqa: S104
+    start_http_server(port, addr=address, registry=registry)
+
+
+@worker_process_shutdown.connect
+def forget_pool_process(pid: int | None = None, **kwargs) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid or os.getpid())

@@ -170,6 +170,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "ops_app.middleware.MetricsBeforeMiddleware",
     "voiceplatform.middleware.RequestContextMiddleware",
+    "ops_app.middleware.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -344,6 +345,9 @@ SESSION_LIVE_PER_CALLER = env_int("SESSION_LIVE_PER_CALLER", 20)
 SESSION_TRANSCRIPT_MAX_ITEMS = env_int("SESSION_TRANSCRIPT_MAX_ITEMS", 2000)
 SESSION_TRANSCRIPT_MAX_CHARS = env_int("SESSION_TRANSCRIPT_MAX_CHARS", 2 * 1024 * 1024)
 SESSION_EVENTS_PER_MINUTE = env_int("SESSION_EVENTS_PER_MINUTE", 240)
+# POST /tools/<name> per session, and signed webhooks per sender address, a minute.
+TOOLS_RATE_PER_MINUTE = env_int("TOOLS_RATE_PER_MINUTE", 60)
+WEBHOOK_RATE_PER_MINUTE = env_int("WEBHOOK_RATE_PER_MINUTE", 600)
 POD_NAME = env_str("POD_NAME") or env_str("HOSTNAME") or "local"
 REGION = env_str("REGION", "local")
 SESSION_MAX_SECONDS = env_int("SESSION_MAX_SECONDS", 900)
