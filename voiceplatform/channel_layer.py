@@ -40,33 +40,43 @@ class FallbackRedisChannelLayer(BaseChannelLayer):
         self._outage_seen = outage.redis.count
 
     # --- Redis, tried only while the outage circuit lets us --------------------
-    async def _on_redis(self, name: str, *args, timeout: float | None = SEND_TIMEOUT_SECONDS):
-        """(True, result), or (False, None) when Redis is down or just went down."""
+    async def _on_redis(
+        self, name: str | None, *args, timeout: float | None = SEND_TIMEOUT_SECONDS
+    ):
+        """(True, result), or (False, None) when Redis is down or just went down.
+        After an outage, this process's memberships are written back first; name None
+        does only that."""
         if not outage.redis.should_try():
             return False, None
+        reached, result = False, None
         try:
-            result = await asyncio.wait_for(getattr(self.redis, name)(*args), timeout)
+            if self._outage_seen != outage.redis.count:
+                reached = await self._rejoin()
+            if name is not None:
+                result = await asyncio.wait_for(getattr(self.redis, name)(*args), timeout)
+                reached = True
         except Exception as exc:
             if not outage.is_unreachable(exc):
                 raise
             outage.redis.failed(exc)
             return False, None
-        await self._back(name)
+        if reached:
+            outage.redis.succeeded()
         return True, result
 
-    async def _back(self, name: str) -> None:
-        outage.redis.succeeded()
-        if self._outage_seen == outage.redis.count:
-            return
-        self._outage_seen = outage.redis.count
-        # A restarted Redis has no groups: tell it again who listens here.
-        for group, channels in list(self._members.items()):
-            for channel in list(channels):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        self.redis.group_add(group, channel), SEND_TIMEOUT_SECONDS
-                    )
-        log.info("channel_layer_groups_restored", groups=len(self._members), after=name)
+    async def _rejoin(self) -> bool:
+        """Tells a Redis that may have restarted (and forgotten its groups) who listens
+        here; whether that reached Redis."""
+        seen = outage.redis.count
+        members = [
+            (group, channel) for group, channels in self._members.items() for channel in channels
+        ]
+        for group, channel in members:
+            await asyncio.wait_for(self.redis.group_add(group, channel), SEND_TIMEOUT_SECONDS)
+        self._outage_seen = seen
+        if members:
+            log.info("channel_layer_groups_restored", memberships=len(members))
+        return bool(members)
 
     # --- the channel layer API -------------------------------------------------
     async def new_channel(self, prefix: str = "specific") -> str:
@@ -104,7 +114,7 @@ class FallbackRedisChannelLayer(BaseChannelLayer):
         remote: asyncio.Future | None = None
         try:
             while True:
-                if remote is None and outage.redis.should_try():
+                if remote is None and (await self._on_redis(None))[0]:
                     remote = asyncio.ensure_future(self.redis.receive(channel))
                 waiting = {local} if remote is None else {local, remote}
                 # While Redis is down, look again when it is time to try it.
@@ -121,7 +131,8 @@ class FallbackRedisChannelLayer(BaseChannelLayer):
                             raise
                         outage.redis.failed(exc)
                     else:
-                        await self._back("receive")
+                        outage.redis.succeeded()
+                        await self._on_redis(None)
                         return message
                 if local in done:
                     return local.result()
