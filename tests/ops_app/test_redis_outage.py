@@ -8,7 +8,6 @@ The drill stops only a Redis of its own, on a free loopback port."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 
@@ -41,51 +40,6 @@ EVENTS_IN_OUTAGE = [
         "transcript": "Are you still there?",
     },
 ]
-
-
-class OwnRedis:
-    """A redis-server this test starts, kills and starts again on the same port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + WAIT_SECONDS
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-            finally:
-                client.close()
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
 
 
 def _until(check, what: str) -> float:
@@ -124,14 +78,6 @@ def _next_of(socket, kind: str) -> dict:
         event = json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
         if event.get("type") == kind:
             return event
-
-
-@pytest.fixture
-def own_redis():
-    server = OwnRedis(free_port())
-    server.start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture
