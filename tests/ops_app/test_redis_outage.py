@@ -80,13 +80,15 @@ def _next_of(socket, kind: str) -> dict:
             return event
 
 
-@pytest.fixture
-def server(own_redis, tmp_path):
+@pytest.fixture(params=["tasks in-process", "tasks through the broker"])
+def server(request, own_redis, tmp_path):
+    """The server on our Redis: with tasks run in-process (no broker needed), or
+    queued on Redis as the broker with no worker running (tools unavailable)."""
     port = free_port()
     env = {
         **database_env(connection.settings_dict),
         "REDIS_URL": own_redis.url,
-        "CELERY_TASK_ALWAYS_EAGER": "1",
+        "CELERY_TASK_ALWAYS_EAGER": "1" if request.param == "tasks in-process" else "0",
         "OPENAI_API_KEY": "",
         "DJANGO_SETTINGS_MODULE": "voiceplatform.settings",
         "PORT": str(port),
@@ -108,13 +110,13 @@ def server(own_redis, tmp_path):
         env,
         log,
     )
-    yield f"http://127.0.0.1:{port}", log
+    yield f"http://127.0.0.1:{port}", log, request.param
     stop_server(process)
 
 
 def test_a_redis_outage_mid_conversation_degrades_health_and_never_answers_500(own_redis, server):
-    url, log = server
-    observed: dict[str, object] = {}
+    url, log, tasks = server
+    observed: dict[str, object] = {"tasks": tasks}
     with httpx.Client(base_url=url, timeout=20) as http:
         # Given a conversation under way, with its page listening for live events.
         first, _ = _new_session(http)
@@ -142,8 +144,26 @@ def test_a_redis_outage_mid_conversation_degrades_health_and_never_answers_500(o
         )
         observed["events in outage"] = relayed.status_code
         assert relayed.status_code == 200, relayed.text
+        tool = http.post(
+            "/tools/write_file",
+            json={
+                "call_id": "call_outage",
+                "arguments": {"file_path": "note.txt", "content": "written in the outage"},
+            },
+            headers=_auth(session),
+        )
+        answer = tool.json()
+        outcome = answer["error"]["code"] if tool.status_code >= 400 else answer["status"]
+        observed["tool in outage"] = (tool.status_code, outcome)
+        if tasks == "tasks through the broker":
+            # No worker answers through a dead broker: level 2, tools refused.
+            assert (tool.status_code, outcome) == (503, "tools_unavailable")
+        else:
+            # Run in-process; its waiter is woken through the in-memory layer.
+            assert (tool.status_code, outcome) == (200, "succeeded"), answer
+        started = time.monotonic()
         ended = http.post(session["urls"]["end"], headers=_auth(session))
-        observed["end in outage"] = ended.status_code
+        observed["end in outage"] = (ended.status_code, round(time.monotonic() - started, 2))
         assert ended.status_code == 200, ended.text
         assert ended.json()["status"] == "ended"
         # The page on this process still hears the end (the in-memory layer).
@@ -153,11 +173,16 @@ def test_a_redis_outage_mid_conversation_degrades_health_and_never_answers_500(o
         # And health says so: degraded, redis failing, not ready for new sessions.
         def health_degraded() -> bool:
             health = http.get("/health")
-            observed["health in outage"] = (health.status_code, health.json()["status"])
+            body = health.json()
+            observed["health in outage"] = (health.status_code, body["status"], body["level"])
+            observed["failing checks in outage"] = sorted(
+                name for name, check in body["checks"].items() if check["status"] == "failing"
+            )
             return (
                 health.status_code == 200
-                and health.json()["status"] == "degraded"
-                and health.json()["checks"]["redis"]["status"] == "failing"
+                and body["status"] == "degraded"
+                and body["checks"]["redis"]["status"] == "failing"
+                and (tasks == "tasks in-process" or body["level"] == 2)
             )
 
         _until(health_degraded, "/health degraded with redis failing")
