@@ -132,6 +132,9 @@ class FallbackRedisChannelLayer(BaseChannelLayer):
                         outage.redis.failed(exc)
                     else:
                         outage.redis.succeeded()
+                        if local in done and local.exception() is None:
+                            # Both came at once: the next receive gets this one.
+                            await self.local.send(channel, local.result())
                         await self._on_redis(None)
                         return message
                 if local in done:
