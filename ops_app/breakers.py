@@ -1,27 +1,117 @@
-"""Circuit breakers (seed 7.3) whose state lives in Redis, shared by every process."""
+"""Circuit breakers (seed 7.3) whose state lives in Redis, shared by every process,
+and in this process's memory while Redis cannot be reached."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
 
 import pybreaker
 from django.conf import settings
+from django_redis import get_redis_connection
+
+from voiceplatform import outage
+
+T = TypeVar("T")
 
 
 class _Failure(Exception):
     pass
 
 
+class FallbackRedisStorage(pybreaker.CircuitBreakerStorage):
+    """pybreaker's state in Redis (the keys CircuitRedisStorage uses), kept in memory
+    instead while Redis is down: a breaker then counts this process's outcomes only,
+    and reads Redis again once it answers. pybreaker's own Redis storage answers
+    'closed' on every Redis error, forgetting what this process saw."""
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__("redis")
+        self.namespace = namespace
+        self.memory = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+
+    def _key(self, name: str) -> str:
+        return f"{self.namespace}:pybreaker:{name}"
+
+    def _either(self, on_redis: Callable, on_memory: Callable[[], T]) -> T:
+        if outage.redis.should_try():
+            try:
+                result = on_redis(get_redis_connection("default"))
+            except Exception as exc:
+                if not outage.is_unreachable(exc):
+                    raise
+                outage.redis.failed(exc)
+            else:
+                outage.redis.succeeded()
+                return result
+        return on_memory()
+
+    @property
+    def state(self) -> str:
+        def on_redis(redis) -> str:
+            value = redis.get(self._key("state"))
+            return value.decode() if value else pybreaker.STATE_CLOSED
+
+        return self._either(on_redis, lambda: self.memory.state)
+
+    @state.setter
+    def state(self, state: str) -> None:
+        def on_memory() -> None:
+            self.memory.state = state
+
+        self._either(lambda redis: redis.set(self._key("state"), str(state)), on_memory)
+
+    def _count(self, name: str, memory: Callable[[], int]) -> int:
+        return self._either(lambda redis: int(redis.get(self._key(name)) or 0), memory)
+
+    @property
+    def counter(self) -> int:
+        return self._count("fail_counter", lambda: self.memory.counter)
+
+    @property
+    def success_counter(self) -> int:
+        return self._count("success_counter", lambda: self.memory.success_counter)
+
+    def increment_counter(self) -> None:
+        self._either(lambda r: r.incr(self._key("fail_counter")), self.memory.increment_counter)
+
+    def reset_counter(self) -> None:
+        self._either(lambda r: r.set(self._key("fail_counter"), 0), self.memory.reset_counter)
+
+    def increment_success_counter(self) -> None:
+        self._either(
+            lambda r: r.incr(self._key("success_counter")), self.memory.increment_success_counter
+        )
+
+    def reset_success_counter(self) -> None:
+        self._either(
+            lambda r: r.set(self._key("success_counter"), 0), self.memory.reset_success_counter
+        )
+
+    @property
+    def opened_at(self) -> datetime | None:
+        def on_redis(redis) -> datetime | None:
+            value = redis.get(self._key("opened_at"))
+            return datetime.fromtimestamp(int(value), UTC) if value else None
+
+        return self._either(on_redis, lambda: self.memory.opened_at)
+
+    @opened_at.setter
+    def opened_at(self, now: datetime) -> None:
+        def on_memory() -> None:
+            self.memory.opened_at = now
+
+        self._either(lambda r: r.set(self._key("opened_at"), int(now.timestamp())), on_memory)
+
+
 @functools.cache
 def _breaker(name: str, failures: int, reset_seconds: int) -> pybreaker.CircuitBreaker:
     if settings.REDIS_URL:
-        from django_redis import get_redis_connection
-
-        storage = pybreaker.CircuitRedisStorage(
-            pybreaker.STATE_CLOSED, get_redis_connection("default"), namespace=f"vp:{name}"
-        )
+        storage = FallbackRedisStorage(f"vp:{name}")
     else:
         storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
     return pybreaker.CircuitBreaker(

@@ -16,6 +16,7 @@ from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import connections
 
 from ops_app import breakers
+from voiceplatform import outage
 from voiceplatform.celery import app
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -48,9 +49,17 @@ def _database() -> str:
 
 
 def _redis() -> str:
+    """Pings Redis itself (not through the fallbacks), and tells them what it found:
+    a probe that gets through ends an outage at once."""
     from django_redis import get_redis_connection
 
-    get_redis_connection("default").ping()
+    try:
+        get_redis_connection("default").ping()
+    except Exception as exc:
+        if outage.is_unreachable(exc):
+            outage.redis.failed(exc)
+        raise
+    outage.redis.succeeded()
     return "ping"
 
 

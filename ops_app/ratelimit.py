@@ -23,7 +23,13 @@ def _count(key: str, window_seconds: int) -> int:
     # add + incr: atomic in Redis (SET NX, INCR); django-redis has no native async API,
     # and its async fallbacks are a get-then-set, so this runs in a thread instead.
     cache.add(key, 0, timeout=window_seconds + 1)
-    return cache.incr(key)
+    try:
+        return cache.incr(key)
+    except ValueError:
+        # The key was added on one side of a Redis outage and counted on the other
+        # (voiceplatform.cache): start it again where the count now lives.
+        cache.add(key, 0, timeout=window_seconds + 1)
+        return cache.incr(key)
 
 
 @dataclass(frozen=True)

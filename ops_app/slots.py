@@ -27,7 +27,12 @@ def _take(name: str, limit: int, lifetime: int) -> str | None:
     # add + incr: atomic in Redis (SET NX, INCR keeps the expiry). The bucket outlives
     # the window it is counted in.
     cache.add(key, 0, timeout=2 * lifetime + 60)
-    held = cache.incr(key) + (cache.get(_bucket_key(name, bucket - 1)) or 0)
+    try:
+        taken = cache.incr(key)
+    except ValueError:  # added on one side of a Redis outage (voiceplatform.cache)
+        cache.add(key, 0, timeout=2 * lifetime + 60)
+        taken = cache.incr(key)
+    held = taken + (cache.get(_bucket_key(name, bucket - 1)) or 0)
     if held > limit:
         _give_back(key)
         return None

@@ -31,6 +31,7 @@ from ops_app import metrics, ratelimit
 from ops_app.models import AuditEvent, ChecklistItem
 from sessions_app import realtime
 from tools_app import control
+from voiceplatform import outage
 from voiceplatform.errors import TooManyRequests
 
 log = structlog.get_logger(__name__)
@@ -146,6 +147,8 @@ async def rate_limiting() -> Verdict:
                 )
     backend = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
     shared = "" if settings.REDIS_URL else " (counted per process: REDIS_URL is not set)"
+    if settings.REDIS_URL and outage.redis.down:
+        shared = " (counted per process while Redis is unreachable)"
     limits = ", ".join(f"{name} {getattr(settings, name)}" for name in RATE_LIMITS)
     return Verdict(True, f"{limits}; the {backend} counter refused a probe past its limit{shared}.")
 

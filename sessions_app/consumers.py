@@ -32,7 +32,8 @@ AFTER_EXPIRY = timedelta(seconds=60)
 
 
 class CloseCode(IntEnum):
-    """Why the server closes (or refuses) a session's socket."""
+    """Why the server closes (or refuses) a session's socket. Passed to close() as a
+    plain int: daphne's autobahn refuses any other type, an IntEnum included."""
 
     ENDED = 1000  # the session ended; its last event was session.ended
     UNAUTHORIZED = 4401  # no token, a forged or expired one, or none in time
@@ -61,7 +62,7 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         self.protocol = PROTOCOL if PROTOCOL in offered else None
         address = scope_client_ip(self.scope) or "unknown"
         if not await self._take(f"ws-ip:{address}", settings.WS_MAX_PER_IP):
-            await self.close(code=CloseCode.TOO_MANY)
+            await self.close(code=int(CloseCode.TOO_MANY))
             return
         bearer = [name for name in offered if name.startswith(BEARER_PREFIX)]
         if not bearer:
@@ -71,7 +72,7 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
             return
         session = await self._authenticate(bearer[0].removeprefix(BEARER_PREFIX))
         if isinstance(session, CloseCode):
-            await self.close(code=session)
+            await self.close(code=int(session))
             return
         await self.accept(self.protocol)
         await self._start(session)
@@ -87,11 +88,11 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         if isinstance(message, dict) and message.get("type") == "auth":
             token = message.get("token")
         if not isinstance(token, str):
-            await self.close(code=CloseCode.UNAUTHORIZED)
+            await self.close(code=int(CloseCode.UNAUTHORIZED))
             return
         session = await self._authenticate(token)
         if isinstance(session, CloseCode):
-            await self.close(code=session)
+            await self.close(code=int(session))
             return
         await self._start(session)
 
@@ -109,7 +110,7 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.send_json(message["event"])
         if message["event"]["type"] == events.LiveEvent.SESSION_ENDED:
-            await self.close(code=CloseCode.ENDED)
+            await self.close(code=int(CloseCode.ENDED))
 
     async def _authenticate(self, token: str) -> VoiceSession | CloseCode:
         """The live session the token opens, or why the socket is refused."""
@@ -155,4 +156,4 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def _close_later(self, seconds: float, code: CloseCode) -> None:
         await asyncio.sleep(seconds)
-        await self.close(code=code)
+        await self.close(code=int(code))

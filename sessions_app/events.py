@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import structlog
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+
+log = structlog.get_logger(__name__)
 
 
 class LiveEvent(StrEnum):
@@ -60,19 +63,29 @@ def execution_group(execution_id: int) -> str:
 
 async def publish(session_id: str, kind: LiveEvent, /, **fields) -> None:
     """Sends one live event to every WebSocket of the session (fields may be named
-    anything but 'type')."""
-    layer = get_channel_layer()
-    if layer is not None:
-        await layer.group_send(
-            session_group(session_id),
-            {"type": "session.event", "event": {"type": str(kind), **fields}},
-        )
+    anything but 'type'). Best effort: a live event that cannot be sent is logged,
+    never raised into the request or task that made it."""
+    await _send(
+        session_group(session_id),
+        {"type": "session.event", "event": {"type": str(kind), **fields}},
+        session_id=session_id,
+        event=str(kind),
+    )
 
 
 async def wake_execution_waiters(execution_id: int) -> None:
+    # Best effort too: waiters re-read the database every few seconds.
+    await _send(execution_group(execution_id), {"type": "tool.finished"}, execution=execution_id)
+
+
+async def _send(group: str, message: dict, **context) -> None:
     layer = get_channel_layer()
-    if layer is not None:
-        await layer.group_send(execution_group(execution_id), {"type": "tool.finished"})
+    if layer is None:
+        return
+    try:
+        await layer.group_send(group, message)
+    except Exception as exc:
+        log.warning("live_event_not_sent", error=f"{type(exc).__name__}: {exc}"[:200], **context)
 
 
 # For worker code, which is synchronous.

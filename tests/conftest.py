@@ -18,7 +18,14 @@ from tests.factories import (
     VoiceSessionFactory,
     async_create,
 )
-from tests.support import SearchProvider, Simulator, free_port, start_server, stop_server
+from tests.support import (
+    OwnRedis,
+    SearchProvider,
+    Simulator,
+    free_port,
+    start_server,
+    stop_server,
+)
 
 network_guard.install()
 
@@ -56,11 +63,22 @@ def _clean_cache():
         cache.delete_pattern(pattern)
     # The operators' switches and the health checks as this process last saw them.
     from ops_app import breakers, health, state
+    from voiceplatform import outage
 
     state.forget()
     health.forget()
+    outage.redis.forget()
     for breaker in breakers.all_breakers().values():  # failures counted by earlier tests
         breakers.reset(breaker)
+
+
+@pytest.fixture
+def own_redis():
+    """A redis-server of this test's own, on a free loopback port: one it may stop."""
+    server = OwnRedis(free_port())
+    server.start()
+    yield server
+    server.kill()
 
 
 @pytest.fixture(autouse=True)

@@ -215,22 +215,38 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_secret("REDIS_URL")
+# While Redis cannot be reached, cache, rate limits, breakers and the channel layer use
+# process-local state (voiceplatform.outage) and try Redis again after this long.
+REDIS_RETRY_SECONDS = env_float("REDIS_RETRY_SECONDS", 3.0)
+# A Redis that does not answer within this long counts as down (cache and breakers).
+REDIS_SOCKET_TIMEOUT_SECONDS = env_float("REDIS_SOCKET_TIMEOUT_SECONDS", 0.5)
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
+            "BACKEND": "voiceplatform.cache.FallbackRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "vp"),
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT_SECONDS,
+                "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT_SECONDS,
+            },
         }
     }
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "voiceplatform.channel_layer.FallbackRedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 times reads out after 5 s by default, as long as the
                 # layer's own blocking pop: idle consumers would crash. The pop has its
                 # own 5 s limit; keepalive notices a dead connection.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "socket_keepalive": True}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": None,
+                        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+                        "socket_keepalive": True,
+                    }
+                ],
                 "prefix": env_str("CHANNEL_PREFIX", "vp"),
             },
         }

@@ -1,0 +1,78 @@
+"""The channel layer while Redis is down: sends reach this process's listeners, nothing
+raises, and when Redis returns its groups are restored and messages go through it.
+Each test stops only a Redis of its own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from voiceplatform import outage
+from voiceplatform.channel_layer import FallbackRedisChannelLayer
+
+RETRY_SECONDS = 0.3
+
+
+@pytest.fixture
+async def layer(own_redis, settings):
+    settings.REDIS_RETRY_SECONDS = RETRY_SECONDS
+    layer = FallbackRedisChannelLayer(
+        hosts=[{"address": own_redis.url, "socket_timeout": None, "socket_connect_timeout": 0.5}],
+        prefix="fallback-test",
+    )
+    yield own_redis, layer
+    await layer.close()
+
+
+async def test_group_messages_reach_this_process_while_redis_is_down(layer):
+    own_redis, layer = layer
+    channel = await layer.new_channel()
+    await layer.group_add("session.a", channel)
+    own_redis.kill()
+
+    await layer.group_send("session.a", {"type": "session.event", "n": 1})
+    message = await asyncio.wait_for(layer.receive(channel), 5)
+
+    assert message["n"] == 1
+    assert outage.redis.down
+    # Joining and leaving groups does not raise either.
+    other = await layer.new_channel()
+    await layer.group_add("session.b", other)
+    await layer.group_discard("session.b", other)
+
+
+async def test_a_listener_waiting_when_redis_dies_still_gets_messages(layer):
+    own_redis, layer = layer
+    channel = await layer.new_channel()
+    await layer.group_add("toolexec.1", channel)
+    waiting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0.2)  # blocked on Redis
+
+    own_redis.kill()
+    await asyncio.sleep(0.2)
+    await layer.group_send("toolexec.1", {"type": "tool.finished"})
+
+    assert (await asyncio.wait_for(waiting, 5))["type"] == "tool.finished"
+
+
+async def test_groups_are_restored_in_a_returning_redis(layer):
+    own_redis, layer = layer
+    channel = await layer.new_channel()
+    await layer.group_add("session.c", channel)
+    own_redis.kill()
+    await layer.group_send("session.c", {"type": "session.event", "n": 1})
+    assert (await asyncio.wait_for(layer.receive(channel), 5))["n"] == 1
+
+    own_redis.start()  # empty: it has forgotten the group
+    await asyncio.sleep(RETRY_SECONDS + 0.1)
+    await layer.group_send("session.c", {"type": "session.event", "n": 2})
+    assert not outage.redis.down
+
+    # Sent through Redis, to the membership written back after the outage.
+    client = own_redis.client()
+    try:
+        assert client.zcard("fallback-test:group:session.c") == 1
+    finally:
+        client.close()
+    assert (await asyncio.wait_for(layer.receive(channel), 5))["n"] == 2

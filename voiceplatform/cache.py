@@ -1,0 +1,121 @@
+"""The cache: Redis, and a process-local cache while Redis cannot be reached.
+
+Rate limits, counted slots and the other keys then live in this process only (each
+side keeps add and incr atomic: SET NX and INCR in Redis, a lock in local memory), and
+go back to Redis by themselves when it answers again (voiceplatform.outage decides
+when to try). What was counted locally is dropped then: Redis is the truth."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from django.core.cache.backends.locmem import LocMemCache
+from django_redis.cache import RedisCache
+
+from voiceplatform import outage
+
+# Arguments only django-redis understands; the local cache is called without them.
+_REDIS_ONLY = ("client", "nx", "xx", "itersize", "prefix")
+
+
+class FallbackRedisCache(RedisCache):
+    """django-redis's RedisCache that serves a LocMemCache while Redis is down."""
+
+    def __init__(self, server: str, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        # Django makes one cache object per thread; the name makes their local
+        # storage one per process.
+        self._local = LocMemCache(
+            f"redis-fallback:{server}",
+            {**params, "OPTIONS": {"MAX_ENTRIES": 100_000}},
+        )
+        self._outage_seen = outage.redis.count
+
+    def _either(self, name: str, *args, **kwargs):
+        if outage.redis.should_try():
+            try:
+                result = getattr(super(), name)(*args, **kwargs)
+            except Exception as exc:
+                if not outage.is_unreachable(exc):
+                    raise
+                outage.redis.failed(exc)
+            else:
+                outage.redis.succeeded()
+                self._forget_local_after_outage()
+                return result
+        local = {key: value for key, value in kwargs.items() if key not in _REDIS_ONLY}
+        return getattr(self._local, name)(*args, **local)
+
+    def _forget_local_after_outage(self) -> None:
+        if self._outage_seen != outage.redis.count:
+            self._outage_seen = outage.redis.count
+            self._local.clear()
+
+    def add(self, *args, **kwargs):
+        return self._either("add", *args, **kwargs)
+
+    def get(self, *args, **kwargs):
+        return self._either("get", *args, **kwargs)
+
+    def set(self, *args, **kwargs):
+        return self._either("set", *args, **kwargs)
+
+    def touch(self, *args, **kwargs):
+        return self._either("touch", *args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        return self._either("delete", *args, **kwargs)
+
+    def get_many(self, *args, **kwargs):
+        return self._either("get_many", *args, **kwargs)
+
+    def set_many(self, *args, **kwargs):
+        return self._either("set_many", *args, **kwargs)
+
+    def delete_many(self, *args, **kwargs):
+        return self._either("delete_many", *args, **kwargs)
+
+    def has_key(self, *args, **kwargs):
+        return self._either("has_key", *args, **kwargs)
+
+    def incr(self, *args, **kwargs):
+        return self._either("incr", *args, **kwargs)
+
+    def decr(self, *args, **kwargs):
+        return self._either("decr", *args, **kwargs)
+
+    def clear(self) -> None:
+        self._local.clear()
+        self._either("clear")
+
+    def delete_pattern(self, pattern: str, *args, **kwargs) -> int:
+        """Keys matching a glob pattern, in Redis and in the local cache."""
+        removed = self._local_delete_pattern(pattern, kwargs.get("version"))
+        if not outage.redis.should_try():
+            return removed
+        try:
+            removed += super().delete_pattern(pattern, *args, **kwargs)
+        except Exception as exc:
+            if not outage.is_unreachable(exc):
+                raise
+            outage.redis.failed(exc)
+        else:
+            outage.redis.succeeded()
+        return removed
+
+    def _local_delete_pattern(self, pattern: str, version: int | None) -> int:
+        full = self._local.make_key(pattern, version=version)
+        local = self._local
+        with local._lock:  # noqa: SLF001 (LocMemCache has no pattern delete)
+            found = [key for key in local._cache if fnmatch.fnmatchcase(key, full)]  # noqa: SLF001
+            for key in found:
+                local._delete(key)  # noqa: SLF001
+        return len(found)
+
+    def close(self, **kwargs) -> None:
+        try:
+            super().close(**kwargs)
+        except Exception as exc:
+            if not outage.is_unreachable(exc):
+                raise
