@@ -39,6 +39,19 @@ async def test_the_sideband_records_the_conversation_in_order(http, simulator):
             return len(items) == 4 and all(status == "completed" for _, status, _ in items)
 
         assert await eventually(four_final_items)
+        # The sideband counts each response's usage once it sees response.done, which
+        # may come after the items are final.
+        spent = sum(
+            e["response"]["usage"]["total_tokens"]
+            for e in call.events
+            if e["type"] == "response.done"
+        )
+
+        async def both_responses_counted():
+            counted = (await VoiceSession.objects.aget(pk=session_id)).total_tokens
+            return counted == spent
+
+        assert await eventually(both_responses_counted)
         session = await VoiceSession.objects.aget(pk=session_id)
         # The browser relays the same events: nothing changes, nothing is counted twice.
         relayed = await http.post(
