@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
+from django.db import DatabaseError
 
 from ops_app.models import AuditEvent
 
@@ -28,7 +29,7 @@ def record(
     """Appends one event. actor is a user (or None for the system / an anonymous
     caller, then described by actor_name); the request id comes from the log context."""
     user = actor if getattr(actor, "is_authenticated", False) else None
-    event = AuditEvent.objects.create(
+    event = AuditEvent(
         action=action,
         actor=user,
         actor_name=(user.get_username() if user else actor_name)[:150],
@@ -37,7 +38,19 @@ def record(
         request_id=str(structlog.contextvars.get_contextvars().get("request_id", ""))[:64],
         details=details or {},
     )
-    log.info("audit", action=str(action), actor=event.actor_name, target=event.target)
+    try:
+        event.save(force_insert=True)
+    except DatabaseError as exc:
+        # The database is down (level 3): what was done still happened; the log line
+        # below keeps the record, and the request must not fail for it.
+        log.warning("audit_not_stored", action=str(action), error=type(exc).__name__)
+    log.info(
+        "audit",
+        action=str(action),
+        actor=event.actor_name,
+        target=event.target,
+        details=event.details,
+    )
     return event
 
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 
 import structlog
+from channels.auth import get_user
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth import get_user_model
 
@@ -59,7 +60,7 @@ class OpsDashboardConsumer(AsyncJsonWebsocketConsumer):
     async def push(self) -> None:
         """Sends the sections whose HTML changed since the last push (all, the first
         time)."""
-        snap = await dashboard.snapshot()
+        snap = await dashboard.shared_snapshot()
         sections = dashboard.render(snap, can_operate=self.can_operate)
         changed = {key: html for key, html in sections.items() if self.sent.get(key) != html}
         if changed:
@@ -67,8 +68,17 @@ class OpsDashboardConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "ops.update", "html": changed})
 
     async def _still_allowed(self) -> bool:
-        user = await get_user_model().objects.filter(pk=self.user_id, is_active=True).afirst()
-        if user is None or not await user.ahas_perm(dashboard.VIEW):
+        # Through the login session, not just the user row: signing out, or a password
+        # change, ends the feed as it ends the page.
+        if "session" in self.scope:
+            user = await get_user(self.scope)
+        else:  # a scope built without the session middleware (tests)
+            user = await get_user_model().objects.filter(pk=self.user_id).afirst()
+        if user is None or not user.is_authenticated or user.pk != self.user_id:
+            return False
+        if not user.is_active:
+            return False
+        if not await user.ahas_perm(dashboard.VIEW):
             return False
         self.can_operate = await user.ahas_perm(dashboard.OPERATE)
         return True

@@ -47,10 +47,6 @@ async def refresh() -> None:
         live = await VoiceSession.objects.live().filter(pod=pod).acount()
         voice_sessions_active.labels(region=settings.REGION, pod=pod).set(live)
     voice_degradation_level.set(await degradation.current_level())
-    states = await sync_to_async(_breaker_states, thread_sensitive=False)()
+    states = await sync_to_async(breakers.states, thread_sensitive=False)()
     for service, state in states.items():
         circuit_breaker_state.labels(service=service).set(BREAKER_STATE_VALUES[state])
-
-
-def _breaker_states() -> dict[str, str]:
-    return {name: breakers.state_of(breaker) for name, breaker in breakers.all_breakers().items()}

@@ -6,11 +6,12 @@ FRESH_SECONDS, so probes cannot overload the backends."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import time
 from dataclasses import asdict, dataclass
 
-from asgiref.sync import sync_to_async
+import structlog
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import connections
@@ -18,6 +19,8 @@ from django.db import connections
 from ops_app import breakers
 from voiceplatform import outage
 from voiceplatform.celery import app
+
+log = structlog.get_logger(__name__)
 
 CHECK_TIMEOUT_SECONDS = 2.0
 FRESH_SECONDS = 2.0
@@ -97,18 +100,30 @@ def _breaker(name: str):
     return check
 
 
-async def _run(probe) -> Check:
+# Each probe runs on a thread of its own (a hung dependency holds it): one per check
+# at a time, so a dependency that never answers cannot use up the thread pool.
+_threads: dict[str, concurrent.futures.Future] = {}
+
+
+async def _run(name: str, probe) -> Check:
     started = time.perf_counter()
+    previous = _threads.get(name)
+    if previous is not None and not previous.done():
+        return Check(FAILING, "the last probe has not answered yet")
+    thread = _threads[name] = _pool.submit(probe)
     try:
-        detail = await asyncio.wait_for(
-            sync_to_async(probe, thread_sensitive=False)(), CHECK_TIMEOUT_SECONDS
-        )
+        detail = await asyncio.wait_for(asyncio.wrap_future(thread), CHECK_TIMEOUT_SECONDS)
         status = OK
     except TimeoutError:
         status, detail = FAILING, f"no answer within {CHECK_TIMEOUT_SECONDS:g} s"
     except Exception as exc:  # any failure of the dependency is the answer
-        status, detail = FAILING, f"{type(exc).__name__}: {exc}"[:200]
+        # Only the kind on the public /health: the message may name hosts and users.
+        log.warning("health_check_failed", check=name, error=str(exc)[:300])
+        status, detail = FAILING, type(exc).__name__
     return Check(status, str(detail), round((time.perf_counter() - started) * 1000, 1))
+
+
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
 
 
 def _probes() -> dict:
@@ -140,7 +155,7 @@ async def check(name: str, *, wait: bool = True) -> Check:
         return known[1]
     running = _running.get(name)
     if running is None or running.done() or running.get_loop() is not asyncio.get_running_loop():
-        running = asyncio.ensure_future(_run(probe))
+        running = asyncio.ensure_future(_run(name, probe))
         running.add_done_callback(lambda done: _keep(name, done))
         _running[name] = running
     if known is not None:
@@ -165,3 +180,4 @@ def forget() -> None:
     """Drops the kept answers (between tests)."""
     _cached.clear()
     _running.clear()
+    _threads.clear()

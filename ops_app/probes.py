@@ -18,6 +18,8 @@ from ops_app import degradation, drain, health
 from sessions_app.models import VoiceSession
 from voiceplatform.api import api_view
 
+NOT_READY_RETRY_SECONDS = 10
+
 
 @api_view("GET")
 async def live(request: HttpRequest) -> JsonResponse:
@@ -34,7 +36,7 @@ async def overall(request: HttpRequest) -> JsonResponse:
         status = "degraded"
     else:
         status = "healthy"
-    return JsonResponse(
+    response = JsonResponse(
         {
             "status": status,
             "level": level,
@@ -43,6 +45,9 @@ async def overall(request: HttpRequest) -> JsonResponse:
         },
         status=503 if status == "unhealthy" else 200,
     )
+    if status == "unhealthy":
+        response["Retry-After"] = str(settings.OPENAI_BREAKER_RESET_SECONDS)
+    return response
 
 
 @api_view("GET")
@@ -59,5 +64,7 @@ async def ready(request: HttpRequest) -> JsonResponse:
     if live_sessions >= settings.SESSION_CAPACITY:
         reasons.append("at capacity")
     if reasons:
-        return JsonResponse({"status": "not_ready", "reasons": reasons}, status=503)
+        response = JsonResponse({"status": "not_ready", "reasons": reasons}, status=503)
+        response["Retry-After"] = str(NOT_READY_RETRY_SECONDS)
+        return response
     return JsonResponse({"status": "ready"})

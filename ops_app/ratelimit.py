@@ -51,16 +51,17 @@ def _note(standing: Standing) -> None:
         current.set(standing)
 
 
-async def hit(bucket: str, limit: int, window_seconds: int = 60) -> None:
+async def hit(bucket: str, limit: int, window_seconds: int = 60, *, audited: bool = True) -> None:
     """Counts one hit on bucket; 429 with Retry-After past `limit` in the window. The
-    first refusal of a bucket in each window is audited, and only that one: the count
-    is atomic, so exactly one request in each window sees limit + 1."""
+    first refusal of a bucket in each window is audited (unless audited is off, for a
+    probe of our own), and only that one: the count is atomic, so exactly one request in
+    each window sees limit + 1."""
     now = time.time()
     key = f"rl:{bucket}:{int(now // window_seconds)}"
     count = await sync_to_async(_count, thread_sensitive=False)(key, window_seconds)
     reset = int(window_seconds - (now % window_seconds)) + 1
     _note(Standing(limit=limit, remaining=max(0, limit - count), reset_seconds=reset))
-    if count == limit + 1:
+    if count == limit + 1 and audited:
         await audit.arecord(
             AuditEvent.Action.RATE_LIMITED,
             target=f"bucket {bucket}",

@@ -86,14 +86,20 @@ async def accept_incoming_call(call_id: str, *, caller_id: str) -> tuple[str, Vo
     policy as /session, or rejected (maintenance, capacity). Returns (outcome, session);
     raises 503 for an upstream hiccup, so the webhook's sender tries again."""
     level = await degradation.current_level()
+    # A redelivered webhook finds the session it started: it does not count against
+    # capacity a second time.
+    session = await VoiceSession.objects.filter(call_id=call_id).afirst()
     try:
         degradation.refuse_in_maintenance(level)
-        await _check_room(Caller(), network=None)
+        if session is None:
+            await _check_room(Caller(), network=None)
     except ApiError as refusal:
         busy = refusal.code == ErrorCode.AT_CAPACITY
-        await realtime.reject_call(call_id, status_code=486 if busy else 503)
+        try:
+            await realtime.reject_call(call_id, status_code=486 if busy else 503)
+        except realtime.UpstreamError as exc:  # the caller hung up already: nothing to retry
+            log.info("reject_failed", call_id=call_id, code=exc.code)
         return f"rejected: {refusal.code}", None
-    session = await VoiceSession.objects.filter(call_id=call_id).afirst()
     if session is None:
         session = await _new_session(
             Caller(), level, source=VoiceSession.Source.SIP, user_agent=caller_id

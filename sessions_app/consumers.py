@@ -36,6 +36,7 @@ class CloseCode(IntEnum):
     plain int: daphne's autobahn refuses any other type, an IntEnum included."""
 
     ENDED = 1000  # the session ended; its last event was session.ended
+    NO_PROTOCOL = 4400  # subprotocols offered, but not voiceplatform.v1 among them
     UNAUTHORIZED = 4401  # no token, a forged or expired one, or none in time
     WRONG_SESSION = 4403  # a token of another session
     NOT_LIVE = 4410  # the session has ended or expired
@@ -60,6 +61,11 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         self.held: list[str] = []  # slots taken, given back on disconnect
         offered = self.scope.get("subprotocols") or []
         self.protocol = PROTOCOL if PROTOCOL in offered else None
+        if offered and self.protocol is None:
+            # Accepting without choosing one would fail the client's handshake anyway;
+            # say why instead.
+            await self.close(code=int(CloseCode.NO_PROTOCOL))
+            return
         address = scope_client_ip(self.scope) or "unknown"
         if not await self._take(f"ws-ip:{address}", settings.WS_MAX_PER_IP):
             await self.close(code=int(CloseCode.TOO_MANY))

@@ -50,6 +50,11 @@ async def detach(session_id: str, *, drain_seconds: float = 0.0) -> None:
     task = _running.pop(session_id, None)
     if task is None or task is asyncio.current_task():
         return
+    if task.get_loop() is not asyncio.get_running_loop():
+        # Ended from another thread (the in-process schedule): the listener's own loop
+        # cancels it; the upstream hangup has already closed its connection.
+        task.get_loop().call_soon_threadsafe(task.cancel)
+        return
     if drain_seconds > 0:
         with contextlib.suppress(TimeoutError, Exception):
             await asyncio.wait_for(asyncio.shield(task), drain_seconds)
@@ -93,9 +98,12 @@ async def _listen(session_id: str, call_id: str, handlers: Handlers) -> None:
                     continue
                 if not isinstance(event, dict):
                     continue
-                await transcripts.apply_events(
-                    session_id, [event], source=ConversationItem.Source.SIDEBAND
-                )
+                try:
+                    await transcripts.apply_events(
+                        session_id, [event], source=ConversationItem.Source.SIDEBAND
+                    )
+                except Exception as exc:  # a database or Redis hiccup must not end the call
+                    log.warning("sideband_event_not_recorded", error=type(exc).__name__)
                 item = (
                     event.get("item") if event.get("type") == "response.output_item.done" else None
                 )

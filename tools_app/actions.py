@@ -120,9 +120,11 @@ async def wait_for(execution: ToolExecution, timeout: float) -> ToolExecution:
     """The execution once finished, or as it stands at the timeout. Waits on the
     channel layer: no thread is held and the event loop is never blocked."""
     layer = get_channel_layer()
-    channel = await layer.new_channel()
     group = events.execution_group(execution.pk)
-    await layer.group_add(group, channel)
+    channel = None
+    with contextlib.suppress(Exception):  # no layer: the re-reads below still see it
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -131,11 +133,20 @@ async def wait_for(execution: ToolExecution, timeout: float) -> ToolExecution:
             if execution.is_finished or remaining <= 0:
                 return execution
             # Woken by the worker's message; the periodic re-read covers a message lost
-            # with a restarted channel layer (timeouts and layer hiccups: just re-read).
-            with contextlib.suppress(Exception):
+            # with a restarted channel layer. A layer that fails at once must not turn
+            # this into a busy loop: then just re-read every second.
+            try:
+                if channel is None:
+                    raise ConnectionError("no channel")
                 await asyncio.wait_for(layer.receive(channel), min(remaining, 5.0))
+            except TimeoutError:
+                pass
+            except Exception:
+                await asyncio.sleep(min(remaining, 1.0))
     finally:
-        await layer.group_discard(group, channel)
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await layer.group_discard(group, channel)
 
 
 def observe(execution: ToolExecution) -> None:

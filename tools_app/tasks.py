@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from ops_app import audit
 from tools_app import retention, worker
 from tools_app.models import ToolExecution
 
@@ -32,5 +33,13 @@ def fail_lost_executions_task() -> int:
 @shared_task
 def remove_expired_workspaces_task() -> int:
     """Periodic: workspaces of sessions over for longer than their retention (or gone)
-    are deleted."""
-    return retention.remove_expired_workspaces()
+    are deleted; a run that removed any leaves one audit event saying how many."""
+    removed = retention.remove_expired_workspaces()
+    if removed:
+        audit.record(
+            audit.Action.RETENTION_RUN,
+            actor_name="system",
+            target="workspaces",
+            details={"removed": removed},
+        )
+    return removed

@@ -97,10 +97,14 @@ def _as_bad_request(exc: pydantic.ValidationError) -> BadRequest:
     if missing:
         return BadRequest(f"Missing field(s): {', '.join(missing)}.", code=ErrorCode.MISSING_FIELD)
     first = errors[0]
-    field = str(first["loc"][0])
-    where = ".".join(str(part) for part in first["loc"])
+    where = ".".join(str(part) for part in first["loc"]) or "body"
     message = first["msg"].removeprefix("Value error, ")
-    return BadRequest(f"{where}: {message}.", code=ErrorCode(f"invalid_{field}"))
+    field = str(first["loc"][0]) if first["loc"] else ""
+    try:
+        code = ErrorCode(f"invalid_{field}")
+    except ValueError:  # a field without a code of its own
+        code = ErrorCode.BAD_REQUEST
+    return BadRequest(f"{where}: {message}.", code=code)
 
 
 MAX_JSON_DEPTH = 32

@@ -10,6 +10,7 @@ import time
 
 import structlog
 from django.conf import settings
+from django.db import close_old_connections
 
 from voiceplatform.celery import app
 
@@ -37,8 +38,13 @@ def _loop() -> None:
         name, at = min(due.items(), key=lambda item: item[1])
         time.sleep(max(0.0, at - time.monotonic()))
         entry = settings.CELERY_BEAT_SCHEDULE[name]
+        # This thread's database connection may have died since the last run (a
+        # database restart): drop it, as Django does around each request.
+        close_old_connections()
         try:
             app.tasks[entry["task"]].apply()
         except Exception:  # one failed run must not stop the schedule
             log.exception("periodic_task_failed", task=entry["task"])
+        finally:
+            close_old_connections()
         due[name] = time.monotonic() + float(entry["schedule"])
