@@ -37,6 +37,17 @@ def production_settings(app_configs, **kwargs) -> list[Warning]:
                 hint="Set REDIS_URL (or REDIS_URL_FILE).",
             )
         )
+    if settings.PRODUCTION and not settings.METRICS_BEARER_TOKEN:
+        problems.append(
+            Warning(
+                "METRICS_BEARER_TOKEN is not set: anyone who reaches /metrics reads it.",
+                id="ops_app.W006",
+                hint=(
+                    "Set METRICS_BEARER_TOKEN (or _FILE) and give Prometheus the same "
+                    "bearer token; metrics stay internal (seed 2.3)."
+                ),
+            )
+        )
     if not settings.USE_X_FORWARDED_FOR:
         problems.append(
             Warning(

@@ -289,6 +289,7 @@ def test_the_deploy_check_passes_with_production_settings(tmp_path):
         "REDIS_URL": "redis://127.0.0.1:6379/0",
         "ALLOWED_HOSTS": "voice.example.com",
         "USE_X_FORWARDED_FOR": "1",
+        "METRICS_BEARER_TOKEN": "ci-scrape-token",
     }
 
     result = start("", env, tmp_path, "manage.py", "check", "--deploy", "--fail-level", "WARNING")

@@ -91,3 +91,15 @@ async def test_a_garbled_content_length_is_a_400_not_a_500(api):
     )
 
     assert response.status_code == 400
+
+
+def test_the_deploy_check_warns_when_production_leaves_metrics_open(settings):
+    from ops_app.checks import production_settings
+
+    settings.PRODUCTION = True
+    settings.METRICS_BEARER_TOKEN = ""
+    open_ids = {problem.id for problem in production_settings(None)}
+    settings.METRICS_BEARER_TOKEN = "scrape-secret"
+    closed_ids = {problem.id for problem in production_settings(None)}
+
+    assert "ops_app.W006" in open_ids and "ops_app.W006" not in closed_ids
