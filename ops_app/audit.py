@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
+from django.db import InterfaceError, OperationalError
 
 from ops_app.models import AuditEvent
 
@@ -28,7 +29,7 @@ def record(
     """Appends one event. actor is a user (or None for the system / an anonymous
     caller, then described by actor_name); the request id comes from the log context."""
     user = actor if getattr(actor, "is_authenticated", False) else None
-    event = AuditEvent.objects.create(
+    event = AuditEvent(
         action=action,
         actor=user,
         actor_name=(user.get_username() if user else actor_name)[:150],
@@ -37,6 +38,20 @@ def record(
         request_id=str(structlog.contextvars.get_contextvars().get("request_id", ""))[:64],
         details=details or {},
     )
+    try:
+        event.save(force_insert=True)
+    except (OperationalError, InterfaceError) as exc:
+        # The database is away (level 3): the event goes to the log, whole, instead.
+        log.warning(
+            "audit_not_stored",
+            action=str(action),
+            actor=event.actor_name,
+            target=event.target,
+            ip=ip,
+            details=event.details,
+            error=type(exc).__name__,
+        )
+        return event
     log.info("audit", action=str(action), actor=event.actor_name, target=event.target)
     return event
 
