@@ -29,6 +29,7 @@ from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core import serializers
 from django.core.cache import cache
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils.dateparse import parse_datetime
@@ -320,7 +321,7 @@ async def _apply_or_set_aside(line: str) -> None:
         await _apply(json.loads(line))
     except UNREACHABLE:
         raise
-    except (DatabaseError, ValueError, KeyError, TypeError) as exc:
+    except (DatabaseError, ObjectDoesNotExist, ValueError, KeyError, TypeError) as exc:
         log.error("journal_op_refused", error=f"{type(exc).__name__}: {exc}"[:300])
         await sync_to_async(_append_to_spool, thread_sensitive=False)(line, "refused")
 
