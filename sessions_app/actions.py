@@ -244,13 +244,14 @@ async def connect_call(session: VoiceSession, offer: str) -> str:
     call_id = None
     try:
         answer, call_id = await realtime.create_call(offer, config_of(session))
+        session.connected_at = timezone.now()
         connected = await VoiceSession.objects.filter(
             pk=session.pk, status=VoiceSession.Status.CONNECTING
         ).aupdate(
             call_id=call_id,
             status=VoiceSession.Status.ACTIVE,
-            connected_at=timezone.now(),
-            updated_at=timezone.now(),
+            connected_at=session.connected_at,
+            updated_at=session.connected_at,
         )
     except BaseException:
         # Upstream failed, or the caller went away mid-request: the session may retry.
@@ -429,9 +430,10 @@ async def end_session(
             session.pk, events.LiveEvent.SESSION_ENDED, status=str(status), reason=str(reason)
         )
         log.info("session_ended", session_id=session.pk, reason=str(reason), status=str(status))
-    if deferring:
-        return session
-    return await VoiceSession.objects.aget(pk=session.pk)
+    if not deferring:
+        session = await VoiceSession.objects.aget(pk=session.pk)
+        await journal.remember(session)  # what an outage would serve must not be live
+    return session
 
 
 async def expire_overdue_sessions() -> int:

@@ -151,17 +151,17 @@ async def write(op: dict) -> tuple[bool, object]:
 
 
 async def lookup(session_id: str) -> VoiceSession | None:
-    """The session: its row, or, while the database is away or the journal holds ops
-    (its row may not be written yet), its snapshot."""
-    if not await away():
-        try:
-            found = await VoiceSession.objects.filter(pk=session_id).afirst()
-        except UNREACHABLE as exc:
-            went_away(exc)
-        else:
-            if found is not None or not await pending():
-                return found
-    return await recall(session_id)
+    """The session: while the database is away or the journal holds ops (its row may
+    be missing or behind), its snapshot; otherwise its row."""
+    if await deferring():
+        remembered = await recall(session_id)
+        if remembered is not None:
+            return remembered
+    try:
+        return await VoiceSession.objects.filter(pk=session_id).afirst()
+    except UNREACHABLE as exc:
+        went_away(exc)
+        return await recall(session_id)
 
 
 # --- snapshots of live sessions -------------------------------------------------------
