@@ -11,6 +11,7 @@ from django.utils import timezone
 from sessions_app import journal
 from sessions_app.models import ConversationItem, VoiceSession
 from tests.sessions_app.test_transcript import RELAYED
+from tests.support import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -135,9 +136,13 @@ async def test_new_writes_queue_behind_what_still_waits(monkeypatch):
     applied, _ = await journal.write(
         journal.recorded(session.pk, RELAYED, source="client", count_usage=True)
     )
-    await journal.replay()
+    await journal.replay()  # or the replay that write started already runs
+
+    async def all_written() -> bool:
+        return await journal.pending() == 0
 
     assert journal_was_pending == 1 and not applied
+    assert await eventually(all_written)
     _, items = await _written(session.pk)
     assert items == EXPECTED_ITEMS
 
