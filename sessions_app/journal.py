@@ -333,7 +333,10 @@ async def _replay_redis(client) -> int:
         if line is None:
             return written
         await _apply_or_set_aside(line.decode() if isinstance(line, bytes) else line)
-        await sync_to_async(client.lpop, thread_sensitive=False)(_key())
+        # This op (the first equal to it: an identical op is applied by now too), not
+        # whatever is first now; and the lock is held while there is work.
+        await sync_to_async(client.lrem, thread_sensitive=False)(_key(), 1, line)
+        await sync_to_async(client.expire, thread_sensitive=False)(_key("replaying"), LOCK_SECONDS)
         written += 1
 
 
