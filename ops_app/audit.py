@@ -41,16 +41,19 @@ def record(
     try:
         event.save(force_insert=True)
     except DatabaseError as exc:
-        # The database is down (level 3): what was done still happened; the log line
-        # below keeps the record, and the request must not fail for it.
-        log.warning("audit_not_stored", action=str(action), error=type(exc).__name__)
-    log.info(
-        "audit",
-        action=str(action),
-        actor=event.actor_name,
-        target=event.target,
-        details=event.details,
-    )
+        # The database is away (level 3): the event goes to the log, whole, instead;
+        # what was done still happened, and the request must not fail for it.
+        log.warning(
+            "audit_not_stored",
+            action=str(action),
+            actor=event.actor_name,
+            target=event.target,
+            ip=ip,
+            details=event.details,
+            error=type(exc).__name__,
+        )
+        return event
+    log.info("audit", action=str(action), actor=event.actor_name, target=event.target)
     return event
 
 

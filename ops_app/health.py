@@ -140,6 +140,8 @@ def _probes() -> dict:
 
 _cached: dict[str, tuple[float, Check]] = {}
 _running: dict[str, asyncio.Future] = {}
+# name -> callbacks run when that check answers ok after failing (or for the first time)
+_recovery: dict[str, list] = {}
 
 
 async def check(name: str, *, wait: bool = True) -> Check:
@@ -167,7 +169,28 @@ async def check(name: str, *, wait: bool = True) -> Check:
 
 def _keep(name: str, done: asyncio.Future) -> None:
     if not done.cancelled() and done.exception() is None:
-        _cached[name] = (time.monotonic(), done.result())
+        _note(name, done.result())
+
+
+def _note(name: str, answer: Check) -> None:
+    before = _cached.get(name)
+    _cached[name] = (time.monotonic(), answer)
+    if answer.ok and (before is None or not before[1].ok):
+        for callback in _recovery.get(name, []):
+            callback()
+
+
+def report_failure(name: str, detail: str) -> None:
+    """A request path saw the dependency fail: the level says so at once, without
+    waiting for the next probe (which also decides when it is back)."""
+    _note(name, Check(FAILING, detail[:200]))
+
+
+def on_recovery(name: str, callback) -> None:
+    """callback() runs (in the event loop, so it must not block) whenever the check
+    answers ok after failing, and on its first ok answer in this process."""
+    if callback not in _recovery.setdefault(name, []):
+        _recovery[name].append(callback)
 
 
 async def run_all() -> dict[str, Check]:

@@ -3,19 +3,21 @@ expire. Views, webhooks and tasks call these; nothing below imports them."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from ops_app import degradation, ratelimit
 from ops_app.metrics import voice_session_created_total, voice_session_duration_seconds
-from sessions_app import events, quality, realtime, sideband, tokens, transcripts
+from sessions_app import events, journal, quality, realtime, sideband, tokens, transcripts
 from sessions_app.callers import Caller
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.signals import session_ended
@@ -75,7 +77,8 @@ async def start_session(
         voice_session_created_total.labels(region=settings.REGION, status="failed").inc()
         raise
     session.upstream_session_id = secret["session_id"][:80]
-    await session.asave(force_insert=True)
+    await journal.write(journal.created(session))
+    await journal.remember(session)
     voice_session_created_total.labels(region=settings.REGION, status="created").inc()
     log.info("session_started", session_id=session.id, caller=caller.kind, ip=client_ip)
     return StartedSession(session=session, token=tokens.issue(session.id), client_secret=secret)
@@ -155,7 +158,11 @@ async def _new_session(
 
 async def _check_room(caller: Caller, network: str | None) -> None:
     """503 when this pod holds its capacity of live sessions; 429 when this client
-    address, user or key already holds its share (one caller cannot fill the pod)."""
+    address, user or key already holds its share (one caller cannot fill the pod).
+    Not checked while the database is away (level 3): the rate limits still hold."""
+    if await journal.away():
+        log.info("capacity_not_checked", reason="database unreachable")
+        return
     counts = {"pod": Count("pk", filter=Q(pod=settings.POD_NAME))}
     if network:
         counts["ip"] = Count("pk", filter=Q(client_network=network))
@@ -163,7 +170,12 @@ async def _check_room(caller: Caller, network: str | None) -> None:
         counts["caller"] = Count("pk", filter=Q(api_key_id=caller.api_key_id))
     elif caller.user_id:
         counts["caller"] = Count("pk", filter=Q(user_id=caller.user_id))
-    held = await VoiceSession.objects.live().aaggregate(**counts)
+    try:
+        held = await VoiceSession.objects.live().aaggregate(**counts)
+    except journal.UNREACHABLE as exc:
+        journal.went_away(exc)
+        log.info("capacity_not_checked", reason="database unreachable")
+        return
     retry_after = settings.SESSION_CONNECT_GRACE_SECONDS
     if held["pod"] >= settings.SESSION_CAPACITY:
         raise ServiceUnavailable(
@@ -228,6 +240,8 @@ async def connect_call(session: VoiceSession, offer: str) -> str:
     In maintenance no new call is connected (live ones go on)."""
     require_live(session)
     degradation.refuse_in_maintenance(await degradation.current_level())
+    if await journal.deferring():
+        return await _connect_while_deferring(session, offer)
     claimed = await VoiceSession.objects.filter(
         pk=session.pk, status=VoiceSession.Status.CREATED, call_id__isnull=True
     ).aupdate(status=VoiceSession.Status.CONNECTING)
@@ -236,13 +250,14 @@ async def connect_call(session: VoiceSession, offer: str) -> str:
     call_id = None
     try:
         answer, call_id = await realtime.create_call(offer, config_of(session))
+        session.connected_at = timezone.now()
         connected = await VoiceSession.objects.filter(
             pk=session.pk, status=VoiceSession.Status.CONNECTING
         ).aupdate(
             call_id=call_id,
             status=VoiceSession.Status.ACTIVE,
-            connected_at=timezone.now(),
-            updated_at=timezone.now(),
+            connected_at=session.connected_at,
+            updated_at=session.connected_at,
         )
     except BaseException:
         # Upstream failed, or the caller went away mid-request: the session may retry.
@@ -258,6 +273,45 @@ async def connect_call(session: VoiceSession, offer: str) -> str:
         raise Conflict("The session ended while connecting.", code=ErrorCode.SESSION_ENDED)
     session.call_id = call_id
     session.status = VoiceSession.Status.ACTIVE
+    await journal.remember(session)
+    _went_live(session, call_id)
+    return answer
+
+
+async def _claim(name: str) -> bool:
+    """Once per name across processes while the database cannot say so (Redis, or this
+    process alone when Redis is away too)."""
+    try:
+        return await cache.aadd(f"claim:{name}", 1, timeout=settings.SESSION_MAX_SECONDS)
+    except Exception:
+        if name in _claimed_here:
+            return False
+        _claimed_here.add(name)
+        return True
+
+
+_claimed_here: set[str] = set()
+
+
+async def _connect_while_deferring(session: VoiceSession, offer: str) -> str:
+    """connect_call at level 3: the session's snapshot says whether it may connect,
+    and the connection is journaled."""
+    if session.status != VoiceSession.Status.CREATED or session.call_id:
+        raise Conflict("This session already has a call.", code=ErrorCode.ALREADY_CONNECTED)
+    if not await _claim(f"connect:{session.pk}"):
+        raise Conflict("This session already has a call.", code=ErrorCode.ALREADY_CONNECTED)
+    try:
+        answer, call_id = await realtime.create_call(offer, config_of(session))
+    except BaseException:
+        with contextlib.suppress(Exception):  # the session may retry
+            await cache.adelete(f"claim:connect:{session.pk}")
+        _claimed_here.discard(f"connect:{session.pk}")
+        raise
+    session.call_id = call_id
+    session.status = VoiceSession.Status.ACTIVE
+    session.connected_at = timezone.now()
+    await journal.write(journal.connected(session))
+    await journal.remember(session)
     _went_live(session, call_id)
     return answer
 
@@ -270,13 +324,21 @@ def _went_live(session: VoiceSession, call_id: str) -> None:
 
 
 async def _ended_by_upstream(session_id: str) -> None:
-    session = await VoiceSession.objects.filter(pk=session_id).afirst()
+    session = await journal.lookup(session_id)
     if session is not None:
         await end_session(session, reason=VoiceSession.EndReason.CALL_ENDED)
 
 
+async def _seen_by_sideband(session_id: str, realtime_events: list[dict]) -> int:
+    return await record_transcript(
+        session_id, realtime_events, source=ConversationItem.Source.SIDEBAND
+    )
+
+
 SIDEBAND_HANDLERS = sideband.Handlers(
-    function_call=tool_actions.answer_for_model, upstream_ended=_ended_by_upstream
+    function_call=tool_actions.answer_for_model,
+    upstream_ended=_ended_by_upstream,
+    transcript=_seen_by_sideband,
 )
 
 
@@ -292,15 +354,34 @@ async def record_events(session: VoiceSession, realtime_events: list[dict]) -> i
     the client's audio-quality stats; bounded in rate and in what it may store."""
     require_live(session)
     await ratelimit.hit(f"events:{session.pk}", settings.SESSION_EVENTS_PER_MINUTE)
-    await transcripts.check_room(session.pk)
-    stats = [event for event in realtime_events if event.get("type") == events.CLIENT_STATS]
-    await quality.record(session, stats)
-    return await transcripts.apply_events(
+    if await journal.deferring():
+        # The transcript's size and the audio stats live in the database: at level 3
+        # the size is not checked (the rate limit still holds) and the stats are lost.
+        log.info("relay_journaled", session_id=session.pk)
+    else:
+        await transcripts.check_room(session.pk)
+        stats = [event for event in realtime_events if event.get("type") == events.CLIENT_STATS]
+        await quality.record(session, stats)
+    return await record_transcript(
         session.pk,
         realtime_events,
         source=ConversationItem.Source.CLIENT,
         count_usage=session.sideband_seen_at is None and not session.sideband_connected,
     )
+
+
+async def record_transcript(
+    session_id: str, realtime_events: list[dict], *, source: str, count_usage: bool = True
+) -> int:
+    """Records what the events say about the transcript, now or (level 3) once the
+    database returns; returns how many items changed (or will)."""
+    relevant = transcripts.relevant(realtime_events)
+    if not relevant:
+        return 0
+    applied, changed = await journal.write(
+        journal.recorded(session_id, relevant, source=source, count_usage=count_usage)
+    )
+    return changed if applied else sum(1 for e in relevant if transcripts.changes_for(e))
 
 
 async def store_recording(session: VoiceSession, audio: bytes, extension: str) -> None:
@@ -330,20 +411,35 @@ async def end_session(
     the sideband, records the duration, and tells whoever listens."""
     now = timezone.now()
     duration = (now - (session.connected_at or session.created_at)).total_seconds()
-    claimed = await VoiceSession.objects.filter(
-        pk=session.pk, status__in=VoiceSession.LIVE_STATUSES
-    ).aupdate(status=status, ended_at=now, end_reason=reason, duration_seconds=duration)
+    deferring = await journal.deferring()
+    if deferring:
+        claimed = session.is_live and await _claim(f"end:{session.pk}")
+        if claimed:
+            session.status, session.ended_at, session.end_reason = status, now, reason
+            session.duration_seconds = duration
+            await journal.write(journal.ended(session))
+            await journal.remember(session)
+    else:
+        claimed = await VoiceSession.objects.filter(
+            pk=session.pk, status__in=VoiceSession.LIVE_STATUSES
+        ).aupdate(status=status, ended_at=now, end_reason=reason, duration_seconds=duration)
     if claimed:
         if session.call_id:
             await _hangup_quietly(session.call_id)
         await sideband.detach(session.pk, drain_seconds=settings.SIDEBAND_DRAIN_SECONDS)
         voice_session_duration_seconds.observe(duration)
-        await session_ended.asend(sender=VoiceSession, session_id=session.pk)
+        if not deferring:
+            # At level 3 the export waits for the history: the sweep exports ended
+            # sessions that have none, once the journal is written.
+            await session_ended.asend(sender=VoiceSession, session_id=session.pk)
         await events.publish(
             session.pk, events.LiveEvent.SESSION_ENDED, status=str(status), reason=str(reason)
         )
         log.info("session_ended", session_id=session.pk, reason=str(reason), status=str(status))
-    return await VoiceSession.objects.aget(pk=session.pk)
+    if not deferring:
+        session = await VoiceSession.objects.aget(pk=session.pk)
+        await journal.remember(session)  # what an outage would serve must not be live
+    return session
 
 
 async def expire_overdue_sessions() -> int:

@@ -6,4 +6,8 @@ class SessionsConfig(AppConfig):
     verbose_name = "Voice sessions"
 
     def ready(self) -> None:
-        from sessions_app import tasks  # noqa: F401  (connects the export to session_ended)
+        from ops_app import health
+        from sessions_app import journal, tasks  # noqa: F401  (tasks: the export on session_ended)
+
+        # The journal is written as soon as the database answers again (and at start-up).
+        health.on_recovery("database", journal.replay_soon)

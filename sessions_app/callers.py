@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
-from sessions_app import tokens
+from sessions_app import journal, tokens
 from sessions_app.models import ApiKey, VoiceSession
 from voiceplatform.api import bearer_token
 from voiceplatform.errors import ErrorCode, Forbidden, NotFound, Unauthorized
@@ -75,7 +75,7 @@ async def session_for_token(request: HttpRequest, session_id: str | None = None)
         raise Forbidden(
             "The session token belongs to another session.", code=ErrorCode.WRONG_SESSION
         )
-    session = await VoiceSession.objects.filter(pk=token_session).afirst()
+    session = await journal.lookup(token_session)
     if session is None:
         raise NotFound("No such session.", code=ErrorCode.SESSION_NOT_FOUND)
     return session

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from ops_app import slots
-from sessions_app import events, tokens
+from sessions_app import events, journal, tokens
 from sessions_app.models import VoiceSession
 from voiceplatform.api import scope_client_ip
 from voiceplatform.errors import Unauthorized
@@ -129,8 +129,9 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         # Listen before looking: an end published in between is then heard, not missed.
         self.group = events.session_group(self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        session = await VoiceSession.objects.live().filter(pk=self.session_id).afirst()
-        if session is None:
+        # Its row, or at level 3 its snapshot: live sessions go on without the database.
+        session = await journal.lookup(self.session_id)
+        if session is None or not session.is_live or session.end_due:
             return CloseCode.NOT_LIVE
         if not await self._take(f"ws-session:{self.session_id}", settings.WS_MAX_PER_SESSION):
             return CloseCode.TOO_MANY

@@ -16,8 +16,8 @@ from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.db import connections
 from django.db.models.functions import Coalesce, Now
 
-from sessions_app import events, realtime, transcripts
-from sessions_app.models import ConversationItem, VoiceSession
+from sessions_app import events, realtime
+from sessions_app.models import VoiceSession
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +28,8 @@ class Handlers:
     function_call: Callable[[str, dict], Awaitable[str]]
     # (session id): the upstream closed the call normally
     upstream_ended: Callable[[str], Awaitable[None]]
+    # (session id, events seen on the call): record the transcript
+    transcript: Callable[[str, list[dict]], Awaitable[int]]
 
 
 _running: dict[str, asyncio.Task] = {}
@@ -99,9 +101,7 @@ async def _listen(session_id: str, call_id: str, handlers: Handlers) -> None:
                 if not isinstance(event, dict):
                     continue
                 try:
-                    await transcripts.apply_events(
-                        session_id, [event], source=ConversationItem.Source.SIDEBAND
-                    )
+                    await handlers.transcript(session_id, [event])
                 except Exception as exc:  # a database or Redis hiccup must not end the call
                     log.warning("sideband_event_not_recorded", error=type(exc).__name__)
                 item = (

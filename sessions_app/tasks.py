@@ -11,7 +11,7 @@ from django.core.files.base import ContentFile
 from django.dispatch import receiver
 from django.utils import timezone
 
-from sessions_app import actions, realtime, transcripts
+from sessions_app import actions, journal, realtime, transcripts
 from sessions_app.models import VoiceSession
 from sessions_app.signals import session_ended
 from voiceplatform.celery import enqueue
@@ -37,6 +37,8 @@ def expire_sessions_task() -> int:
 
 async def _expire() -> int:
     try:
+        if await journal.pending():
+            await journal.replay()
         return await actions.expire_overdue_sessions()
     finally:
         await realtime.close_client()  # this event loop ends with the call

@@ -106,6 +106,16 @@ def changes_for(event: dict) -> tuple[str, dict] | None:
     return None
 
 
+def relevant(realtime_events: list[dict]) -> list[dict]:
+    """The events that say something about the transcript or its usage."""
+    return [
+        event
+        for event in realtime_events
+        if (event.get("type") == events.RESPONSE_DONE and isinstance(event.get("response"), dict))
+        or changes_for(event) is not None
+    ]
+
+
 def _merge(item: Item, fields: dict, source: str) -> list[str]:
     """Applies what is new; a final item keeps its final text and status, except that
     what the server saw itself (sideband) corrects what a browser relayed."""

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from ops_app import ratelimit
 from ops_app.metrics import voice_tool_execution_duration_seconds, voice_tool_execution_total
-from sessions_app import events
+from sessions_app import events, journal
 from sessions_app.models import VoiceSession
 from tools_app.calls import ToolCall, arguments_of, check_call
 from tools_app.models import ToolExecution
@@ -53,7 +53,9 @@ async def run_for_client(
 async def answer_for_model(session_id: str, item: dict) -> str:
     """The sideband's door: what the model hears for its function_call item, a clear
     reason included when the call cannot run."""
-    session = await VoiceSession.objects.aget(pk=session_id)
+    session = await journal.lookup(session_id)
+    if session is None:
+        raise VoiceSession.DoesNotExist(session_id)
     try:
         call = await check_call(
             session,

@@ -29,7 +29,8 @@ class ToolCall:
 
 async def check_call(session: VoiceSession, *, name: Any, call_id: Any, arguments: Any) -> ToolCall:
     """The call, if this session may make it now; otherwise the reason, in this order:
-    409 ended, 400 call_id, 404 unknown tool, 403 not this session's, 503 degraded,
+    409 ended, 400 call_id, 404 unknown tool, 503 voice only (level 3 or 4), 403 not this
+    session's, 503 degraded,
     400 arguments that break the tool's schema."""
     if not session.is_live:
         raise Conflict(f"The session has {session.status}.", code=ErrorCode.SESSION_ENDED)
@@ -42,12 +43,16 @@ async def check_call(session: VoiceSession, *, name: Any, call_id: Any, argument
     if spec is None:
         await _audit_refusal(session, name, call_id, ErrorCode.UNKNOWN_TOOL)
         raise NotFound(f"There is no tool named '{str(name)[:80]}'.", code=ErrorCode.UNKNOWN_TOOL)
+    level = await degradation.current_level()
+    if level >= degradation.VOICE_ONLY:
+        # Voice only: no tool runs, whatever the session was given.
+        degradation.refuse_tools(level)
     if name not in {tool["name"] for tool in session.tools}:
         await _audit_refusal(session, name, call_id, ErrorCode.TOOL_NOT_ALLOWED)
         raise Forbidden(
             f"The tool '{name}' is not allowed in this session.", code=ErrorCode.TOOL_NOT_ALLOWED
         )
-    degradation.refuse_tools(await degradation.current_level())
+    degradation.refuse_tools(level)
     if problem := spec.problem_with(arguments):
         raise BadRequest(
             f"Invalid arguments for {name}: {problem}", code=ErrorCode.INVALID_ARGUMENTS

@@ -6,9 +6,10 @@ import secrets
 
 import structlog
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
-from voiceplatform.errors import ApiError, render
+from voiceplatform.errors import ApiError, ServiceUnavailable, render
 
 log = structlog.get_logger(__name__)
 
@@ -65,4 +66,10 @@ class ApiErrorMiddleware:
             if exception.status >= 500:
                 log.warning("api_error", code=exception.code, status=exception.status)
             return render(exception)
+        if isinstance(exception, OperationalError | InterfaceError):
+            # The database went away under a request the journal does not cover.
+            log.warning("database_unreachable", path=request.path)
+            return render(
+                ServiceUnavailable("The database is unreachable; try again.", retry_after=5)
+            )
         return None
