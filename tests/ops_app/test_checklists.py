@@ -515,6 +515,7 @@ async def test_secure_settings_pass_with_production_settings(settings):
     settings.CSRF_COOKIE_SECURE = True
     settings.OPENAI_API_KEY = "sk-test-production-key-0123456789"
     settings.USE_X_FORWARDED_FOR = True
+    settings.METRICS_BEARER_TOKEN = "a-scrape-token-for-prometheus"
 
     verdict = await verifications.run("secure_settings")
 
