@@ -6,4 +6,11 @@ class SessionsConfig(AppConfig):
     verbose_name = "Voice sessions"
 
     def ready(self) -> None:
-        from sessions_app import tasks  # noqa: F401  (connects the export to session_ended)
+        from sessions_app import (
+            actions,
+            sideband,
+            tasks,  # noqa: F401  (connects the export to session_ended)
+        )
+
+        # Calls this process takes over from another are handled as its own are.
+        sideband.take_over_with(actions.SIDEBAND_HANDLERS)
