@@ -130,6 +130,9 @@ async def _hold(session_id: str, call_id: str, handlers: Handlers) -> None:
     if not taken:
         log.info("sideband_held_elsewhere")
         return
+    # Until this process is connected nobody listens (a dead holder could not say so):
+    # the page then relays tool calls itself.
+    await _mark(session_id, connected=False, only_if_marked=True)
     hold = _Hold(session_id)
     listener = asyncio.create_task(_listen(hold, call_id, handlers))
     ended_by_upstream = False
@@ -201,14 +204,18 @@ async def _listen(hold: _Hold, call_id: str, handlers: Handlers) -> bool:
     return ended_by_upstream
 
 
-async def _mark(session_id: str, *, connected: bool) -> None:
+async def _mark(session_id: str, *, connected: bool, only_if_marked: bool = False) -> None:
     """Records whether the server holds the call, and tells the browser: while it does,
-    the page leaves tool calls and transcripts to the server."""
+    the page leaves tool calls and transcripts to the server. only_if_marked: says
+    "not held" only where the session still says "held" (a holder that died)."""
     with contextlib.suppress(Exception):
         held = {"sideband_seen_at": Coalesce("sideband_seen_at", Now())} if connected else {}
-        await VoiceSession.objects.filter(pk=session_id).aupdate(
-            sideband_connected=connected, **held
-        )
+        sessions = VoiceSession.objects.filter(pk=session_id)
+        if only_if_marked:
+            sessions = sessions.filter(sideband_connected=True)
+        changed = await sessions.aupdate(sideband_connected=connected, **held)
+        if only_if_marked and not changed:
+            return
         kind = (
             events.LiveEvent.SIDEBAND_ATTACHED if connected else events.LiveEvent.SIDEBAND_DETACHED
         )
