@@ -170,6 +170,10 @@ async def _listen(hold: _Hold, call_id: str, handlers: Handlers) -> bool:
         async with realtime.sideband(call_id) as connection, asyncio.TaskGroup() as calls:
             await _mark(session_id, connected=True)
             log.info("sideband_attached")
+            answering: set[str] = set()
+            for item in await _unanswered_calls(session_id):
+                log.info("sideband_answers_missed_call", call_id=item["call_id"])
+                _start_answer(calls, connection, session_id, item, handlers, answering)
             while True:
                 try:
                     raw = await connection.recv_bytes()
@@ -190,7 +194,7 @@ async def _listen(hold: _Hold, call_id: str, handlers: Handlers) -> bool:
                     event.get("item") if event.get("type") == "response.output_item.done" else None
                 )
                 if isinstance(item, dict) and item.get("type") == "function_call":
-                    calls.create_task(_answer(connection, session_id, item, handlers))
+                    _start_answer(calls, connection, session_id, item, handlers, answering)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -220,6 +224,44 @@ async def _mark(session_id: str, *, connected: bool, only_if_marked: bool = Fals
             events.LiveEvent.SIDEBAND_ATTACHED if connected else events.LiveEvent.SIDEBAND_DETACHED
         )
         await events.publish(session_id, kind)
+
+
+async def _unanswered_calls(session_id: str) -> list[dict]:
+    """The model's function calls in the transcript that no output answers yet: seen
+    by a holder that died before answering, or relayed by the browser while nobody
+    held the call. Answering them runs nothing twice (one execution per call_id)."""
+    answered = ConversationItem.objects.filter(
+        session_id=session_id, kind=ConversationItem.Kind.FUNCTION_CALL_OUTPUT
+    ).values("call_id")
+    calls = (
+        ConversationItem.objects.filter(
+            session_id=session_id,
+            kind=ConversationItem.Kind.FUNCTION_CALL,
+            status=ConversationItem.Status.COMPLETED,
+        )
+        .exclude(call_id="")
+        .exclude(call_id__in=answered)
+    )
+    return [
+        {"type": "function_call", "call_id": c.call_id, "name": c.name, "arguments": c.arguments}
+        async for c in calls
+    ]
+
+
+def _start_answer(
+    calls: asyncio.TaskGroup,
+    connection,
+    session_id: str,
+    item: dict,
+    handlers: Handlers,
+    answering: set[str],
+) -> None:
+    """Answers a function call once per connection, however often it is seen."""
+    call_id = item.get("call_id")
+    if call_id in answering:
+        return
+    answering.add(call_id)
+    calls.create_task(_answer(connection, session_id, item, handlers))
 
 
 async def _answer(connection, session_id: str, item: dict, handlers: Handlers) -> None:

@@ -6,6 +6,7 @@ end the transcript holds every turn once and a tool call ran once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from sessions_app import leases
+from sessions_app import actions, leases, sideband
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.probe import ProbeCall, open_call
 from sessions_app.simulator.conversation import SPOKEN_REPLY, SPOKEN_TURN
@@ -118,6 +119,18 @@ async def talk(call: ProbeCall, text: str) -> str:
         lambda e: (
             e["type"] == "response.output_audio_transcript.done"
             and (text in e["transcript"] or e["transcript"].startswith("Here is what I found"))
+        ),
+        timeout=30,
+    )
+    return reply["transcript"]
+
+
+async def talk_reply(call: ProbeCall) -> str:
+    """The model's answer after a tool's output, once it comes."""
+    reply = await call.wait_for(
+        lambda e: (
+            e["type"] == "response.output_audio_transcript.done"
+            and e["transcript"].startswith("Here is what I found")
         ),
         timeout=30,
     )
@@ -329,3 +342,44 @@ async def test_sigterm_hands_the_calls_over_and_the_process_exits_in_time(
     assert takeover < LEASE_SECONDS
     assert exited < 15 and a.process.returncode is not None
     assert after == said("Hello again")
+
+
+async def test_a_tool_call_nobody_held_the_call_for_is_answered_once_by_the_next_holder(
+    http, simulator
+):
+    call = await open_call(http)
+    session_id = call.session["session_id"]
+
+    async def connected():
+        return (await VoiceSession.objects.aget(pk=session_id)).sideband_connected
+
+    try:
+        assert await eventually(connected)
+        await sideband.detach(session_id)  # the holder goes (drained, or dead)
+        call.say("Please list files")
+        # The model calls a tool while nobody holds the call; only the page sees it.
+        await call.wait_for(
+            lambda e: (
+                e["type"] == "response.output_item.done" and e["item"]["type"] == "function_call"
+            )
+        )
+        await relay(http, call)
+        sideband.attach(session_id, call.call_id, actions.SIDEBAND_HANDLERS)  # a sweep
+        reply = await talk_reply(call)
+        # Taken over once more: what was answered is not answered again.
+        await sideband.detach(session_id)
+        sideband.attach(session_id, call.call_id, actions.SIDEBAND_HANDLERS)
+        assert await eventually(connected)
+        await asyncio.sleep(1.0)
+    finally:
+        await call.close()
+
+    outputs = [
+        e
+        for e in simulator.call(call.call_id)["events_received"]
+        if e.get("item", {}).get("type") == "function_call_output"
+    ]
+    executions = [e async for e in ToolExecution.objects.filter(session_id=session_id)]
+    assert reply.startswith("Here is what I found") and "total" in reply
+    assert len(executions) == 1 and executions[0].origin == "sideband"
+    assert len(outputs) == 1
