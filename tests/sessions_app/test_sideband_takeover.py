@@ -23,13 +23,15 @@ from django.db import connection
 from sessions_app import actions, leases, sideband
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.probe import ProbeCall, open_call
-from sessions_app.simulator.conversation import SPOKEN_REPLY, SPOKEN_TURN
 from tests.support import ROOT, Simulator, daphne, database_env, eventually, free_port, start_server
 from tools_app.models import ToolExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LEASE_SECONDS = 3.0
+# What the simulator's scripted user says on its own, and what it hears back.
+SPOKEN_TURN = "Hello, what can you do?"
+SPOKEN_REPLY = "I can talk with you, and run tools like bash and file access when they are enabled."
 
 
 class Pod:
