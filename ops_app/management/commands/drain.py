@@ -35,7 +35,13 @@ class Command(BaseCommand):
             self.stdout.write(f"{pod}: draining off; new sessions are taken again")
             return
         timeout = settings.DRAIN_TIMEOUT_SECONDS if timeout is None else timeout
-        held, now, seconds = async_to_sync(_drain)(pod, timeout)
+        try:
+            held, now, seconds = async_to_sync(_drain)(pod, timeout)
+        except leases.Unavailable as exc:
+            raise CommandError(
+                f"{pod}: draining, but Redis does not answer ({exc}): who holds which call "
+                "cannot be told; the pod's processes keep their calls until it does"
+            ) from None
         self.stdout.write(
             f"{pod}: draining; /health/ready and POST /session answer 503, "
             "new calls are left to other processes"
