@@ -141,13 +141,17 @@ async def _hold(session_id: str, call_id: str, handlers: Handlers) -> None:
             await asyncio.wait({listener}, timeout=settings.SIDEBAND_HEARTBEAT_SECONDS)
             if listener.done():
                 break
+            if drain.is_draining():  # let go: another process takes the call over
+                log.info("sideband_handed_over")
+                break
             with contextlib.suppress(leases.Unavailable):
                 if not await leases.renew(session_id):
                     log.warning("sideband_lease_lost")
                     hold.lost = True
                     listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            ended_by_upstream = await listener
+        if listener.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                ended_by_upstream = await listener
     finally:
         if not listener.done():
             listener.cancel()
@@ -333,6 +337,7 @@ def start_keeper() -> bool:
     _keeper = asyncio.get_running_loop().create_task(
         _keep(_takeover_handlers), name="sideband-keeper"
     )
+    log.info("sideband_sweep_started", every_seconds=settings.SIDEBAND_SWEEP_SECONDS)
     return True
 
 
