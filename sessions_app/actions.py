@@ -15,7 +15,7 @@ from django.core.files.base import ContentFile
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from ops_app import degradation, ratelimit
+from ops_app import degradation, drain, ratelimit
 from ops_app.metrics import voice_session_created_total, voice_session_duration_seconds
 from sessions_app import events, journal, quality, realtime, sideband, tokens, transcripts
 from sessions_app.callers import Caller
@@ -53,7 +53,15 @@ async def start_session(
     client_ip: str | None,
     user_agent: str = "",
 ) -> StartedSession:
-    """Mints an ephemeral secret upstream under our policy and records the session."""
+    """Mints an ephemeral secret upstream under our policy and records the session.
+    A draining process refuses at once (its readiness takes a while to reach the load
+    balancer, and a caller pinned here by affinity would keep coming): try again."""
+    if drain.is_draining():
+        raise ServiceUnavailable(
+            "This server is shutting down; try again.",
+            code=ErrorCode.DRAINING,
+            retry_after=settings.DRAIN_RETRY_AFTER_SECONDS,
+        )
     level = await degradation.current_level()
     degradation.refuse_in_maintenance(level)
     network = client_network(client_ip)
@@ -317,7 +325,8 @@ async def _connect_while_deferring(session: VoiceSession, offer: str) -> str:
 
 
 def _went_live(session: VoiceSession, call_id: str) -> None:
-    """A call is up: the server listens on its sideband (when enabled)."""
+    """A call is up: the server listens on its sideband (when enabled); a draining
+    process leaves that to another, which takes the call over at its next sweep."""
     if settings.SIDEBAND_ENABLED:
         sideband.attach(session.pk, call_id, SIDEBAND_HANDLERS)
     log.info("call_connected", session_id=session.pk, call_id=call_id)

@@ -7,7 +7,14 @@ class SessionsConfig(AppConfig):
 
     def ready(self) -> None:
         from ops_app import health
-        from sessions_app import journal, tasks  # noqa: F401  (tasks: the export on session_ended)
+        from sessions_app import (
+            actions,
+            journal,
+            sideband,
+            tasks,  # noqa: F401  (connects the export to session_ended)
+        )
 
         # The journal is written as soon as the database answers again (and at start-up).
         health.on_recovery("database", journal.replay_soon)
+        # Calls this process takes over from another are handled as its own are.
+        sideband.take_over_with(actions.SIDEBAND_HANDLERS)

@@ -1,7 +1,14 @@
 """The server's own connection to each live call: it records the transcript as it
 happens, without trusting the browser to relay it, and answers the model's function
 calls. What to do with a function call, and with a call the upstream ended, is the
-caller's (actions) to say: this module reports up through the handlers it is given."""
+caller's (actions) to say: this module reports up through the handlers it is given.
+
+One process holds a call's sideband at a time, under a lease (sessions_app.leases)
+that it renews while it listens. Every web process sweeps for live calls whose lease
+nobody holds (its holder died, or drained and let go) and takes them over: it
+reconnects to the call's sideband, which upstream allows more than once. What was said
+while nobody listened reaches the transcript through the browser's relay (idempotent
+by item id); a tool call runs once however often it is submitted (ToolExecution)."""
 
 from __future__ import annotations
 
@@ -13,11 +20,13 @@ from dataclasses import dataclass
 
 import structlog
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.conf import settings
 from django.db import connections
 from django.db.models.functions import Coalesce, Now
 
-from sessions_app import events, realtime
-from sessions_app.models import VoiceSession
+from ops_app import drain
+from sessions_app import events, leases, realtime
+from sessions_app.models import ConversationItem, VoiceSession
 
 log = structlog.get_logger(__name__)
 
@@ -32,23 +41,50 @@ class Handlers:
     transcript: Callable[[str, list[dict]], Awaitable[int]]
 
 
+@dataclass
+class _Hold:
+    """One call held by this process: lost when another process has its lease."""
+
+    session_id: str
+    lost: bool = False
+    failed: bool = False
+
+
 _running: dict[str, asyncio.Task] = {}
+_takeover_handlers: Handlers | None = None
+_keeper: asyncio.Task | None = None
 
 
 def attach(session_id: str, call_id: str, handlers: Handlers) -> None:
-    """Starts listening on the call in this process (the pod the session is pinned to)."""
+    """Starts holding the call in this process: takes its lease, then listens. Does
+    nothing when this process already holds it, and stops at once if another does. A
+    draining process takes no call: a process that is not draining will."""
     if session_id in _running:
+        return
+    if drain.is_draining():
+        log.info("sideband_left_to_another_process", session_id=session_id)
         return
     task = asyncio.create_task(
         _own_context(session_id, call_id, handlers), name=f"sideband:{session_id}"
     )
     _running[session_id] = task
-    task.add_done_callback(lambda _: _running.pop(session_id, None))
+    task.add_done_callback(lambda done: _forget(session_id, done))
+
+
+def _forget(session_id: str, task: asyncio.Task) -> None:
+    if _running.get(session_id) is task:
+        del _running[session_id]
+
+
+def held() -> list[str]:
+    """The sessions whose sideband this process holds."""
+    return list(_running)
 
 
 async def detach(session_id: str, *, drain_seconds: float = 0.0) -> None:
-    """Stops listening. With drain_seconds, first lets the connection deliver what is
-    still in flight (after a hangup upstream closes it once everything is sent)."""
+    """Stops listening and gives the lease up. With drain_seconds, first lets the
+    connection deliver what is still in flight (after a hangup upstream closes it once
+    everything is sent)."""
     task = _running.pop(session_id, None)
     if task is None or task is asyncio.current_task():
         return
@@ -70,23 +106,85 @@ async def detach_all() -> None:
         await detach(session_id)
 
 
+async def hand_over() -> int:
+    """Draining: stops listening on every call and releases their leases, so other
+    processes take them over at their next sweep. Returns how many were held."""
+    count = len(_running)
+    await detach_all()
+    if count:
+        log.info("sidebands_handed_over", count=count)
+    return count
+
+
 async def _own_context(session_id: str, call_id: str, handlers: Handlers) -> None:
-    """Runs the listener with database work on a thread of its own, and closes that
+    """Holds the call with database work on a thread of its own, and closes that
     thread's connection at the end (it outlives the request that started it)."""
     async with ThreadSensitiveContext():
         try:
-            await _listen(session_id, call_id, handlers)
+            await _hold(session_id, call_id, handlers)
         finally:
             await sync_to_async(connections.close_all)()
 
 
-async def _listen(session_id: str, call_id: str, handlers: Handlers) -> None:
+async def _hold(session_id: str, call_id: str, handlers: Handlers) -> None:
+    """Takes the lease and listens while renewing it. Let go of at the end, unless
+    the connection failed: the lease then lapses, and a sweep tries again after it."""
     structlog.contextvars.bind_contextvars(session_id=session_id, call_id=call_id)
+    try:
+        taken = await leases.acquire(session_id)
+    except leases.Unavailable:
+        taken = True  # nobody can take it over now: listening beats losing the call
+    if not taken:
+        log.info("sideband_held_elsewhere")
+        return
+    # Until this process is connected nobody listens (a dead holder could not say so):
+    # the page then relays tool calls itself.
+    await _mark(session_id, connected=False, only_if_marked=True)
+    hold = _Hold(session_id)
+    listener = asyncio.create_task(_listen(hold, call_id, handlers))
+    ended_by_upstream = False
+    try:
+        while not listener.done():
+            await asyncio.wait({listener}, timeout=settings.SIDEBAND_HEARTBEAT_SECONDS)
+            if listener.done():
+                break
+            if drain.is_draining():  # let go: another process takes the call over
+                log.info("sideband_handed_over")
+                break
+            with contextlib.suppress(leases.Unavailable):
+                if not await leases.renew(session_id):
+                    log.warning("sideband_lease_lost")
+                    hold.lost = True
+                    listener.cancel()
+        if listener.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                ended_by_upstream = await listener
+    finally:
+        if not listener.done():
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+        if not (hold.lost or hold.failed):
+            with contextlib.suppress(leases.Unavailable):
+                await leases.release(session_id)
+    if ended_by_upstream:
+        # From this task, the one end_session's detach knows as the sideband's own.
+        await handlers.upstream_ended(session_id)
+
+
+async def _listen(hold: _Hold, call_id: str, handlers: Handlers) -> bool:
+    """Records and answers what the call's sideband says; True when the upstream
+    closed the call normally."""
+    session_id = hold.session_id
     ended_by_upstream = False
     try:
         async with realtime.sideband(call_id) as connection, asyncio.TaskGroup() as calls:
             await _mark(session_id, connected=True)
             log.info("sideband_attached")
+            answering: set[str] = set()
+            for item in await _unanswered_calls(session_id):
+                log.info("sideband_answers_missed_call", call_id=item["call_id"])
+                _start_answer(calls, connection, session_id, item, handlers, answering)
             while True:
                 try:
                     raw = await connection.recv_bytes()
@@ -108,31 +206,74 @@ async def _listen(session_id: str, call_id: str, handlers: Handlers) -> None:
                     event.get("item") if event.get("type") == "response.output_item.done" else None
                 )
                 if isinstance(item, dict) and item.get("type") == "function_call":
-                    calls.create_task(_answer(connection, session_id, item, handlers))
+                    _start_answer(calls, connection, session_id, item, handlers, answering)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         log.warning("sideband_failed", error=type(exc).__name__)
-        return
+        hold.failed = True
+        return False
     finally:
-        await _mark(session_id, connected=False)
+        if not hold.lost:  # the new holder has marked it its own
+            await _mark(session_id, connected=False)
     log.info("sideband_closed", ended_by_upstream=ended_by_upstream)
-    if ended_by_upstream:
-        await handlers.upstream_ended(session_id)
+    return ended_by_upstream
 
 
-async def _mark(session_id: str, *, connected: bool) -> None:
+async def _mark(session_id: str, *, connected: bool, only_if_marked: bool = False) -> None:
     """Records whether the server holds the call, and tells the browser: while it does,
-    the page leaves tool calls and transcripts to the server."""
+    the page leaves tool calls and transcripts to the server. only_if_marked: says
+    "not held" only where the session still says "held" (a holder that died)."""
     with contextlib.suppress(Exception):
         held = {"sideband_seen_at": Coalesce("sideband_seen_at", Now())} if connected else {}
-        await VoiceSession.objects.filter(pk=session_id).aupdate(
-            sideband_connected=connected, **held
-        )
+        sessions = VoiceSession.objects.filter(pk=session_id)
+        if only_if_marked:
+            sessions = sessions.filter(sideband_connected=True)
+        changed = await sessions.aupdate(sideband_connected=connected, **held)
+        if only_if_marked and not changed:
+            return
         kind = (
             events.LiveEvent.SIDEBAND_ATTACHED if connected else events.LiveEvent.SIDEBAND_DETACHED
         )
         await events.publish(session_id, kind)
+
+
+async def _unanswered_calls(session_id: str) -> list[dict]:
+    """The model's function calls in the transcript that no output answers yet: seen
+    by a holder that died before answering, or relayed by the browser while nobody
+    held the call. Answering them runs nothing twice (one execution per call_id)."""
+    answered = ConversationItem.objects.filter(
+        session_id=session_id, kind=ConversationItem.Kind.FUNCTION_CALL_OUTPUT
+    ).values("call_id")
+    calls = (
+        ConversationItem.objects.filter(
+            session_id=session_id,
+            kind=ConversationItem.Kind.FUNCTION_CALL,
+            status=ConversationItem.Status.COMPLETED,
+        )
+        .exclude(call_id="")
+        .exclude(call_id__in=answered)
+    )
+    return [
+        {"type": "function_call", "call_id": c.call_id, "name": c.name, "arguments": c.arguments}
+        async for c in calls
+    ]
+
+
+def _start_answer(
+    calls: asyncio.TaskGroup,
+    connection,
+    session_id: str,
+    item: dict,
+    handlers: Handlers,
+    answering: set[str],
+) -> None:
+    """Answers a function call once per connection, however often it is seen."""
+    call_id = item.get("call_id")
+    if call_id in answering:
+        return
+    answering.add(call_id)
+    calls.create_task(_answer(connection, session_id, item, handlers))
 
 
 async def _answer(connection, session_id: str, item: dict, handlers: Handlers) -> None:
@@ -152,3 +293,82 @@ async def _answer(connection, session_id: str, item: dict, handlers: Handlers) -
         await connection.send({"type": "response.create"})
     except Exception as exc:  # one bad call must not drop the sideband
         log.warning("tool_answer_not_sent", error=type(exc).__name__)
+
+
+def take_over_with(handlers: Handlers) -> None:
+    """The handlers for calls this process takes over (set once, at start)."""
+    global _takeover_handlers
+    _takeover_handlers = handlers
+
+
+async def sweep(handlers: Handlers) -> list[str]:
+    """One pass: a draining process lets go of every call; any other takes over each
+    live call whose lease nobody holds, and stops holding calls that ended elsewhere.
+    Returns the sessions it set out to take over (the lease decides who wins)."""
+    if drain.is_draining():
+        await hand_over()
+        return []
+    mine = set(_running)
+    live = {
+        session_id: call_id
+        async for session_id, call_id in VoiceSession.objects.live()
+        .filter(status=VoiceSession.Status.ACTIVE)
+        .exclude(call_id=None)
+        .values_list("pk", "call_id")
+    }
+    for session_id in mine - live.keys():
+        await detach(session_id)
+    orphans = [session_id for session_id in live if session_id not in _running]
+    try:
+        holders = await leases.holders(orphans)
+    except leases.Unavailable:
+        return []  # nobody can tell who holds what: leave every call where it is
+    taken = [session_id for session_id in orphans if holders[session_id] is None]
+    for session_id in taken:
+        log.info("sideband_taking_over", session_id=session_id)
+        attach(session_id, live[session_id], handlers)
+    return taken
+
+
+def start_keeper() -> bool:
+    """Starts this process's sweep on the running loop, once; False when it is off
+    (no sideband, SIDEBAND_SWEEP_SECONDS=0, or no handlers to take calls over with)."""
+    global _keeper
+    if _keeper is not None and not _keeper.done():
+        return False
+    if (
+        not settings.SIDEBAND_ENABLED
+        or settings.SIDEBAND_SWEEP_SECONDS <= 0
+        or _takeover_handlers is None
+    ):
+        return False
+    _keeper = asyncio.get_running_loop().create_task(
+        _keep(_takeover_handlers), name="sideband-keeper"
+    )
+    log.info("sideband_sweep_started", every_seconds=settings.SIDEBAND_SWEEP_SECONDS)
+    return True
+
+
+async def _keep(handlers: Handlers) -> None:
+    while True:
+        try:
+            async with ThreadSensitiveContext():
+                try:
+                    await sweep(handlers)
+                finally:
+                    await sync_to_async(connections.close_all)()
+        except Exception:  # one failed pass (database away) must not stop the sweep
+            log.exception("sideband_sweep_failed")
+        await asyncio.sleep(settings.SIDEBAND_SWEEP_SECONDS)
+
+
+async def lease_holders() -> dict[str, str | None]:
+    """Who holds each live call's sideband lease, by session id (None: nobody)."""
+    live = [
+        session_id
+        async for session_id in VoiceSession.objects.live()
+        .filter(status=VoiceSession.Status.ACTIVE)
+        .exclude(call_id=None)
+        .values_list("pk", flat=True)
+    ]
+    return await leases.holders(live)

@@ -152,6 +152,20 @@ def start_server(
     return process
 
 
+def daphne(port: int) -> list[str]:
+    """The server command, as run.sh runs it, on a loopback port."""
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "voiceplatform.asgi:application",
+    ]
+
+
 def stop_server(process: subprocess.Popen) -> None:
     process.terminate()
     try:

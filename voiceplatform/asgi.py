@@ -13,11 +13,13 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from voiceplatform import daphne_limits, periodic, startup  # noqa: E402
 from voiceplatform.body_limits import BodySizeLimit  # noqa: E402
+from voiceplatform.lifecycle import StartsOnFirstCall  # noqa: E402
 from voiceplatform.routing import websocket_router  # noqa: E402
 
-# Bodies are capped per route before Django reads them.
-application = ProtocolTypeRouter(
-    {"http": BodySizeLimit(django_asgi_app), "websocket": websocket_router()}
+# Bodies are capped per route before Django reads them. The first call starts the
+# sideband sweep and the SIGTERM drain (there is no lifespan under daphne).
+application = StartsOnFirstCall(
+    ProtocolTypeRouter({"http": BodySizeLimit(django_asgi_app), "websocket": websocket_router()})
 )
 
 daphne_limits.install()

@@ -62,6 +62,7 @@ class ErrorCode(StrEnum):
     TRANSCRIPT_FULL = "transcript_full"
     AT_CAPACITY = "at_capacity"
     MAINTENANCE = "maintenance"
+    DRAINING = "draining"
     TOOLS_UNAVAILABLE = "tools_unavailable"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"

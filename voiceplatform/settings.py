@@ -388,6 +388,19 @@ SDP_MAX_BYTES = env_int("SDP_MAX_BYTES", 64 * 1024)
 JSON_MAX_BYTES = env_int("JSON_MAX_BYTES", 256 * 1024)
 SIDEBAND_ENABLED = env_bool("SIDEBAND_ENABLED", True)
 SIDEBAND_DRAIN_SECONDS = env_float("SIDEBAND_DRAIN_SECONDS", 2.0)
+# A call's sideband is held under a lease in Redis that lapses this long after its
+# holder last renewed it (every SIDEBAND_HEARTBEAT_SECONDS); each web process sweeps
+# every SIDEBAND_SWEEP_SECONDS for calls nobody holds and takes them over (0: never).
+SIDEBAND_LEASE_SECONDS = env_float("SIDEBAND_LEASE_SECONDS", 5.0)
+SIDEBAND_HEARTBEAT_SECONDS = env_float("SIDEBAND_HEARTBEAT_SECONDS", 1.0)
+SIDEBAND_SWEEP_SECONDS = env_float("SIDEBAND_SWEEP_SECONDS", 1.0)
+# SIGTERM drains the process (no new sessions, sidebands handed over) for at most
+# DRAIN_HANDOVER_SECONDS before it stops; `manage.py drain` waits DRAIN_TIMEOUT_SECONDS
+# for the pod's processes to let their calls go.
+DRAIN_ON_SIGTERM = env_bool("DRAIN_ON_SIGTERM", True)
+DRAIN_HANDOVER_SECONDS = env_float("DRAIN_HANDOVER_SECONDS", 5.0)
+DRAIN_TIMEOUT_SECONDS = env_float("DRAIN_TIMEOUT_SECONDS", 30.0)
+DRAIN_RETRY_AFTER_SECONDS = env_int("DRAIN_RETRY_AFTER_SECONDS", 2)
 MAINTENANCE_MODE = env_bool("MAINTENANCE_MODE", False)
 MAINTENANCE_RETRY_AFTER_SECONDS = env_int("MAINTENANCE_RETRY_AFTER_SECONDS", 300)
 MAINTENANCE_ETA = env_str("MAINTENANCE_ETA")  # shown on the maintenance page, e.g. "14:30 UTC"

@@ -18,5 +18,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", True)  # noqa: F405
 MEDIA_ROOT = VAR_DIR / "test-media"  # noqa: F405
 TOOL_WORKSPACE_ROOT = VAR_DIR / "test-workspaces"  # noqa: F405
-# Tests run periodic work themselves, when they mean to.
+# Tests run periodic work themselves, when they mean to: no sideband sweep and no
+# SIGTERM handler in the test process (servers a test starts set their own).
 PERIODIC_IN_PROCESS = False
+SIDEBAND_SWEEP_SECONDS = env_float("SIDEBAND_SWEEP_SECONDS", 0.0)  # noqa: F405
+DRAIN_ON_SIGTERM = False

@@ -1,0 +1,85 @@
+"""`manage.py drain [--timeout S] | --cancel`: the pod stops taking new sessions and
+hands its calls' sidebands over to other processes (a preStop hook). Run beside the
+server, with its VAR_DIR and POD_NAME; waits until no process of this pod holds a
+sideband lease, and says what happened to each call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from ops_app import drain
+from sessions_app import leases, sideband
+
+
+class Command(BaseCommand):
+    help = "Drains this pod: no new sessions, its calls' sidebands handed to other processes."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            help="seconds to wait for the pod to let go of its calls (DRAIN_TIMEOUT_SECONDS)",
+        )
+        parser.add_argument("--cancel", action="store_true", help="stop draining this pod")
+
+    def handle(self, *args, timeout: float | None, cancel: bool, **options):
+        pod = settings.POD_NAME
+        if cancel:
+            drain.stop()
+            self.stdout.write(f"{pod}: draining off; new sessions are taken again")
+            return
+        timeout = settings.DRAIN_TIMEOUT_SECONDS if timeout is None else timeout
+        try:
+            held, now, seconds = async_to_sync(_drain)(pod, timeout)
+        except leases.Unavailable as exc:
+            raise CommandError(
+                f"{pod}: draining, but Redis does not answer ({exc}): who holds which call "
+                "cannot be told; the pod's processes keep their calls until it does"
+            ) from None
+        self.stdout.write(
+            f"{pod}: draining; /health/ready and POST /session answer 503, "
+            "new calls are left to other processes"
+        )
+        self.stdout.write(f"{pod}: {len(held)} call(s) held at the start")
+        for session_id, holder in sorted(held.items()):
+            after = now.get(session_id)
+            where = "nobody yet" if after is None else after
+            if after is not None and leases.pod_of(after) == pod:
+                where = f"still {after}"
+            self.stdout.write(f"  session {session_id}: {holder} -> {where}")
+        still = [s for s, h in now.items() if h is not None and leases.pod_of(h) == pod]
+        if still:
+            raise CommandError(f"{pod}: {len(still)} call(s) still held here after {timeout:g} s")
+        self.stdout.write(f"{pod}: drained in {seconds:.1f} s; this pod holds no call")
+
+
+async def _drain(pod: str, timeout: float) -> tuple[dict[str, str], dict[str, str | None], float]:
+    """Marks the pod draining and waits until none of its processes holds a lease,
+    then a little longer for other processes to take the calls over. Returns (held at
+    the start, holders at the end, seconds taken)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    drain.start()
+
+    def ours(holders: dict[str, str | None]) -> dict[str, str]:
+        return {s: h for s, h in holders.items() if h is not None and leases.pod_of(h) == pod}
+
+    held = ours(await sideband.lease_holders())
+    now: dict[str, str | None] = dict(held)
+    while time.monotonic() < deadline:
+        now = await leases.holders(list(held))
+        if not ours(now):
+            break
+        await asyncio.sleep(0.2)
+    # Taken over within about a sweep: say by whom.
+    handover_deadline = min(deadline, time.monotonic() + settings.SIDEBAND_SWEEP_SECONDS + 3)
+    while any(h is None for h in now.values()) and time.monotonic() < handover_deadline:
+        await asyncio.sleep(0.2)
+        now = await leases.holders(list(held))
+    return held, now, time.monotonic() - started
