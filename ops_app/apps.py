@@ -6,4 +6,6 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        from ops_app import checks  # noqa: F401  (registers the system checks)
+        # Imported for what importing does: registers the system checks, connects the
+        # login audit receivers, registers the checklist admin.
+        from ops_app import admin_checklists, checks, logins  # noqa: F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import structlog
@@ -43,10 +44,45 @@ def record(
 arecord = sync_to_async(record, thread_sensitive=True)
 
 
+def record_first(
+    action: AuditEvent.Action, key: str, window_seconds: int, *, times: int = 1, **fields: Any
+) -> AuditEvent | None:
+    """Records only the first `times` events of a kind (action and key) in each window of
+    window_seconds, so a flood of them cannot flood the table. Returns the event, or None
+    when this one was left out."""
+    counter = _counter(action, key)
+    # add + incr: atomic in Redis, so concurrent processes agree on who came first.
+    cache.add(counter, 0, timeout=window_seconds)
+    try:
+        count = cache.incr(counter)
+    except ValueError:  # the window ended between the two calls: this one opens the next
+        cache.add(counter, 1, timeout=window_seconds)
+        count = 1
+    if count > times:
+        return None
+    return record(action, **fields)
+
+
+def forget_first(action: AuditEvent.Action, key: str) -> None:
+    """Starts record_first's count for this key afresh (e.g. after a successful login)."""
+    cache.delete(_counter(action, key))
+
+
+def _counter(action: AuditEvent.Action, key: str) -> str:
+    # Keys may carry what a caller sent (a username, a tool name): hashed, they stay
+    # short and safe for any cache backend.
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"audit:once:{action}:{digest}"
+
+
 async def record_once_per_window(
     action: AuditEvent.Action, key: str, window_seconds: int, **fields: Any
 ) -> None:
-    """Records the first of a kind of event in each window only (e.g. rate-limit
-    refusals), so a flood of them cannot flood the table."""
-    if await cache.aadd(f"audit:once:{action}:{key}", 1, timeout=window_seconds):
-        await arecord(action, **fields)
+    """Records the first of a kind of event in each window only (e.g. a tool refused by
+    policy, a bad webhook signature)."""
+    await sync_to_async(record_first, thread_sensitive=True)(action, key, window_seconds, **fields)
+
+
+def describe(obj: Any) -> str:
+    """A model instance as an audit target: "app.model:pk text"."""
+    return f"{obj._meta.label_lower}:{obj.pk} {obj}"

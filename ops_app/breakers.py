@@ -64,9 +64,23 @@ def reset(breaker: pybreaker.CircuitBreaker) -> None:
     breaker.close()
 
 
+def openai() -> pybreaker.CircuitBreaker:
+    return _breaker(
+        "openai", settings.OPENAI_BREAKER_FAILURES, settings.OPENAI_BREAKER_RESET_SECONDS
+    )
+
+
 def all_breakers() -> dict[str, pybreaker.CircuitBreaker]:
     """Every breaker by the service it guards (the seed's `service` label)."""
-    return {"amplifier": amplifier()}
+    return {"openai": openai(), "amplifier": amplifier()}
+
+
+def seconds_until_trial(breaker: pybreaker.CircuitBreaker) -> int:
+    """How long an open breaker stays shut before it lets a trial call through."""
+    opened = breaker._state_storage.opened_at  # noqa: SLF001 (pybreaker has no getter)
+    if opened is None:
+        return int(breaker.reset_timeout)
+    return max(1, int(breaker.reset_timeout - (time.time() - opened.timestamp())) + 1)
 
 
 def by_name(name: str) -> pybreaker.CircuitBreaker | None:

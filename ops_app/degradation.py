@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
 
-from ops_app import breakers, state
-from voiceplatform.celery import app
+from ops_app import breakers, health, state
 from voiceplatform.errors import ErrorCode, ServiceUnavailable
 
 FULL, REDUCED, VOICE_ONLY, MAINTENANCE = 1, 2, 3, 4
@@ -18,48 +13,13 @@ FULL, REDUCED, VOICE_ONLY, MAINTENANCE = 1, 2, 3, 4
 NO_TOOLS_MESSAGE = "I can't execute tasks right now, but I can still help with questions."
 
 
-WORKERS_KEY = "ops:workers"
-WORKERS_FRESH_SECONDS = 10
-_refresh: asyncio.Task | None = None
-
-
-def _probe_workers() -> bool:
-    """Whether a Celery worker consuming our task queue answers (blocking: it waits
-    the whole timeout for replies, so it never runs on a request's path)."""
-    queue = app.conf.task_default_queue
-    try:
-        replies = app.control.inspect(timeout=settings.WORKER_PING_TIMEOUT_SECONDS)
-        consuming = replies.active_queues() or {}
-    except Exception:  # the broker itself is unreachable
-        return False
-    return any(q.get("name") == queue for queues in consuming.values() for q in queues)
-
-
-async def refresh_workers() -> bool:
-    alive = await sync_to_async(_probe_workers, thread_sensitive=False)()
-    await cache.aset(WORKERS_KEY, {"alive": alive, "at": time.time()}, timeout=300)
-    return alive
-
-
-async def workers_alive() -> bool:
-    """The last known answer, refreshed in the background when older than 10 s; until
-    the first probe answers, workers are taken to be there."""
-    global _refresh
-    if app.conf.task_always_eager:
-        return True
-    known = await cache.aget(WORKERS_KEY)
-    stale = known is None or time.time() - known["at"] > WORKERS_FRESH_SECONDS
-    running = _refresh is not None and not _refresh.done()
-    if stale and not (running and _refresh.get_loop() is asyncio.get_running_loop()):
-        _refresh = asyncio.create_task(refresh_workers())
-    return True if known is None else known["alive"]
-
-
 async def tools_available() -> bool:
+    """The tools breaker is closed (read fresh: it opens on the failure that trips it)
+    and a worker answers (the last probe's answer: probing waits for replies)."""
     breaker_open = await sync_to_async(breakers.is_open, thread_sensitive=False)(
         breakers.amplifier()
     )
-    return not breaker_open and await workers_alive()
+    return not breaker_open and (await health.check("workers", wait=False)).ok
 
 
 LEVEL_NAMES = {
@@ -79,9 +39,14 @@ async def explain() -> tuple[int, list[str]]:
     forced = ops.forced_level_now()
     if forced is not None:
         return forced, [f"forced by an operator: {ops.forced_reason or 'no reason given'}"]
+    reasons, level = [], FULL
+    if not (await health.check("database", wait=False)).ok:
+        level = VOICE_ONLY
+        reasons.append("database unreachable: history is buffered until it returns")
     if not await tools_available():
-        return REDUCED, ["tools unavailable: breaker open or no worker answers"]
-    return FULL, ["all checks pass"]
+        level = max(level, REDUCED)
+        reasons.append("tools unavailable: breaker open or no worker answers")
+    return level, reasons or ["all checks pass"]
 
 
 async def current_level() -> int:

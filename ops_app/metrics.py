@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 voice_session_duration_seconds = Histogram(
     "voice_session_duration_seconds",
@@ -43,3 +43,24 @@ voice_webrtc_packet_loss_ratio = Histogram(
     "Inbound audio packet loss reported by browser clients",
     buckets=[0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
 )
+
+voice_api_request_duration_seconds = Histogram(
+    "voice_api_request_duration_seconds",
+    "API request latency",
+    ["endpoint", "method", "status"],
+    buckets=[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+)
+# Set when /metrics is scraped (ops_app.exporter), from the database and the breakers.
+voice_sessions_active = Gauge(
+    "voice_sessions_active", "Number of active voice sessions", ["region", "pod"]
+)
+voice_sessions_capacity = Gauge(
+    "voice_sessions_capacity", "Live sessions this pod takes before refusing", ["pod"]
+)
+voice_degradation_level = Gauge(
+    "voice_degradation_level", "Service level: 1 full, 2 reduced, 3 voice only, 4 maintenance"
+)
+circuit_breaker_state = Gauge(
+    "circuit_breaker_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open", ["service"]
+)
+BREAKER_STATE_VALUES = {"closed": 0, "open": 1, "half-open": 2}

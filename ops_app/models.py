@@ -68,6 +68,7 @@ class AuditEvent(models.Model):
         WEBHOOK_REFUSED = "webhook_refused"
         RATE_LIMITED = "rate_limited"
         RETENTION_RUN = "retention_run"
+        CHECKLIST_RECHECKED = "checklist_rechecked"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # No database constraint: deleting a user must not touch (and so be refused on)
@@ -92,3 +93,167 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or 'system'} {self.action}"
+
+
+class ChecklistTemplateQuerySet(models.QuerySet):
+    def with_counts(self) -> ChecklistTemplateQuerySet:
+        """Each checklist with item_count and verifiable_count (items the app checks)."""
+        return self.annotate(
+            item_count=models.Count("items"),
+            verifiable_count=models.Count("items", filter=~models.Q(items__verifier="")),
+        )
+
+
+class ChecklistTemplate(models.Model):
+    """One of the seed's deployment checklists (section 10), loaded by a data migration."""
+
+    slug = models.SlugField(unique=True)
+    section = models.CharField(max_length=10, blank=True, help_text='The seed\'s, e.g. "10.3".')
+    title = models.CharField(max_length=100)
+    order = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ChecklistTemplateQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["order", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.section} {self.title}".strip()
+
+
+class ChecklistItem(models.Model):
+    """One line of a checklist, under its group heading; `verifier` names the automatic
+    check that proves it, when the app can prove it itself."""
+
+    class Verifier(models.TextChoices):
+        HEALTH = "health", "health endpoints answer 200"
+        SESSION_CREATION = "session_creation", "a client secret is minted upstream"
+        METRICS = "metrics", "every voice_* metric is exposed at /metrics"
+        RATE_LIMITING = "rate_limiting", "limits set and the shared counter refuses"
+        AUTHENTICATION = "authentication", "/ops and /admin send anonymous callers to log in"
+        AUDIT_LOGGING = "audit_logging", "audit events are written and append-only"
+        NO_SECRETS = "no_secrets", "no secret in our responses"
+        SECURE_SETTINGS = "secure_settings", "DEBUG off, production settings, deploy checks"
+        TOOL_ISOLATION = "tool_isolation", "every worker runs bash isolated"
+        MIGRATIONS = "migrations", "every migration is applied"
+
+    template = models.ForeignKey(ChecklistTemplate, related_name="items", on_delete=models.CASCADE)
+    group = models.CharField(max_length=100)
+    text = models.CharField(max_length=200)
+    order = models.PositiveSmallIntegerField()
+    verifier = models.CharField(max_length=40, choices=Verifier.choices, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["template__order", "order", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["template", "order"], name="one_item_per_place")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group}: {self.text}"
+
+
+class VerificationStatus(models.TextChoices):
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_RUN = "not_run", "not run"
+
+
+class ChecklistRunQuerySet(models.QuerySet):
+    def open(self) -> ChecklistRunQuerySet:
+        return self.filter(completed_at__isnull=True)
+
+    def completed(self) -> ChecklistRunQuerySet:
+        return self.filter(completed_at__isnull=False)
+
+    def with_progress(self) -> ChecklistRunQuerySet:
+        """Each run with entry_count, done_count and failed_count (automatic checks)."""
+        return self.annotate(
+            entry_count=models.Count("entries"),
+            done_count=models.Count("entries", filter=models.Q(entries__done=True)),
+            failed_count=models.Count(
+                "entries",
+                filter=models.Q(entries__verified_status=VerificationStatus.FAILED),
+            ),
+        )
+
+
+class ChecklistRun(models.Model):
+    """One pass through a checklist by operators; kept once completed, as a record."""
+
+    template = models.ForeignKey(ChecklistTemplate, related_name="runs", on_delete=models.PROTECT)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    completed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    completed_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ChecklistRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.template} run {self.pk} ({self.started_at:%Y-%m-%d %H:%M})"
+
+    @property
+    def is_completed(self) -> bool:
+        return self.completed_at is not None
+
+
+class ChecklistEntry(models.Model):
+    """An item within a run: ticked (by whom, when, with a note) and, for items the app
+    can verify, the result of its automatic check."""
+
+    run = models.ForeignKey(ChecklistRun, related_name="entries", on_delete=models.CASCADE)
+    item = models.ForeignKey(ChecklistItem, related_name="+", on_delete=models.PROTECT)
+    done = models.BooleanField(default=False)
+    done_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    done_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
+    verified_status = models.CharField(
+        max_length=10, choices=VerificationStatus.choices, default=VerificationStatus.NOT_RUN
+    )
+    verified_detail = models.TextField(blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "checklist entries"
+        ordering = ["item__order", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "item"], name="one_entry_per_item_and_run")
+        ]
+
+    def __str__(self) -> str:
+        return f"{'[x]' if self.done else '[ ]'} {self.item.text}"
+
+    @property
+    def is_verifiable(self) -> bool:
+        return bool(self.item.verifier)

@@ -7,6 +7,8 @@ import time
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
+from ops_app import audit
+from ops_app.models import AuditEvent
 from voiceplatform.errors import TooManyRequests
 
 
@@ -18,10 +20,18 @@ def _count(key: str, window_seconds: int) -> int:
 
 
 async def hit(bucket: str, limit: int, window_seconds: int = 60) -> None:
-    """Counts one hit on bucket; 429 with Retry-After past `limit` in the window."""
+    """Counts one hit on bucket; 429 with Retry-After past `limit` in the window. The
+    first refusal of a bucket in each window is audited, and only that one: the count
+    is atomic, so exactly one request in each window sees limit + 1."""
     now = time.time()
     key = f"rl:{bucket}:{int(now // window_seconds)}"
     count = await sync_to_async(_count, thread_sensitive=False)(key, window_seconds)
+    if count == limit + 1:
+        await audit.arecord(
+            AuditEvent.Action.RATE_LIMITED,
+            target=f"bucket {bucket}",
+            details={"bucket": bucket, "limit": limit, "window_seconds": window_seconds},
+        )
     if count > limit:
         retry_after = int(window_seconds - (now % window_seconds)) + 1
         raise TooManyRequests(

@@ -1,7 +1,27 @@
 #!/usr/bin/env bash
-# The one run command: installs, migrates, serves on $PORT (8000) with daphne.
+# The one run command: installs, migrates, serves on $PORT (8000) with daphne. With
+# REDIS_URL set it also runs a Celery worker with the beat schedule (tools, exports,
+# the expiry sweep), unless RUN_WORKER=0 (when workers run elsewhere); without Redis
+# the server runs tasks and the schedule in-process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 .venv/bin/python manage.py migrate --noinput -v 0
-exec .venv/bin/daphne -b "${HOST:-127.0.0.1}" -p "${PORT:-8000}" voiceplatform.asgi:application
+var_dir=${VAR_DIR:-var}
+mkdir -p "$var_dir"
+pids=()
+stop() {
+  trap - TERM INT EXIT
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap stop TERM INT EXIT
+if [ -n "${REDIS_URL:-}" ] && [ "${RUN_WORKER:-1}" = 1 ]; then
+  .venv/bin/celery -A voiceplatform worker --beat --schedule "$var_dir/celerybeat-schedule" \
+    --loglevel warning --hostname "run-$$@%h" &
+  pids+=($!)
+fi
+.venv/bin/daphne -b "${HOST:-127.0.0.1}" -p "${PORT:-8000}" voiceplatform.asgi:application &
+pids+=($!)
+# Whichever stops first (or a signal to this script) stops the others.
+wait -n

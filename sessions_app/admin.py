@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.db import transaction
+from django.http import HttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
 from sessions_app.models import ApiKey, ConversationItem, VoiceSession, WebhookEvent
 from tools_app.admin import ToolExecutionInline
-from voiceplatform.admin import ReadOnlyMixin
+from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
 
 
 class ConversationItemInline(ReadOnlyMixin, admin.TabularInline):
@@ -21,7 +25,7 @@ class ConversationItemInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(VoiceSession)
-class VoiceSessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "status",
@@ -63,7 +67,7 @@ class VoiceSessionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedMixin, admin.ModelAdmin):
     list_display = ("name", "user", "lookup", "created_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("name", "lookup")
@@ -72,19 +76,37 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj: ApiKey, form, change) -> None:
         if not change:
-            raw = obj.issue()
-            messages.warning(
-                request, f"The new key is {raw} — copy it now, it will not be shown again."
-            )
+            obj.raw = obj.issue()
         super().save_model(request, obj, form, change)
+
+    def response_add(self, request, obj: ApiKey, post_url_continue=None) -> HttpResponse:
+        """Shows the new key once, on this page: a message would carry it in the
+        messages cookie, which is signed but readable."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key added",
+            "opts": self.opts,
+            "original": obj,
+            "raw_key": obj.raw,
+        }
+        response = TemplateResponse(request, "admin/sessions_app/apikey/issued.html", context)
+        add_never_cache_headers(response)
+        return response
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request, queryset) -> None:
-        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        now = timezone.now()
+        with transaction.atomic():
+            ids = list(queryset.filter(revoked_at__isnull=True).values_list("pk", flat=True))
+            ApiKey.objects.filter(pk__in=ids, revoked_at__isnull=True).update(revoked_at=now)
+            # Only those this action revoked (not one a concurrent request got to first).
+            revoked = list(ApiKey.objects.filter(pk__in=ids, revoked_at=now))
+            self.log_changes(request, revoked, "Revoked with the bulk action.")
+        self.message_user(request, f"Revoked {len(revoked)} key(s).")
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class WebhookEventAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("webhook_id", "event_type", "outcome", "session", "created_at")
     list_filter = ("event_type", "created_at")
     search_fields = ("webhook_id", "session__id")

@@ -76,6 +76,14 @@ class VoiceSessionQuerySet(models.QuerySet):
             | models.Q(status=VoiceSession.Status.CREATED, created_at__lte=_connect_deadline(now))
         )
 
+    def owning_file(self, name: str) -> VoiceSessionQuerySet:
+        """The session whose transcript export or recording is stored under name."""
+        return self.filter(
+            models.Q(transcript_json=name)
+            | models.Q(transcript_text=name)
+            | models.Q(recording=name)
+        )
+
 
 def _connect_deadline(now):
     return now - timedelta(seconds=settings.SESSION_CONNECT_GRACE_SECONDS)

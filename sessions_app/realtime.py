@@ -17,8 +17,10 @@ from contextlib import asynccontextmanager
 import httpx2
 import openai
 import structlog
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from ops_app import breakers
 from ops_app.metrics import voice_errors_total, voice_openai_latency_seconds
 from voiceplatform.errors import ApiError, ErrorCode
 
@@ -148,15 +150,42 @@ def _translate(operation: str, exc: Exception) -> UpstreamError:
     )
 
 
+# Failures that say the upstream itself is in trouble, and so count against its breaker;
+# a refusal of what we sent (4xx) or a rate limit (429, retried with backoff) does not.
+_BREAKER_CODES = frozenset(
+    {
+        ErrorCode.UPSTREAM_TIMEOUT,
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        ErrorCode.UPSTREAM_ERROR,
+        ErrorCode.UPSTREAM_BAD_ANSWER,
+    }
+)
+
+
+async def _breaker(action, *args):
+    return await sync_to_async(action, thread_sensitive=False)(breakers.openai(), *args)
+
+
 @asynccontextmanager
-async def _upstream(operation: str) -> AsyncIterator[None]:
-    """Times one operation, caps its total time, and translates its failures."""
+async def _upstream(operation: str, *, guarded: bool = True) -> AsyncIterator[None]:
+    """Times one operation, caps its total time, and translates its failures. While the
+    OpenAI breaker is open, a guarded operation (one that starts something) is refused
+    at once with 503 instead of waiting on a failing upstream; cleanup still tries."""
+    if guarded and await _breaker(breakers.is_open):
+        voice_errors_total.labels(error_type="circuit_open", component="openai").inc()
+        raise UpstreamError(
+            "The voice service is failing right now; try again shortly.",
+            status=503,
+            code=ErrorCode.UPSTREAM_CIRCUIT_OPEN,
+            retry_after=await _breaker(breakers.seconds_until_trial),
+        )
     started = time.perf_counter()
     try:
         async with asyncio.timeout(settings.OPENAI_TOTAL_TIMEOUT_SECONDS):
             yield
-    except (openai.APIError, TimeoutError) as exc:
-        error = _translate(operation, exc)
+    except (openai.APIError, TimeoutError, UpstreamError) as exc:
+        error = exc if isinstance(exc, UpstreamError) else _translate(operation, exc)
+        await _breaker(breakers.record, error.code not in _BREAKER_CODES)
         response = getattr(exc, "response", None)
         log.warning(
             "upstream_failed",
@@ -168,6 +197,8 @@ async def _upstream(operation: str) -> AsyncIterator[None]:
         )
         voice_errors_total.labels(error_type=error.code, component="openai").inc()
         raise error from None
+    else:
+        await _breaker(breakers.record, True)
     finally:
         voice_openai_latency_seconds.labels(operation=operation).observe(
             time.perf_counter() - started
@@ -205,7 +236,7 @@ async def create_call(sdp: str, config: dict) -> tuple[str, str]:
 
 
 async def hangup(call_id: str) -> None:
-    async with _upstream("hangup"):
+    async with _upstream("hangup", guarded=False):
         await client().realtime.calls.hangup(call_id)
 
 
@@ -215,7 +246,7 @@ async def accept_call(call_id: str, config: dict) -> None:
 
 
 async def reject_call(call_id: str, status_code: int = 603) -> None:
-    async with _upstream("reject_call"):
+    async with _upstream("reject_call", guarded=False):
         await client().realtime.calls.reject(call_id, status_code=status_code)
 
 

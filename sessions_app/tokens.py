@@ -1,4 +1,8 @@
-"""Session tokens: signed, bound to one session, expiring with it."""
+"""Session tokens: signed, bound to one session, expiring with it.
+
+The parts are joined with "." (not signing's ":"), so a token is made of HTTP token
+characters only and can travel as a WebSocket subprotocol, `bearer.<token>`.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,14 @@ from voiceplatform.errors import ErrorCode, Unauthorized
 _SALT = "voiceplatform.session-token"
 
 
+def _signer(token: str = "") -> signing.TimestampSigner:
+    # Tokens issued before the separator changed (":") stay good until they expire, so
+    # live sessions outlast the deploy.
+    return signing.TimestampSigner(salt=_SALT, sep=":" if ":" in token else ".")
+
+
 def issue(session_id: str) -> str:
-    return signing.dumps({"sid": session_id}, salt=_SALT, compress=False)
+    return _signer().sign_object({"sid": session_id})
 
 
 def session_id_from(token: str) -> str:
@@ -22,7 +32,7 @@ def session_id_from(token: str) -> str:
             "Send Authorization: Bearer <session_token>.", code=ErrorCode.MISSING_TOKEN
         )
     try:
-        data = signing.loads(token, salt=_SALT, max_age=settings.SESSION_MAX_SECONDS)
+        data = _signer(token).unsign_object(token, max_age=settings.SESSION_MAX_SECONDS)
     except signing.SignatureExpired:
         raise Unauthorized("The session token has expired.", code=ErrorCode.TOKEN_EXPIRED) from None
     except signing.BadSignature:

@@ -88,7 +88,7 @@ async def webhook(request: HttpRequest, provider: str) -> JsonResponse:
         request, max_bytes=settings.JSON_MAX_BYTES, content_types=("application/json",)
     )
     outcome, record = await webhooks.receive(
-        body, {k.lower(): v for k, v in request.headers.items()}
+        body, {k.lower(): v for k, v in request.headers.items()}, ip=client_ip(request)
     )
     return JsonResponse({"status": outcome, "outcome": record.outcome if record else None})
 

@@ -7,9 +7,11 @@ from django.conf import settings
 from django.db import IntegrityError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from ops_app import audit
+from ops_app.models import AuditEvent
 from sessions_app import actions
 from sessions_app.models import WebhookEvent
-from voiceplatform.api import parse_json
+from voiceplatform.api import client_network, parse_json
 from voiceplatform.errors import BadRequest, ErrorCode
 
 log = structlog.get_logger(__name__)
@@ -34,10 +36,29 @@ def verify(body: bytes, headers: dict[str, str]) -> dict:
     raise BadRequest("The webhook signature is not valid.", code=ErrorCode.INVALID_SIGNATURE)
 
 
-async def receive(body: bytes, headers: dict[str, str]) -> tuple[str, WebhookEvent | None]:
+async def receive(
+    body: bytes, headers: dict[str, str], *, ip: str | None = None
+) -> tuple[str, WebhookEvent | None]:
     """Returns ("accepted" | "duplicate", record). Work is done once per webhook-id; if
-    it fails, the record is dropped so the sender's retry does it again."""
-    event = verify(body, headers)
+    it fails, the record is dropped so the sender's retry does it again. A bad signature
+    is audited, once per sender address in a window (anyone can post garbage)."""
+    try:
+        event = verify(body, headers)
+    except BadRequest as exc:
+        if exc.code == ErrorCode.INVALID_SIGNATURE:
+            await audit.record_once_per_window(
+                AuditEvent.Action.WEBHOOK_REFUSED,
+                # An IPv6 sender counts by its /64, as the rate limits count it.
+                client_network(ip) or "unknown",
+                settings.AUDIT_REFUSAL_WINDOW_SECONDS,
+                target="webhook openai",
+                ip=ip,
+                details={
+                    "code": str(exc.code),
+                    "webhook_id": headers.get("webhook-id", "")[:200],
+                },
+            )
+        raise
     webhook_id = headers.get("webhook-id", "")
     try:
         record = await WebhookEvent.objects.acreate(

@@ -1,10 +1,12 @@
-"""Shared factories."""
+"""Shared factories. Async tests get them through conftest.py's make_* fixtures."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import factory
+from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from sessions_app import tokens
@@ -50,3 +52,9 @@ class ApiKeyFactory(factory.django.DjangoModelFactory):
 def bearer(session: VoiceSession | str) -> dict[str, str]:
     session_id = session if isinstance(session, str) else session.pk
     return {"Authorization": f"Bearer {tokens.issue(session_id)}"}
+
+
+def async_create(factory_class: type[factory.Factory]) -> Callable[..., Awaitable]:
+    """factory_class.create for async code: the ORM's sync work runs in Django's thread,
+    as it must when called from the event loop."""
+    return sync_to_async(factory_class.create)

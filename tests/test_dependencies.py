@@ -15,7 +15,8 @@ import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 PRODUCT = ["voiceplatform", "sessions_app", "tools_app", "ops_app", "manage.py"]
 TESTS_AND_SCRIPTS = ["tests", "scripts"]
 

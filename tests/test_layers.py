@@ -7,7 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 PACKAGES = ("voiceplatform", "sessions_app", "tools_app", "ops_app")
 # Who may import an app's actions: the layers above them.
 ABOVE_ACTIONS = ("views", "webhooks", "tasks", "actions", "apps", "management")

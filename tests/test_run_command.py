@@ -13,7 +13,7 @@ from django.db import connection
 
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.probe import open_call
-from tests.conftest import ROOT, database_env, free_port, start_server, stop_server
+from tests.support import ROOT, database_env, eventually, free_port, start_server, stop_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,6 +26,9 @@ def live_server_env(request, tmp_path):
         "VAR_DIR": str(tmp_path / "var"),
         "SIMULATOR_SPEECH_AFTER_SECONDS": "0.5",
         "DJANGO_SETTINGS_MODULE": "voiceplatform.settings",
+        # Periodic work often enough to watch it happen.
+        "SESSION_EXPIRY_SWEEP_SECONDS": "1",
+        "SESSION_CONNECT_GRACE_SECONDS": "8",
     }
     if request.param == "embedded":
         env |= {"DATABASE_URL": "", "REDIS_URL": "", "OPENAI_API_KEY": ""}
@@ -89,3 +92,24 @@ async def test_the_run_command_serves_a_whole_conversation(live_server_env):
     if session is not None:
         assert session.status == "ended" and session.total_tokens > 0
         assert session.duration_seconds and session.duration_seconds < 60
+
+
+async def test_an_abandoned_session_expires_on_its_own(live_server_env):
+    kind, url, var = live_server_env
+    async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+        created = await http.post("/session", json={})  # and the tab is closed: no offer
+    session_id = created.json()["session_id"]
+
+    async def status() -> str:
+        if kind == "postgres":
+            return (await VoiceSession.objects.aget(pk=session_id)).status
+        with sqlite3.connect(var / "db.sqlite3") as db:
+            query = "SELECT status FROM sessions_app_voicesession WHERE id = ?"
+            return db.execute(query, (session_id,)).fetchone()[0]
+
+    async def expired():
+        return await status() == "expired"
+
+    assert created.status_code == 201
+    # The schedule: the server's own thread (embedded) or the worker's beat (Redis).
+    assert await eventually(expired, timeout=45)

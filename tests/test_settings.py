@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from tests.support import ROOT
 from voiceplatform.settings import (
     DEV_SECRET_KEY,
     env_bool,
@@ -26,7 +27,6 @@ from voiceplatform.settings import (
     refuse_weak_secret_key,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 STRONG_KEY = secrets.token_urlsafe(50)
 SETUP = "import django; django.setup()"
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from django.contrib import admin
 
 from tools_app.models import ToolExecution, ToolGrant
-from voiceplatform.admin import ReadOnlyMixin
+from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
 
 
 @admin.register(ToolExecution)
-class ToolExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ToolExecutionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "call_id",
         "tool",
@@ -45,7 +45,7 @@ class ToolExecutionInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(ToolGrant)
-class ToolGrantAdmin(admin.ModelAdmin):
+class ToolGrantAdmin(AuditedMixin, admin.ModelAdmin):
     list_display = ("__str__", "user", "api_key", "updated_at")
     search_fields = ("user__username", "api_key__name")
     autocomplete_fields = ("user",)

@@ -8,6 +8,9 @@ class ToolsConfig(AppConfig):
     def ready(self) -> None:
         # Load installed Amplifier modules once, at start-up: mounting them is async and
         # imports code, neither of which belongs on a request's event loop.
-        from tools_app import registry
+        from tools_app import control, registry  # noqa: F401  (control: what workers answer)
+        from voiceplatform import private_files
 
         registry.all_tools()
+        # bash runs as other uids: what an older version left readable is closed now.
+        private_files.make_private()

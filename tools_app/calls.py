@@ -7,7 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ops_app import degradation
+from django.conf import settings
+
+from ops_app import audit, degradation
+from ops_app.models import AuditEvent
 from sessions_app.models import VoiceSession
 from tools_app import registry
 from voiceplatform.api import parse_json
@@ -37,8 +40,10 @@ async def check_call(session: VoiceSession, *, name: Any, call_id: Any, argument
         )
     spec = registry.get(name) if isinstance(name, str) else None
     if spec is None:
+        await _audit_refusal(session, name, call_id, ErrorCode.UNKNOWN_TOOL)
         raise NotFound(f"There is no tool named '{str(name)[:80]}'.", code=ErrorCode.UNKNOWN_TOOL)
     if name not in {tool["name"] for tool in session.tools}:
+        await _audit_refusal(session, name, call_id, ErrorCode.TOOL_NOT_ALLOWED)
         raise Forbidden(
             f"The tool '{name}' is not allowed in this session.", code=ErrorCode.TOOL_NOT_ALLOWED
         )
@@ -48,6 +53,21 @@ async def check_call(session: VoiceSession, *, name: Any, call_id: Any, argument
             f"Invalid arguments for {name}: {problem}", code=ErrorCode.INVALID_ARGUMENTS
         )
     return ToolCall(session=session, name=name, call_id=call_id, arguments=arguments)
+
+
+async def _audit_refusal(session: VoiceSession, name: Any, call_id: str, code: ErrorCode) -> None:
+    # Once per session and tool in a window: a client (or model) looping on a refused
+    # call must not flood the table.
+    tool = str(name)[:80]
+    await audit.record_once_per_window(
+        AuditEvent.Action.TOOL_REFUSED,
+        f"{session.pk}\0{tool}",
+        settings.AUDIT_REFUSAL_WINDOW_SECONDS,
+        actor_name=session.attribution,
+        target=f"session {session.pk}",
+        ip=session.client_ip,
+        details={"tool": tool, "call_id": call_id, "code": str(code)},
+    )
 
 
 def arguments_of(item: dict) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from tools_app import worker
+from tools_app import retention, worker
 from tools_app.models import ToolExecution
 
 
@@ -27,3 +27,10 @@ def fail_lost_executions_task() -> int:
     for execution_id in stranded:
         execute_tool_task.delay(execution_id)
     return failed
+
+
+@shared_task
+def remove_expired_workspaces_task() -> int:
+    """Periodic: workspaces of sessions over for longer than their retention (or gone)
+    are deleted."""
+    return retention.remove_expired_workspaces()

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 # A walk holds one open directory per level: the bound keeps it well below the usual
 # 1024 open files, and no real project nests this deep.
 MAX_WALK_DEPTH = 256
+BLOCK = 4096
+# What a session's workspace is called: its session id (sessions_app.models.new_session_id).
+SESSION_NAME = re.compile(r"sess_[A-Za-z0-9_-]{1,80}")
 
 
 class PathRefused(ValueError):
@@ -52,15 +56,25 @@ class Workspace:
 
     @classmethod
     def for_session(cls, session_id: str) -> Workspace:
-        base = Path(settings.TOOL_WORKSPACE_ROOT)
-        base.mkdir(parents=True, exist_ok=True)
-        base.chmod(0o711)  # sandbox uids may pass through, not list their neighbours
-        root = base / session_id
+        root = cls.make_root() / session_id
         root.mkdir(exist_ok=True, mode=0o700)
         uid = sandbox_uid(session_id)
         if uid is not None:
             os.chown(root, uid, uid)
         return cls(root=root, uid=uid)
+
+    @staticmethod
+    def make_root() -> Path:
+        """The workspace root, made if missing. Everything else the app makes is private
+        (umask 077); the root, and directories made on the way to it, may be passed
+        through by sandbox uids, not listed."""
+        base = Path(settings.TOOL_WORKSPACE_ROOT)
+        for directory in (*reversed(base.parents), base):
+            if not directory.exists():
+                directory.mkdir(exist_ok=True)
+                directory.chmod(0o711)
+        base.chmod(0o711)  # sandbox uids may pass through, not list their neighbours
+        return base
 
     @staticmethod
     def parts(path: str) -> list[str]:
@@ -109,6 +123,19 @@ class Workspace:
             with os.fdopen(fd, "rb") as handle:
                 return handle.read(limit + 1)
 
+    def file_usage(self, path: str) -> int:
+        """What the regular file at path takes on disk, as usage() counts it; 0 when
+        there is none (or it is not a file of its own)."""
+        *dirs, name = self.parts(path)
+        try:
+            with self._dir_fd(dirs) as dir_fd:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except (FileNotFoundError, PathRefused):
+            return 0
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            return 0
+        return max(info.st_blocks * 512, BLOCK)
+
     def write_bytes(self, path: str, data: bytes) -> None:
         *dirs, name = self.parts(path)
         with self._dir_fd(dirs, create=True) as dir_fd:
@@ -124,6 +151,25 @@ class Workspace:
         directory's files where its name sorts); symlinks are skipped, TreeTooDeep past
         MAX_WALK_DEPTH levels. Every directory opened is closed however the walk ends:
         done, failed or dropped early by the caller."""
+        for path, info in self._entries(start):
+            if stat.S_ISREG(info.st_mode):
+                yield path
+
+    def usage(self) -> int:
+        """The bytes the workspace takes on disk: allocated blocks, each file, directory
+        or link counted once and at least one block (a flood of empty files costs too).
+        TreeTooDeep when it cannot all be seen."""
+        seen: set[tuple[int, int]] = set()
+        total = 0
+        for _, info in self._entries("."):
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += max(info.st_blocks * 512, BLOCK)
+        return total
+
+    def _entries(self, start: str) -> Iterator[tuple[str, os.stat_result]]:
+        """Every entry under start with its lstat, sorted depth-first, without following
+        a symlink; TreeTooDeep past MAX_WALK_DEPTH levels."""
         base = [] if start in ("", ".") else self.parts(start)
         # One entry per open level: its fd, its path, and its names still to visit, the
         # next one last.
@@ -145,14 +191,13 @@ class Workspace:
                 name = names.pop()
                 info = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 path = f"{prefix}/{name}" if prefix else name
+                yield path, info
                 if stat.S_ISDIR(info.st_mode):
                     if len(stack) > MAX_WALK_DEPTH:
                         raise TreeTooDeep(
                             f"The directory tree is more than {MAX_WALK_DEPTH} levels deep."
                         )
                     enter(os.open(name, DIRECTORY_FLAGS, dir_fd=fd), path)
-                elif stat.S_ISREG(info.st_mode):
-                    yield path
         finally:
             for fd, _, _ in stack:
                 os.close(fd)
@@ -177,3 +222,77 @@ def _open_regular(name: str, flags: int, dir_fd: int, path: str) -> int:
         raise PathRefused(f"'{path}' is not a regular file of its own; refused.")
     os.set_blocking(fd, True)
     return fd
+
+
+def session_workspaces() -> list[str]:
+    """The names of the workspaces under the workspace root: real directories named like
+    a session (anything else there is not ours to judge)."""
+    base = Path(settings.TOOL_WORKSPACE_ROOT)
+    try:
+        entries = list(os.scandir(base))
+    except FileNotFoundError:
+        return []
+    return sorted(
+        entry.name
+        for entry in entries
+        if SESSION_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+    )
+
+
+def remove_workspace(session_id: str) -> bool:
+    """Deletes a session's workspace: only a real directory directly in the workspace
+    root, and nothing its symlinks point to. False when there was none."""
+    if not SESSION_NAME.fullmatch(session_id):
+        raise PathRefused(f"'{session_id}' is not a workspace name.")
+    base_fd = os.open(settings.TOOL_WORKSPACE_ROOT, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        info = os.stat(session_id, dir_fd=base_fd, follow_symlinks=False)
+        if not stat.S_ISDIR(info.st_mode):
+            return False
+        _remove_tree(base_fd, session_id)
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(base_fd)
+    return True
+
+
+def _remove_tree(parent_fd: int, name: str) -> None:
+    """Removes directory name (in parent_fd) and everything in it, through directory fds
+    and without following a symlink. No recursion and at most MAX_WALK_DEPTH open
+    directories: a subtree deeper than that is moved up to the top and removed later."""
+    top = os.open(name, DIRECTORY_FLAGS, dir_fd=parent_fd)
+    # One entry per open level: its fd, its name in the level above, its names to visit.
+    stack: list[tuple[int, str, list[str]]] = [(top, name, os.listdir(top))]
+    moved = 0
+    try:
+        while stack:
+            fd, _, names = stack[-1]
+            if not names:
+                os.close(fd)
+                _, done, _ = stack.pop()
+                if stack:
+                    os.rmdir(done, dir_fd=stack[-1][0])
+                continue
+            entry = names.pop()
+            info = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode):
+                os.unlink(entry, dir_fd=fd)
+            elif len(stack) < MAX_WALK_DEPTH:
+                child = os.open(entry, DIRECTORY_FLAGS, dir_fd=fd)
+                stack.append((child, entry, []))
+                stack[-1][2].extend(os.listdir(child))
+            else:
+                while True:  # a name not taken at the top (rename would replace an empty dir)
+                    moved += 1
+                    target = f".deep-{moved}"
+                    try:
+                        os.stat(target, dir_fd=top, follow_symlinks=False)
+                    except FileNotFoundError:
+                        break
+                os.rename(entry, target, src_dir_fd=fd, dst_dir_fd=top)
+                stack[0][2].append(target)
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)

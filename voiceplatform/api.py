@@ -152,9 +152,25 @@ def _check_values(value, depth: int) -> None:
 def client_ip(request: HttpRequest) -> str | None:
     """The caller's address: behind TRUSTED_PROXY_COUNT proxies, the hop they saw
     (the left of X-Forwarded-For is the client's to write, so it is not trusted)."""
-    candidates = [request.META.get("REMOTE_ADDR", "")]
+    return client_address(
+        request.META.get("REMOTE_ADDR", ""), request.headers.get("X-Forwarded-For", "")
+    )
+
+
+def scope_client_ip(scope: dict) -> str | None:
+    """client_ip for an ASGI scope (a WebSocket's)."""
+    peer = scope.get("client") or ("", 0)
+    forwarded = b",".join(
+        value for name, value in scope.get("headers", []) if name.lower() == b"x-forwarded-for"
+    )
+    return client_address(peer[0] or "", forwarded.decode("latin-1"))
+
+
+def client_address(remote_addr: str, forwarded_for: str) -> str | None:
+    """The caller's address from the peer's and the X-Forwarded-For header."""
+    candidates = [remote_addr]
     if settings.USE_X_FORWARDED_FOR:
-        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")]
+        hops = [hop.strip() for hop in forwarded_for.split(",")]
         hops = [hop for hop in hops if hop]
         if len(hops) >= settings.TRUSTED_PROXY_COUNT:
             candidates.insert(0, hops[-settings.TRUSTED_PROXY_COUNT])

@@ -11,9 +11,14 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from voiceplatform import startup  # noqa: E402
+from voiceplatform import periodic, startup  # noqa: E402
+from voiceplatform.body_limits import BodySizeLimit  # noqa: E402
 from voiceplatform.routing import websocket_router  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_router()})
+# Bodies are capped per route before Django reads them.
+application = ProtocolTypeRouter(
+    {"http": BodySizeLimit(django_asgi_app), "websocket": websocket_router()}
+)
 
 startup.log_backends()
+periodic.start_in_process()

@@ -75,6 +75,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_RATE_LIMITED = "upstream_rate_limited"
     UPSTREAM_REFUSED = "upstream_refused"
     UPSTREAM_BAD_ANSWER = "upstream_bad_answer"
+    UPSTREAM_CIRCUIT_OPEN = "upstream_circuit_open"
     OFFER_REJECTED = "offer_rejected"
 
 

@@ -9,6 +9,7 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.conf import settings
 from django.urls import re_path
 
+from ops_app.routing import websocket_urlpatterns as ops_routes
 from sessions_app.routing import websocket_urlpatterns as session_routes
 
 
@@ -19,6 +20,8 @@ def websocket_router() -> URLRouter:
         from sessions_app import simulator
 
         routes += simulator.websocket_urlpatterns
-    browser = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(session_routes)))
+    browser = AllowedHostsOriginValidator(
+        AuthMiddlewareStack(URLRouter(session_routes + ops_routes))
+    )
     routes.append(re_path(r"^", browser))
     return URLRouter(routes)

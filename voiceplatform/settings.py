@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -145,6 +146,9 @@ def refuse_weak_secret_key(key: str) -> None:
 
 
 # --- core -------------------------------------------------------------------------
+# Everything the app writes (database, media, exports, workspaces) is its user's alone:
+# bash runs as other uids. voiceplatform.private_files tightens what exists at start.
+os.umask(0o077)
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 DEBUG = env_bool("DEBUG", False)
 # PRODUCTION flips the defaults that must be strict on a public deployment.
@@ -167,12 +171,14 @@ INSTALLED_APPS = [
     "channels",
     "csp",
     "django_prometheus",
+    "axes",
     "sessions_app",
     "tools_app",
     "ops_app",
 ]
 
 MIDDLEWARE = [
+    "ops_app.middleware.MetricsBeforeMiddleware",
     "voiceplatform.middleware.RequestContextMiddleware",
     "voiceplatform.middleware.ProbeHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -185,6 +191,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "voiceplatform.middleware.ApiErrorMiddleware",
+    # axes turns a login refused for a lockout into its 429 page.
+    "axes.middleware.AxesMiddleware",
+    "ops_app.middleware.MetricsAfterMiddleware",
 ]
 
 ROOT_URLCONF = "voiceplatform.urls"
@@ -245,6 +254,9 @@ STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+# Django would make uploaded files world-readable (0644) whatever the umask.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
 # Read here so they may come from *_FILE too; unset (None) leaves boto3 to its own
 # credential chain (environment, profile, instance role).
@@ -264,7 +276,11 @@ STORAGES = {
         if AWS_STORAGE_BUCKET_NAME
         else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
     ),
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Collected static files are public (and may be served by another user): not 0600.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage",
+        "OPTIONS": {"file_permissions_mode": 0o644, "directory_permissions_mode": 0o755},
+    },
 }
 
 # --- security ---------------------------------------------------------------------
@@ -298,6 +314,31 @@ CONTENT_SECURITY_POLICY = {
 SERVESTATIC_USE_FINDERS = not PRODUCTION
 SERVESTATIC_AUTOREFRESH = DEBUG
 
+# --- logins (admin, and /ops/ through it) ----------------------------------------
+# After this many failed logins for one username from one address, that pair is locked
+# out (even with the right password) until this many minutes pass without another try.
+LOGIN_FAILURE_LIMIT = max(1, env_int("LOGIN_FAILURE_LIMIT", 5))
+LOGIN_LOCKOUT_MINUTES = max(1, env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The same address as every other limit sees (X-Forwarded-For only when trusted).
+AXES_CLIENT_IP_CALLABLE = "voiceplatform.api.client_ip"
+AXES_RESET_ON_SUCCESS = True
+# Logins are in the audit log (ops_app.logins); ops_app.admin shows the lockouts.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_ENABLE_ADMIN = False
+AXES_VERBOSE = False
+
+# --- audit log --------------------------------------------------------------------
+# A refusal a caller can repeat fast (a tool refused by policy, a bad webhook signature)
+# is recorded once per source in this window; rate-limit refusals once per limit window.
+AUDIT_REFUSAL_WINDOW_SECONDS = env_int("AUDIT_REFUSAL_WINDOW_SECONDS", 300)
+
 # --- voice sessions ---------------------------------------------------------------
 # Behind a load balancer the client address comes from X-Forwarded-For.
 USE_X_FORWARDED_FOR = env_bool("USE_X_FORWARDED_FOR", False)
@@ -328,6 +369,11 @@ SESSION_DEFAULT_INSTRUCTIONS = env_str(
     "SESSION_DEFAULT_INSTRUCTIONS",
     "You are a helpful voice assistant. Keep answers short and spoken-friendly.",
 )
+# Live-event WebSockets open at once per session and per client address, and how long
+# a socket that sent no token in its Sec-WebSocket-Protocol has to send it.
+WS_MAX_PER_SESSION = env_int("WS_MAX_PER_SESSION", 3)
+WS_MAX_PER_IP = env_int("WS_MAX_PER_IP", 20)
+WS_AUTH_TIMEOUT_SECONDS = env_float("WS_AUTH_TIMEOUT_SECONDS", 5.0)
 SDP_MAX_BYTES = env_int("SDP_MAX_BYTES", 64 * 1024)
 JSON_MAX_BYTES = env_int("JSON_MAX_BYTES", 256 * 1024)
 SIDEBAND_ENABLED = env_bool("SIDEBAND_ENABLED", True)
@@ -339,7 +385,10 @@ RECORDING_MAX_BYTES = env_int("RECORDING_MAX_BYTES", 25 * 1024 * 1024)
 # Recordings may still be uploaded this long after their session ended.
 RECORDING_UPLOAD_GRACE_SECONDS = env_int("RECORDING_UPLOAD_GRACE_SECONDS", 300)
 CLIENT_STATS_INTERVAL_SECONDS = env_int("CLIENT_STATS_INTERVAL_SECONDS", 10)
-# Request bodies are capped per endpoint (JSON_MAX_BYTES, SDP_MAX_BYTES, recordings).
+# Request bodies are capped per endpoint (JSON_MAX_BYTES, SDP_MAX_BYTES, recordings),
+# before Django reads them (voiceplatform.body_limits); every other route, the admin
+# included, at REQUEST_MAX_BYTES (Django's own default upload cap).
+REQUEST_MAX_BYTES = env_int("REQUEST_MAX_BYTES", 2_621_440)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RECORDING_MAX_BYTES + 1024
 
 # --- realtime upstream ------------------------------------------------------------
@@ -386,9 +435,19 @@ TOOL_WORKSPACE_ROOT = Path(env_str("TOOL_WORKSPACE_ROOT", str(VAR_DIR / "workspa
 TOOL_TIMEOUT_SECONDS = env_int("TOOL_TIMEOUT_SECONDS", 300)
 TOOL_BASH_TIMEOUT_SECONDS = env_int("TOOL_BASH_TIMEOUT_SECONDS", 30)
 TOOL_BASH_MAX_TIMEOUT_SECONDS = env_int("TOOL_BASH_MAX_TIMEOUT_SECONDS", 240)
+# One bash call's budget: memory, processes (tasks) and CPU for everything it runs
+# together, where a cgroup can be made per call (tools_app.cgroups); otherwise memory
+# and processes are per-process rlimits only. Files it writes: at most FILE_SIZE each.
 TOOL_BASH_MEMORY_BYTES = env_int("TOOL_BASH_MEMORY_BYTES", 512 * 1024 * 1024)
-TOOL_BASH_FILE_SIZE_BYTES = env_int("TOOL_BASH_FILE_SIZE_BYTES", 64 * 1024 * 1024)
 TOOL_BASH_MAX_PROCESSES = env_int("TOOL_BASH_MAX_PROCESSES", 64)
+TOOL_BASH_CPU_QUOTA = env_float("TOOL_BASH_CPU_QUOTA", 1.0)  # cores; 0 for no limit
+TOOL_BASH_FILE_SIZE_BYTES = env_int("TOOL_BASH_FILE_SIZE_BYTES", 64 * 1024 * 1024)
+TOOL_BASH_TMP_BYTES = env_int("TOOL_BASH_TMP_BYTES", 64 * 1024 * 1024)  # its private /tmp
+# Where per-call cgroups are made: empty for the worker's own (v1) or its parent (v2).
+TOOL_BASH_CGROUP_PARENT = env_str("TOOL_BASH_CGROUP_PARENT")
+# What a session's workspace may hold on disk, and how long it is kept after its end.
+TOOL_WORKSPACE_MAX_BYTES = env_int("TOOL_WORKSPACE_MAX_BYTES", 256 * 1024 * 1024)
+TOOL_WORKSPACE_RETENTION_SECONDS = env_int("TOOL_WORKSPACE_RETENTION_SECONDS", 3600)
 TOOL_OUTPUT_MAX_BYTES = env_int("TOOL_OUTPUT_MAX_BYTES", 64 * 1024)
 TOOL_READ_MAX_BYTES = env_int("TOOL_READ_MAX_BYTES", 1024 * 1024)
 # bash runs as uid BASE + hash(session) when we are root; 0 turns that off.
@@ -403,6 +462,11 @@ WEB_SEARCH_API_KEY = env_secret("WEB_SEARCH_API_KEY")
 WEB_FETCH_ALLOW_PRIVATE = env_bool("WEB_FETCH_ALLOW_PRIVATE", False)
 AMPLIFIER_BREAKER_FAILURES = env_int("AMPLIFIER_BREAKER_FAILURES", 3)
 AMPLIFIER_BREAKER_RESET_SECONDS = env_int("AMPLIFIER_BREAKER_RESET_SECONDS", 10)
+# The OpenAI breaker (seed 7.3): open after 5 failed upstream calls, half-open after 30 s.
+OPENAI_BREAKER_FAILURES = env_int("OPENAI_BREAKER_FAILURES", 5)
+OPENAI_BREAKER_RESET_SECONDS = env_int("OPENAI_BREAKER_RESET_SECONDS", 30)
+# GET /metrics answers only this bearer token when it is set (keep metrics internal).
+METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN")
 WORKER_PING_TIMEOUT_SECONDS = env_float("WORKER_PING_TIMEOUT_SECONDS", 1.0)
 
 # Celery worker and beat prove they are alive by touching a file in here (their
@@ -438,6 +502,8 @@ CELERY_TASK_ANNOTATIONS = {
         "time_limit": TOOL_TIMEOUT_SECONDS + 30,
     }
 }
+# Without a broker (embedded default) the server itself runs this schedule on a thread.
+PERIODIC_IN_PROCESS = env_bool("PERIODIC_IN_PROCESS", CELERY_TASK_ALWAYS_EAGER)
 CELERY_BEAT_SCHEDULE = {
     "expire-overdue-sessions": {
         "task": "sessions_app.tasks.expire_sessions_task",
@@ -446,6 +512,10 @@ CELERY_BEAT_SCHEDULE = {
     "fail-lost-tool-executions": {
         "task": "tools_app.tasks.fail_lost_executions_task",
         "schedule": 60.0,
+    },
+    "remove-expired-workspaces": {
+        "task": "tools_app.tasks.remove_expired_workspaces_task",
+        "schedule": 600.0,
     },
 }
 

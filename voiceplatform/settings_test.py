@@ -18,3 +18,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", True)  # noqa: F405
 MEDIA_ROOT = VAR_DIR / "test-media"  # noqa: F405
 TOOL_WORKSPACE_ROOT = VAR_DIR / "test-workspaces"  # noqa: F405
+# Tests run periodic work themselves, when they mean to.
+PERIODIC_IN_PROCESS = False

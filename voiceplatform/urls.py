@@ -1,4 +1,5 @@
-"""HTTP routes: the voice API at the root, the admin, the simulator when enabled."""
+"""HTTP routes: the voice API at the root, the admin, the operations dashboard, the
+simulator when enabled."""
 
 from __future__ import annotations
 
@@ -6,18 +7,27 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from voiceplatform import views
+from ops_app import exporter, probes
+from sessions_app import media
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("ops/checklists/", include("ops_app.checklist_urls")),
+    path("ops/", include("ops_app.urls")),
     path("", include("sessions_app.urls")),
     path("", include("tools_app.urls")),
-    path("", include("django_prometheus.urls")),
-    path("health/live", views.live),
+    path("metrics", exporter.metrics, name="metrics"),
+    path("health", probes.overall, name="health"),
+    path("health/live", probes.live, name="health-live"),
+    path("health/ready", probes.ready, name="health-ready"),
 ]
 
 if not settings.AWS_STORAGE_BUCKET_NAME:
-    urlpatterns.append(re_path(r"^media/(?P<path>.+)$", views.media))
+    # Only the files sessions own (transcripts/, recordings/), to staff who may view
+    # sessions.
+    urlpatterns.append(
+        re_path(r"^media/(?P<path>(?:transcripts|recordings)/.+)$", media.session_file)
+    )
 
 if settings.SIMULATOR_ENABLED:
     urlpatterns.append(path("simulator/", include("sessions_app.simulator")))

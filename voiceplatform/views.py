@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.static import serve
+from django.http import HttpRequest, JsonResponse
 
 from voiceplatform.errors import ErrorCode, error_response
-
-
-async def live(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "alive"})
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
@@ -28,10 +21,3 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
 
 def server_error(request: HttpRequest) -> JsonResponse:
     return error_response(500, ErrorCode.INTERNAL_ERROR, "Something went wrong on our side.")
-
-
-@staff_member_required
-def media(request: HttpRequest, path: str) -> HttpResponse:
-    """Transcripts and recordings on local storage, for support staff only (on S3 the
-    admin links are signed URLs instead)."""
-    return serve(request, path, document_root=settings.MEDIA_ROOT)

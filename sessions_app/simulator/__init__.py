@@ -3,7 +3,9 @@
 Wire-compatible with the official SDK: client secrets, WebRTC calls answered by a real
 aiortc peer, hangup/accept/reject/refer, the sideband WebSocket, signed webhooks, and a
 scripted, deterministic conversation on the `oai-events` data channel. Failure modes
-(5xx, 429, slow) are switched on through its control endpoints.
+(5xx, 429, slow) are switched on through its control endpoints, which answer only the
+server key from this machine (never a request that came through a proxy) and sign
+webhooks for loopback URLs only.
 
 The package is sealed: it imports Django, third-party libraries and its own modules,
 never the product. The product uses it only through these names:

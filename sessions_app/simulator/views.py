@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import secrets
 import time
@@ -37,15 +38,46 @@ def _server_key_ok(request: HttpRequest) -> bool:
     return has_server_key(request.headers.get("Authorization", ""))
 
 
-def _control_allowed(request: HttpRequest) -> bool:
-    """Control endpoints (faults, resets, webhook sending to any URL) answer only the
-    server key, from this machine."""
+# Headers a proxy adds. Behind a proxy on this machine every client arrives from a
+# loopback address, so a request carrying one of them did not come from this machine.
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+
+
+def _control_refusal(request: HttpRequest) -> JsonResponse | None:
+    """Control endpoints (faults, resets, signed webhooks) answer only the server key,
+    from this machine, not through a proxy; the refusal, or None when allowed."""
+    if any(name in request.headers for name in PROXY_HEADERS):
+        return _error(
+            403, "Control endpoints do not answer requests that came through a proxy.", "forbidden"
+        )
     local = request.META.get("REMOTE_ADDR") in ("127.0.0.1", "::1")
-    return local and _server_key_ok(request)
+    if not (local and _server_key_ok(request)):
+        return _unauthorized()
+    return None
 
 
 def _unauthorized() -> JsonResponse:
     return _error(401, "Incorrect API key provided.", "invalid_api_key")
+
+
+def _loopback_url(url: object) -> httpx.URL | None:
+    """url parsed, when it is http(s) to a loopback host (127.0.0.0/8, [::1], localhost);
+    the request is then sent to this same parsed URL, so no second parser may disagree."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return None
+    if parsed.scheme not in ("http", "https"):
+        return None
+    host = parsed.host.lower()
+    if host == "localhost":
+        return parsed
+    try:
+        return parsed if ipaddress.ip_address(host).is_loopback else None
+    except ValueError:
+        return None
 
 
 async def _fault(operation: str) -> JsonResponse | None:
@@ -177,8 +209,8 @@ async def call_action(request: HttpRequest, call_id: str, action: str) -> HttpRe
 async def control_fault(request: HttpRequest) -> HttpResponse:
     """POST {"mode": "error"|"rate_limit"|"slow"|"off", "status", "delay", "count",
     "operations": [...]} switches the failure mode."""
-    if not _control_allowed(request):
-        return _unauthorized()
+    if refused := _control_refusal(request):
+        return refused
     body = _json_body(request)
     if body is None or body.get("mode") not in {"error", "rate_limit", "slow", "off"}:
         return _error(400, "mode must be error, rate_limit, slow or off.", "invalid_value")
@@ -198,15 +230,15 @@ async def control_fault(request: HttpRequest) -> HttpResponse:
 
 @csrf_exempt
 async def control_reset(request: HttpRequest) -> HttpResponse:
-    if not _control_allowed(request):
-        return _unauthorized()
+    if refused := _control_refusal(request):
+        return refused
     await STATE.reset()
     return JsonResponse({"reset": True})
 
 
 async def control_call(request: HttpRequest, call_id: str) -> HttpResponse:
-    if not _control_allowed(request):
-        return _unauthorized()
+    if refused := _control_refusal(request):
+        return refused
     call = STATE.calls.get(call_id)
     if call is None:
         return _error(404, f"Call '{call_id}' not found.", "call_not_found")
@@ -231,11 +263,18 @@ def sign_webhook(secret: str, webhook_id: str, timestamp: int, body: str) -> dic
 async def control_webhook(request: HttpRequest) -> HttpResponse:
     """POST {"url", "type", "data"} sends a signed webhook event to url. With type
     `realtime.call.incoming` a SIP call is registered first, so it can be accepted."""
-    if not _control_allowed(request):
-        return _unauthorized()
+    if refused := _control_refusal(request):
+        return refused
     body = _json_body(request)
     if body is None or not body.get("url") or not body.get("type"):
         return _error(400, "url and type are required.", "invalid_value")
+    # Signed webhooks go to a server on this machine only, never to an address of a
+    # caller's choosing.
+    url = _loopback_url(body["url"])
+    if url is None:
+        return _error(
+            400, "url must be http(s) on this machine: 127.x, [::1] or localhost.", "invalid_url"
+        )
     data = dict(body.get("data") or {})
     if body["type"] == "realtime.call.incoming":
         call = STATE.new_call({"type": "realtime"})
@@ -259,8 +298,9 @@ async def control_webhook(request: HttpRequest) -> HttpResponse:
     headers = sign_webhook(settings.SIMULATOR_WEBHOOK_SECRET, webhook_id, now, payload)
     status, error = None, None
     try:
-        async with httpx.AsyncClient(timeout=10.0) as http:
-            delivered = await http.post(body["url"], content=payload, headers=headers)
+        # Not following redirects: a loopback server may not send it elsewhere.
+        async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
+            delivered = await http.post(url, content=payload, headers=headers)
         status = delivered.status_code
     except httpx.HTTPError as exc:
         error = type(exc).__name__

@@ -6,37 +6,23 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import tempfile
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from tests.conftest import (
+from tests.support import (
+    CHROMIUM,
+    FAKE_MEDIA,
     ROOT,
     database_env,
     free_port,
+    launch,
     start_server,
     start_worker,
     stop_server,
     wait_for_worker,
 )
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "artifacts"
-FLAGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    # Lets the page offer loopback ICE candidates, so WebRTC stays on 127.0.0.1.
-    "--allow-loopback-in-peer-connection",
-]
-FAKE_MEDIA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
 if not Path(CHROMIUM).exists():
     pytest.skip(
@@ -45,23 +31,21 @@ if not Path(CHROMIUM).exists():
     )
 
 
-def _env(db: dict) -> dict[str, str]:
-    return {
-        **database_env(db),
-        "OPENAI_API_KEY": "",
-        "SIMULATOR_SPEECH_AFTER_SECONDS": "0.5",
-        "CLIENT_STATS_INTERVAL_SECONDS": "1",
-        # Its own queue: other tests start workers of their own on the same Redis.
-        "CELERY_TASK_DEFAULT_QUEUE": "e2e",
-        "TOOL_WORKSPACE_ROOT": str(ROOT / "var" / "test-workspaces"),
-    }
-
-
 @pytest.fixture(scope="session")
 def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     """(base URL) of a live server and a Celery worker on the test database."""
     with django_db_blocker.unblock():
-        env = _env(connection.settings_dict)
+        env = {
+            **database_env(connection.settings_dict),
+            # The stack's own worker (below) is the only one: the run command starts none.
+            "RUN_WORKER": "0",
+            "OPENAI_API_KEY": "",
+            "SIMULATOR_SPEECH_AFTER_SECONDS": "0.5",
+            "CLIENT_STATS_INTERVAL_SECONDS": "1",
+            # Its own queue: other tests start workers of their own on the same Redis.
+            "CELERY_TASK_DEFAULT_QUEUE": "e2e",
+            "TOOL_WORKSPACE_ROOT": str(ROOT / "var" / "test-workspaces"),
+        }
     logs = tmp_path_factory.mktemp("stack")
     port = free_port()
     server = start_server(
@@ -72,8 +56,9 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
     )
     worker = start_worker(
         "e2e",
-        {**env, "DJANGO_SETTINGS_MODULE": "voiceplatform.settings"},
         logs / "worker.log",
+        env=env,
+        settings_module="voiceplatform.settings",
         concurrency=2,
     )
     wait_for_worker("e2e")
@@ -91,15 +76,6 @@ async def playwright_driver():
         yield driver
 
 
-async def launch(driver, *extra: str):
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    context = await driver.chromium.launch_persistent_context(
-        profile, executable_path=CHROMIUM, headless=True, args=[*FLAGS, *extra]
-    )
-    context.profile_dir = profile
-    return context
-
-
 @pytest.fixture
 async def browser(playwright_driver):
     """A fresh Chromium (own profile) whose microphone is a fake device, allowed."""
@@ -111,5 +87,6 @@ async def browser(playwright_driver):
 
 @pytest.fixture
 def artifacts() -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    return ARTIFACTS
+    path = ROOT / "artifacts"
+    path.mkdir(exist_ok=True)
+    return path

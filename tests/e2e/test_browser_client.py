@@ -15,7 +15,7 @@ from django.test import AsyncClient
 
 from ops_app import breakers
 from sessions_app.models import VoiceSession
-from tests.e2e.conftest import launch
+from tests.support import launch
 from tools_app.models import ToolExecution
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -28,6 +28,8 @@ async def open_page(browser, stack):
     page.problems = []
     page.on("pageerror", lambda error: page.problems.append(f"page error: {error}"))
     page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+    page.sockets = []
+    page.on("websocket", lambda socket: page.sockets.append(socket.url))
     response = await page.goto(stack + "/")
     page.csp = response.headers.get("content-security-policy", "")
     return page
@@ -76,6 +78,8 @@ async def test_a_conversation_with_a_tool_call_from_start_to_end(browser, stack,
     await page.wait_for_selector("#connection:text-is('Conversation ended')")
 
     assert "script-src 'self'" in page.csp and "connect-src 'self'" in page.csp
+    # The live events came over a socket whose URL carries no token.
+    assert page.sockets and not any("token" in url for url in page.sockets)
     assert time_left.startswith(("14:", "15:")) and time_left.endswith("left")
     session = await latest_session()
     assert session.status == "ended" and session.end_reason == "client"

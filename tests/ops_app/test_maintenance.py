@@ -18,7 +18,7 @@ from ops_app import actions, state
 from ops_app.models import AuditEvent
 from sessions_app import tokens
 from sessions_app.models import VoiceSession
-from tests.conftest import ROOT, database_env, free_port, start_server, stop_server
+from tests.support import ROOT, database_env, free_port, start_server, stop_server
 from tools_app import policy
 
 pytestmark = pytest.mark.django_db(transaction=True)

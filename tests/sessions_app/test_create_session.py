@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.test import AsyncClient
 
 from sessions_app.models import VoiceSession
-from tests.factories import ApiKeyFactory
+from tests.support import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,9 +103,11 @@ async def test_it_refuses_anonymous_callers_when_the_setting_forbids_them(api, s
     assert response.json()["error"]["code"] == "login_required"
 
 
-async def test_it_attributes_a_session_to_the_api_key_that_created_it(api, simulator, settings):
+async def test_it_attributes_a_session_to_the_api_key_that_created_it(
+    api, simulator, settings, make_api_key
+):
     settings.SESSION_ALLOW_ANONYMOUS = False
-    key = await sync_to_async(ApiKeyFactory)()
+    key = await make_api_key()
 
     response = await api.post(
         "/session", content_type="application/json", headers={"Authorization": f"Bearer {key.raw}"}
@@ -120,8 +121,8 @@ async def test_it_attributes_a_session_to_the_api_key_that_created_it(api, simul
     assert key.last_used_at is not None
 
 
-async def test_it_refuses_a_revoked_or_unknown_api_key(api, simulator):
-    key = await sync_to_async(ApiKeyFactory)(revoked_at="2026-01-01T00:00:00Z")
+async def test_it_refuses_a_revoked_or_unknown_api_key(api, simulator, make_api_key):
+    key = await make_api_key(revoked_at="2026-01-01T00:00:00Z")
 
     revoked = await api.post(
         "/session", content_type="application/json", headers={"Authorization": f"Bearer {key.raw}"}
@@ -221,8 +222,6 @@ async def test_it_answers_504_when_upstream_is_too_slow(api, simulator, settings
 
 
 async def test_it_answers_502_when_upstream_is_unreachable(api, settings):
-    from tests.conftest import free_port
-
     settings.OPENAI_BASE_URL = f"http://127.0.0.1:{free_port()}/simulator"
     settings.OPENAI_MAX_RETRIES = 0
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from sessions_app.models import VoiceSession
 from sessions_app.probe import open_call
 from sessions_app.tasks import expire_sessions_task
-from tests.factories import ConversationItemFactory, VoiceSessionFactory, bearer
+from tests.factories import VoiceSessionFactory, bearer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,9 +47,9 @@ async def test_ending_a_call_hangs_up_and_exports_the_transcript(http, simulator
     assert "[user] Good morning\n" in text and "[assistant] You said: Good morning" in text
 
 
-async def test_ending_twice_changes_nothing_the_second_time(api):
-    session = await sync_to_async(VoiceSessionFactory)(status="active", connected_at=timezone.now())
-    await sync_to_async(ConversationItemFactory)(session=session, text="only words")
+async def test_ending_twice_changes_nothing_the_second_time(api, make_session, make_item):
+    session = await make_session(status="active", connected_at=timezone.now())
+    await make_item(session=session, text="only words")
 
     first = await api.post(f"/session/{session.pk}/end", headers=bearer(session))
     second = await api.post(f"/session/{session.pk}/end", headers=bearer(session))
@@ -60,9 +60,9 @@ async def test_ending_twice_changes_nothing_the_second_time(api):
     assert session.transcript_text.name.endswith(f"{session.pk}.txt")
 
 
-async def test_end_needs_the_sessions_own_token(api):
-    mine = await sync_to_async(VoiceSessionFactory)(status="active")
-    theirs = await sync_to_async(VoiceSessionFactory)(status="active")
+async def test_end_needs_the_sessions_own_token(api, make_session):
+    mine = await make_session(status="active")
+    theirs = await make_session(status="active")
 
     wrong = await api.post(f"/session/{theirs.pk}/end", headers=bearer(mine))
     missing = await api.post(f"/session/{theirs.pk}/end")

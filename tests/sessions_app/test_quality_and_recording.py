@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from tests.factories import VoiceSessionFactory, bearer
+from tests.factories import bearer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,10 +25,10 @@ async def _post_stats(api, session, *stats):
     )
 
 
-async def test_stats_are_aggregated_on_the_session_and_exported(api):
+async def test_stats_are_aggregated_on_the_session_and_exported(api, make_session):
     from prometheus_client import REGISTRY
 
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+    session = await make_session(status="active")
     before = REGISTRY.get_sample_value("voice_webrtc_rtt_seconds_count") or 0
 
     response = await _post_stats(
@@ -60,8 +60,8 @@ async def test_stats_are_aggregated_on_the_session_and_exported(api):
     assert REGISTRY.get_sample_value("voice_webrtc_rtt_seconds_count") == before + 2
 
 
-async def test_nonsense_stats_are_ignored(api):
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+async def test_nonsense_stats_are_ignored(api, make_session):
+    session = await make_session(status="active")
 
     response = await _post_stats(
         api,
@@ -74,8 +74,8 @@ async def test_nonsense_stats_are_ignored(api):
     assert session.audio_stats == {}
 
 
-async def test_a_recording_is_stored_and_linked_to_its_session(api):
-    session = await sync_to_async(VoiceSessionFactory)(status="ended", ended_at=timezone.now())
+async def test_a_recording_is_stored_and_linked_to_its_session(api, make_session):
+    session = await make_session(status="ended", ended_at=timezone.now())
 
     response = await api.post(
         f"/session/{session.pk}/recording",
@@ -103,8 +103,8 @@ async def test_a_recording_is_stored_and_linked_to_its_session(api):
         (b"OggS" + b"\x00" * 10, "audio/webm", 400, "invalid_recording"),
     ],
 )
-async def test_a_bad_recording_is_refused(api, body, content_type, status, code):
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+async def test_a_bad_recording_is_refused(api, body, content_type, status, code, make_session):
+    session = await make_session(status="active")
 
     response = await api.post(
         f"/session/{session.pk}/recording", body, content_type=content_type, headers=bearer(session)
@@ -114,9 +114,9 @@ async def test_a_bad_recording_is_refused(api, body, content_type, status, code)
     assert response.json()["error"]["code"] == code
 
 
-async def test_a_recording_too_large_is_413(api, settings):
+async def test_a_recording_too_large_is_413(api, settings, make_session):
     settings.RECORDING_MAX_BYTES = 1000
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+    session = await make_session(status="active")
 
     response = await api.post(
         f"/session/{session.pk}/recording",
@@ -128,10 +128,8 @@ async def test_a_recording_too_large_is_413(api, settings):
     assert response.status_code == 413
 
 
-async def test_a_recording_long_after_the_end_is_refused(api):
-    session = await sync_to_async(VoiceSessionFactory)(
-        status="ended", ended_at=timezone.now() - timedelta(hours=1)
-    )
+async def test_a_recording_long_after_the_end_is_refused(api, make_session):
+    session = await make_session(status="ended", ended_at=timezone.now() - timedelta(hours=1))
 
     response = await api.post(
         f"/session/{session.pk}/recording", WEBM, content_type="audio/webm", headers=bearer(session)

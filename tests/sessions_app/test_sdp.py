@@ -33,11 +33,12 @@ async def test_it_answers_a_real_offer_and_the_call_connects(http, simulator):
     call = await open_call(http)
     try:
         event = await call.wait_for(lambda e: e["type"] == "session.created")
+        # Read while the call is up: closing it ends the session (the upstream hangs up).
+        session = await VoiceSession.objects.aget(pk=call.session["session_id"])
     finally:
         await call.close()
 
     assert event["session"]["type"] == "realtime"
-    session = await VoiceSession.objects.aget(pk=call.session["session_id"])
     assert session.call_id == call.call_id and call.call_id.startswith("rtc_")
     assert session.status == "active" and session.connected_at is not None
 

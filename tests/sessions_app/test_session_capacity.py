@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from sessions_app import actions
 from sessions_app.models import VoiceSession
-from tests.factories import ApiKeyFactory, VoiceSessionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,10 +60,12 @@ async def test_a_session_that_never_connects_is_released_after_the_grace(api, si
     assert (abandoned.status, abandoned.end_reason) == ("expired", "never_connected")
 
 
-async def test_a_connected_session_keeps_its_place_past_the_grace(api, simulator, settings):
+async def test_a_connected_session_keeps_its_place_past_the_grace(
+    api, simulator, settings, make_session
+):
     settings.SESSION_CAPACITY = 1
     long_ago = timezone.now() - timedelta(minutes=5)
-    await sync_to_async(VoiceSessionFactory)(status="active", created_at=long_ago, pod="local")
+    await make_session(status="active", created_at=long_ago, pod="local")
     settings.POD_NAME = "local"
 
     refused = await _create(api)
@@ -103,10 +103,10 @@ async def test_ending_a_session_gives_its_place_back(api, simulator, settings):
 
 
 async def test_one_api_key_cannot_hold_more_than_its_share_from_any_address(
-    api, simulator, settings
+    api, simulator, settings, make_api_key
 ):
     settings.SESSION_LIVE_PER_CALLER = 2
-    key = await sync_to_async(ApiKeyFactory)()
+    key = await make_api_key()
     auth = {"Authorization": f"Bearer {key.raw}"}
 
     statuses = [(await _create(api, f"10.3.3.{n}", **auth)).status_code for n in range(3)]

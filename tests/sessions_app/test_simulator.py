@@ -12,6 +12,7 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from sessions_app.probe import offering_peer
+from tests.support import free_port
 from voiceplatform.logconfig import json_formatter
 
 BASH = {
@@ -259,10 +260,79 @@ async def test_control_endpoints_answer_only_this_machine():
 
 
 async def test_an_undeliverable_webhook_is_reported_not_a_crash(simulator):
-    from tests.conftest import free_port
-
     result = simulator.control(
         "webhook", {"type": "x", "url": f"http://127.0.0.1:{free_port()}/hook"}
     )
 
     assert result["status"] is None and result["error"] == "ConnectError"
+
+
+@pytest.fixture
+async def on_this_machine():
+    """httpx to the embedded simulator from a loopback address, with the server key."""
+    from voiceplatform.asgi import application
+
+    transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 5000))
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://testserver/simulator",
+        headers={"Authorization": "Bearer sk-sim-local"},
+    ) as http:
+        yield http
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-Forwarded-For", "192.0.2.10"),
+        ("Forwarded", "for=192.0.2.10"),
+        ("X-Real-IP", "192.0.2.10"),
+    ],
+)
+async def test_control_endpoints_refuse_requests_that_came_through_a_proxy(on_this_machine, header):
+    from tests.conftest import free_port
+
+    hook = {"type": "x", "url": f"http://127.0.0.1:{free_port()}/hook"}
+    proxied = dict([header])
+
+    webhook = await on_this_machine.post("/_control/webhook", json=hook, headers=proxied)
+    fault = await on_this_machine.post("/_control/fault", json={"mode": "off"}, headers=proxied)
+    reset = await on_this_machine.post("/_control/reset", headers=proxied)
+    direct = await on_this_machine.post("/_control/fault", json={"mode": "off"})
+
+    assert [webhook.status_code, fault.status_code, reset.status_code] == [403, 403, 403]
+    assert webhook.json()["error"]["code"] == "forbidden"
+    assert direct.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://192.0.2.10/hook",
+        "https://example.org/hook",
+        "http://127.0.0.1@192.0.2.10/hook",
+        "http://127.0.0.1.nip.io/hook",
+        "http://2130706433/hook",
+        "file:///etc/passwd",
+        "ftp://127.0.0.1/hook",
+        "not a url",
+    ],
+)
+async def test_the_control_webhook_is_not_sent_off_this_machine(on_this_machine, url):
+    response = await on_this_machine.post("/_control/webhook", json={"type": "x", "url": url})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_url"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "[::1]"])
+async def test_the_control_webhook_is_sent_to_this_machine(on_this_machine, host):
+    from tests.conftest import free_port
+
+    hook = {"type": "x", "url": f"http://{host}:{free_port()}/hook"}
+
+    response = await on_this_machine.post("/_control/webhook", json=hook)
+
+    # Sent: nothing listens on the port, so the delivery itself fails.
+    assert response.status_code == 200
+    assert response.json()["error"] == "ConnectError"

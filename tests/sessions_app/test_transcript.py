@@ -7,8 +7,8 @@ import pytest
 
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.probe import open_call
-from tests.conftest import eventually
-from tests.factories import VoiceSessionFactory, bearer
+from tests.factories import bearer
+from tests.support import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -99,10 +99,8 @@ RELAYED = [
 ]
 
 
-async def test_relayed_events_are_recorded_once_by_item_id(api):
-    from asgiref.sync import sync_to_async
-
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+async def test_relayed_events_are_recorded_once_by_item_id(api, make_session):
+    session = await make_session(status="active")
     url = f"/session/{session.pk}/events"
 
     first = await api.post(
@@ -123,10 +121,8 @@ async def test_relayed_events_are_recorded_once_by_item_id(api):
     assert (session.input_tokens, session.output_tokens, session.total_tokens) == (30, 12, 42)
 
 
-async def test_a_late_partial_never_overwrites_a_final_transcript(api):
-    from asgiref.sync import sync_to_async
-
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+async def test_a_late_partial_never_overwrites_a_final_transcript(api, make_session):
+    session = await make_session(status="active")
     events = [
         {
             "type": "conversation.item.input_audio_transcription.completed",
@@ -166,10 +162,8 @@ async def test_a_late_partial_never_overwrites_a_final_transcript(api):
         ({"events": [{"type": "x"}] * 501}, 400, "invalid_events"),
     ],
 )
-async def test_it_rejects_malformed_event_posts(api, body, status, code):
-    from asgiref.sync import sync_to_async
-
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+async def test_it_rejects_malformed_event_posts(api, body, status, code, make_session):
+    session = await make_session(status="active")
 
     response = await api.post(
         f"/session/{session.pk}/events",
@@ -182,11 +176,9 @@ async def test_it_rejects_malformed_event_posts(api, body, status, code):
     assert response.json()["error"]["code"] == code
 
 
-async def test_it_refuses_events_with_another_sessions_token(api):
-    from asgiref.sync import sync_to_async
-
-    mine = await sync_to_async(VoiceSessionFactory)(status="active")
-    theirs = await sync_to_async(VoiceSessionFactory)(status="active")
+async def test_it_refuses_events_with_another_sessions_token(api, make_session):
+    mine = await make_session(status="active")
+    theirs = await make_session(status="active")
 
     response = await api.post(
         f"/session/{theirs.pk}/events",
@@ -200,10 +192,8 @@ async def test_it_refuses_events_with_another_sessions_token(api):
     assert await ConversationItem.objects.acount() == 0
 
 
-async def test_it_refuses_events_for_an_ended_session(api):
-    from asgiref.sync import sync_to_async
-
-    session = await sync_to_async(VoiceSessionFactory)(status="ended")
+async def test_it_refuses_events_for_an_ended_session(api, make_session):
+    session = await make_session(status="ended")
 
     response = await api.post(
         f"/session/{session.pk}/events",
@@ -237,10 +227,8 @@ async def test_it_refuses_events_for_an_ended_session(api):
         [{"type": "response.output_audio_transcript.done", "item_id": ["x"], "transcript": 1}],
     ],
 )
-async def test_odd_event_fields_are_tolerated_not_500(api, events):
-    from asgiref.sync import sync_to_async
-
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+async def test_odd_event_fields_are_tolerated_not_500(api, events, make_session):
+    session = await make_session(status="active")
 
     response = await api.post(
         f"/session/{session.pk}/events",
@@ -262,10 +250,8 @@ async def test_odd_event_fields_are_tolerated_not_500(api, events):
         '{"events": ' + "[" * 5000 + "]" * 5000 + "}",
     ],
 )
-async def test_json_that_cannot_be_stored_is_400(api, body):
-    from asgiref.sync import sync_to_async
-
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+async def test_json_that_cannot_be_stored_is_400(api, body, make_session):
+    session = await make_session(status="active")
 
     response = await api.post(
         f"/session/{session.pk}/events",
@@ -278,10 +264,8 @@ async def test_json_that_cannot_be_stored_is_400(api, body):
     assert response.json()["error"]["code"] == "invalid_json"
 
 
-async def test_a_browser_cannot_claim_usage_while_the_server_has_the_sideband(api):
-    from asgiref.sync import sync_to_async
-
-    session = await sync_to_async(VoiceSessionFactory)(status="active", sideband_connected=True)
+async def test_a_browser_cannot_claim_usage_while_the_server_has_the_sideband(api, make_session):
+    session = await make_session(status="active", sideband_connected=True)
 
     await api.post(
         f"/session/{session.pk}/events",
@@ -294,12 +278,10 @@ async def test_a_browser_cannot_claim_usage_while_the_server_has_the_sideband(ap
     assert session.total_tokens == 0
 
 
-async def test_the_sideband_corrects_a_final_transcript_a_browser_relayed(api):
-    from asgiref.sync import sync_to_async
-
+async def test_the_sideband_corrects_a_final_transcript_a_browser_relayed(api, make_session):
     from sessions_app import transcripts
 
-    session = await sync_to_async(VoiceSessionFactory)(status="active")
+    session = await make_session(status="active")
     claimed = {
         "type": "conversation.item.input_audio_transcription.completed",
         "item_id": "i1",

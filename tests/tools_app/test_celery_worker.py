@@ -10,11 +10,9 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
 
-from tests import conftest
-from tests.conftest import database_env, eventually, wait_for_worker
-from tests.factories import VoiceSessionFactory, bearer
+from tests.factories import bearer
+from tests.support import eventually, start_worker, wait_for_worker
 from tools_app import actions, policy
 from tools_app.calls import ToolCall
 from tools_app.models import ToolExecution
@@ -23,18 +21,6 @@ from tools_app.workspace import Workspace
 from voiceplatform.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def start_worker(tmp_path, name: str) -> subprocess.Popen:
-    env = {
-        **database_env(connection.settings_dict),
-        "DJANGO_SETTINGS_MODULE": "voiceplatform.settings_test",
-        # Messages a dead worker held come back within seconds, not minutes.
-        "CELERY_VISIBILITY_TIMEOUT": "3",
-        "CELERY_UNACKED_RESTORE_INTERVAL": "1",
-        "CELERY_UNACKED_RESTORE_THROTTLE": "1",
-    }
-    return conftest.start_worker(name, env, tmp_path / f"{name}.log")
 
 
 @pytest.fixture
@@ -50,22 +36,20 @@ def real_celery(settings):
 
 @pytest.fixture
 def worker(real_celery, tmp_path):
-    process = start_worker(tmp_path, "w1")
+    process = start_worker("w1", tmp_path / "w1.log", fast_redelivery=True)
     wait_for_worker("w1")
     yield process
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
 
-async def _session():
-    return await sync_to_async(VoiceSessionFactory)(
-        status="active", tools=policy.definitions(["bash"])
-    )
+@pytest.fixture
+async def session(make_session):
+    """A live session allowed bash."""
+    return await make_session(status="active", tools=policy.definitions(["bash"]))
 
 
-async def test_a_real_worker_runs_the_call_and_returns_it_without_blocking(api, worker):
-    session = await _session()
-
+async def test_a_real_worker_runs_the_call_and_returns_it_without_blocking(api, worker, session):
     response = await api.post(
         "/tools/bash",
         {"call_id": "call_1", "arguments": {"command": "echo from-worker"}},
@@ -86,8 +70,7 @@ def _pool_child(worker: subprocess.Popen) -> int:
     return int(children[0])
 
 
-async def test_a_worker_child_killed_mid_tool_leaves_the_call_failed_not_rerun(worker):
-    session = await _session()
+async def test_a_worker_child_killed_mid_tool_leaves_the_call_failed_not_rerun(worker, session):
     workspace = Workspace.for_session(session.pk)
     command = "echo start >> runs.txt; sleep 3; echo end >> runs.txt"
     execution, _ = await actions.submit(
@@ -108,10 +91,11 @@ async def test_a_worker_child_killed_mid_tool_leaves_the_call_failed_not_rerun(w
     assert (workspace.root / "runs.txt").read_text() == "start\n"  # ran once, stopped
 
 
-async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_celery, tmp_path):
-    first = start_worker(tmp_path, "w2")
+async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(
+    real_celery, tmp_path, session
+):
+    first = start_worker("w2", tmp_path / "w2.log", fast_redelivery=True)
     await sync_to_async(wait_for_worker)("w2")
-    session = await _session()
     execution, _ = await actions.submit(
         ToolCall(session, "bash", "call_w", {"command": "sleep 30"}), origin="client"
     )
@@ -122,7 +106,7 @@ async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_
     assert await eventually(running, timeout=20)
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its children, no goodbye
     first.wait()
-    second = start_worker(tmp_path, "w3")
+    second = start_worker("w3", tmp_path / "w3.log", fast_redelivery=True)
     try:
         finished = await actions.wait_for(execution, timeout=45)
     finally:
@@ -134,9 +118,9 @@ async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(real_
 
 
 async def test_with_no_worker_alive_sessions_start_without_tools(api, real_celery, simulator):
-    from ops_app import degradation
+    from ops_app import health
 
-    assert await degradation.refresh_workers() is False  # what the background probe finds
+    assert not (await health.check("workers")).ok  # what the background probe finds
 
     response = await api.post("/session", content_type="application/json")
 
@@ -144,6 +128,6 @@ async def test_with_no_worker_alive_sessions_start_without_tools(api, real_celer
 
 
 async def test_a_live_worker_is_found_by_the_probe(worker):
-    from ops_app import degradation
+    from ops_app import health
 
-    assert await degradation.refresh_workers() is True
+    assert (await health.check("workers")).ok

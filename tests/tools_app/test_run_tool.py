@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+from functools import partial
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from ops_app import breakers
 from sessions_app.models import VoiceSession
-from tests.factories import VoiceSessionFactory, bearer
+from tests.factories import bearer
 from tools_app import policy
 from tools_app.models import ToolExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def _session(**fields) -> VoiceSession:
-    defaults = {
-        "status": "active",
-        "tools": policy.definitions(["bash", "read_file", "write_file", "web_search", "web_fetch"]),
-    }
-    return await sync_to_async(VoiceSessionFactory)(**(defaults | fields))
+@pytest.fixture
+def make_live_session(make_session):
+    """``await make_live_session(**fields)``: an active session allowed the tools these
+    tests use, unless fields say otherwise."""
+    tools = policy.definitions(["bash", "read_file", "write_file", "web_search", "web_fetch"])
+    return partial(make_session, status="active", tools=tools)
 
 
 async def call(api, session, name, call_id="call_1", arguments=None, **body):
@@ -32,8 +33,8 @@ async def call(api, session, name, call_id="call_1", arguments=None, **body):
     )
 
 
-async def test_it_runs_a_tool_and_returns_its_result(api):
-    session = await _session()
+async def test_it_runs_a_tool_and_returns_its_result(api, make_live_session):
+    session = await make_live_session()
 
     written = await call(
         api, session, "write_file", "call_w", {"file_path": "a.txt", "content": "hello"}
@@ -53,8 +54,8 @@ async def test_it_runs_a_tool_and_returns_its_result(api):
     assert execution.origin == "client"
 
 
-async def test_a_tools_own_failure_is_status_failed_with_a_clear_error(api):
-    session = await _session()
+async def test_a_tools_own_failure_is_status_failed_with_a_clear_error(api, make_live_session):
+    session = await make_live_session()
 
     missing = await call(api, session, "read_file", "c1", {"file_path": "nope.txt"})
     escape = await call(api, session, "read_file", "c2", {"file_path": "../../etc/passwd"})
@@ -66,8 +67,8 @@ async def test_a_tools_own_failure_is_status_failed_with_a_clear_error(api):
     assert "code 4" in exit_code.json()["error"]
 
 
-async def test_it_runs_a_call_once_however_often_it_is_posted(api):
-    session = await _session()
+async def test_it_runs_a_call_once_however_often_it_is_posted(api, make_live_session):
+    session = await make_live_session()
     command = {"command": "echo run >> runs.txt; wc -l < runs.txt"}
 
     results = await asyncio.gather(
@@ -79,8 +80,8 @@ async def test_it_runs_a_call_once_however_often_it_is_posted(api):
     assert await ToolExecution.objects.acount() == 1
 
 
-async def test_a_call_id_reused_for_different_arguments_is_a_conflict(api):
-    session = await _session()
+async def test_a_call_id_reused_for_different_arguments_is_a_conflict(api, make_live_session):
+    session = await make_live_session()
     await call(api, session, "bash", "call_x", {"command": "true"})
 
     response = await call(api, session, "bash", "call_x", {"command": "false"})
@@ -89,8 +90,8 @@ async def test_a_call_id_reused_for_different_arguments_is_a_conflict(api):
     assert response.json()["error"]["code"] == "call_id_reused"
 
 
-async def test_a_tool_outside_the_sessions_policy_is_403_and_unknown_is_404(api):
-    session = await _session(tools=policy.definitions(["read_file"]))
+async def test_a_tool_outside_the_sessions_policy_is_403_and_unknown_is_404(api, make_live_session):
+    session = await make_live_session(tools=policy.definitions(["read_file"]))
 
     forbidden = await call(api, session, "bash", arguments={"command": "id"})
     unknown = await call(api, session, "teleport")
@@ -121,8 +122,10 @@ async def test_a_tool_outside_the_sessions_policy_is_403_and_unknown_is_404(api)
         ({"call_id": "c", "arguments": {"command": "x" * 300_000}}, 413, "payload_too_large"),
     ],
 )
-async def test_it_rejects_bad_arguments_with_a_clear_message(api, body, status, code):
-    session = await _session()
+async def test_it_rejects_bad_arguments_with_a_clear_message(
+    api, body, status, code, make_live_session
+):
+    session = await make_live_session()
 
     response = await api.post(
         "/tools/bash", body, content_type="application/json", headers=bearer(session)
@@ -133,16 +136,16 @@ async def test_it_rejects_bad_arguments_with_a_clear_message(api, body, status, 
     assert await ToolExecution.objects.acount() == 0
 
 
-async def test_the_schema_message_names_the_bad_field(api):
-    session = await _session()
+async def test_the_schema_message_names_the_bad_field(api, make_live_session):
+    session = await make_live_session()
 
     response = await call(api, session, "bash", arguments={"command": 42})
 
     assert response.json()["error"]["message"].startswith("Invalid arguments for bash: command:")
 
 
-async def test_it_needs_a_live_session_token(api):
-    session = await _session(status="ended")
+async def test_it_needs_a_live_session_token(api, make_live_session):
+    session = await make_live_session(status="ended")
 
     no_token = await api.post(
         "/tools/bash", {"call_id": "c", "arguments": {}}, content_type="application/json"
@@ -154,9 +157,9 @@ async def test_it_needs_a_live_session_token(api):
 
 
 async def test_with_the_breaker_open_tools_answer_503_and_sessions_start_without_tools(
-    api, simulator, settings
+    api, simulator, settings, make_live_session
 ):
-    session = await _session()
+    session = await make_live_session()
     breaker = breakers.amplifier()
     for _ in range(settings.AMPLIFIER_BREAKER_FAILURES):
         await sync_to_async(breakers.record)(breaker, False)
@@ -177,11 +180,11 @@ async def test_with_the_breaker_open_tools_answer_503_and_sessions_start_without
 
 
 async def test_a_tools_own_timeouts_and_exceptions_never_open_the_breaker(
-    api, settings, monkeypatch
+    api, settings, monkeypatch, make_live_session
 ):
     from tools_app.builtin import BashTool
 
-    session = await _session()
+    session = await make_live_session()
     settings.TOOL_BASH_TIMEOUT_SECONDS = 1
     rounds = settings.AMPLIFIER_BREAKER_FAILURES + 1
     try:
@@ -208,8 +211,10 @@ async def test_a_tools_own_timeouts_and_exceptions_never_open_the_breaker(
 
 
 @pytest.mark.parametrize("url", ["http://[::1/", "http://x:99999/", "http://[64:ff9b::a9fe:a9fe]/"])
-async def test_a_hostile_web_fetch_address_fails_the_call_not_everyones_tools(api, settings, url):
-    attacker, bystander = await _session(), await _session()
+async def test_a_hostile_web_fetch_address_fails_the_call_not_everyones_tools(
+    api, settings, url, make_live_session
+):
+    attacker, bystander = await make_live_session(), await make_live_session()
     try:
         answers = [
             await call(api, attacker, "web_fetch", f"evil_{index}", {"url": url})
@@ -227,13 +232,13 @@ async def test_a_hostile_web_fetch_address_fails_the_call_not_everyones_tools(ap
     assert other.status_code == 200 and other.json()["output"] == "fine\n"
 
 
-async def test_lost_workers_still_open_the_breaker(settings):
+async def test_lost_workers_still_open_the_breaker(settings, make_live_session):
     import socket
     import subprocess
 
     from tools_app import worker
 
-    session = await _session()
+    session = await make_live_session()
     gone = subprocess.Popen(["true"])
     gone.wait()
     try:
@@ -256,8 +261,8 @@ async def test_lost_workers_still_open_the_breaker(settings):
     assert breaker_open
 
 
-async def test_with_the_sideband_attached_only_calls_it_saw_are_accepted(api):
-    session = await _session(sideband_connected=True)
+async def test_with_the_sideband_attached_only_calls_it_saw_are_accepted(api, make_live_session):
+    session = await make_live_session(sideband_connected=True)
     await ToolExecution.objects.acreate(
         session=session,
         call_id="call_seen",
@@ -277,9 +282,9 @@ async def test_with_the_sideband_attached_only_calls_it_saw_are_accepted(api):
     assert unseen.json()["error"]["code"] == "unknown_call"
 
 
-async def test_web_search_without_a_provider_says_so(api, settings):
+async def test_web_search_without_a_provider_says_so(api, settings, make_live_session):
     settings.WEB_SEARCH_URL = ""
-    session = await _session()
+    session = await make_live_session()
 
     response = await call(api, session, "web_search", arguments={"query": "django"})
 
@@ -287,9 +292,11 @@ async def test_web_search_without_a_provider_says_so(api, settings):
     assert response.json()["error"] == "Web search is not configured on this server."
 
 
-async def test_web_search_asks_the_configured_provider(api, settings, search_provider):
+async def test_web_search_asks_the_configured_provider(
+    api, settings, search_provider, make_live_session
+):
     settings.WEB_SEARCH_URL = search_provider
-    session = await _session()
+    session = await make_live_session()
 
     response = await call(api, session, "web_search", arguments={"query": "channels layers"})
 
@@ -308,8 +315,8 @@ async def test_web_search_asks_the_configured_provider(api, settings, search_pro
         "http://10.0.0.1/",
     ],
 )
-async def test_web_fetch_refuses_private_and_local_addresses(api, url):
-    session = await _session()
+async def test_web_fetch_refuses_private_and_local_addresses(api, url, make_live_session):
+    session = await make_live_session()
 
     response = await call(api, session, "web_fetch", arguments={"url": url})
 
@@ -317,9 +324,11 @@ async def test_web_fetch_refuses_private_and_local_addresses(api, url):
     assert "refused" in response.json()["error"] or "Only http" in response.json()["error"]
 
 
-async def test_web_fetch_may_reach_local_addresses_when_allowed(api, settings, search_provider):
+async def test_web_fetch_may_reach_local_addresses_when_allowed(
+    api, settings, search_provider, make_live_session
+):
     settings.WEB_FETCH_ALLOW_PRIVATE = True
-    session = await _session()
+    session = await make_live_session()
 
     response = await call(
         api, session, "web_fetch", arguments={"url": search_provider + "?q=fetched"}
@@ -329,7 +338,7 @@ async def test_web_fetch_may_reach_local_addresses_when_allowed(api, settings, s
     assert json.loads(response.json()["output"])["results"][0]["title"] == "Result for fetched"
 
 
-async def test_tool_runs_are_counted_at_metrics(api):
+async def test_tool_runs_are_counted_at_metrics(api, make_live_session):
     from prometheus_client import REGISTRY
 
     def count() -> float:
@@ -340,7 +349,7 @@ async def test_tool_runs_are_counted_at_metrics(api):
             or 0.0
         )
 
-    session = await _session()
+    session = await make_live_session()
     before = count()
     await call(api, session, "bash", "m1", {"command": "true"})
     await call(api, session, "bash", "m1", {"command": "true"})  # the same call: once
@@ -353,14 +362,15 @@ async def test_tool_runs_are_counted_at_metrics(api):
     )
 
 
-async def test_a_grant_replaces_the_default_tools_for_that_key_or_user(api, simulator, settings):
+async def test_a_grant_replaces_the_default_tools_for_that_key_or_user(
+    api, simulator, settings, make_api_key
+):
     from django.contrib.auth.models import User
 
-    from tests.factories import ApiKeyFactory
     from tools_app.models import ToolGrant
 
     settings.TOOLS_FOR_USERS = []
-    key = await sync_to_async(ApiKeyFactory)()
+    key = await make_api_key()
     user = await User.objects.acreate_user("granted", password="x")
     await ToolGrant.objects.acreate(api_key=key, tools=["read_file"])
     await ToolGrant.objects.acreate(user=user, tools=["*"])
@@ -386,8 +396,8 @@ def test_a_grant_must_name_known_tools_and_one_holder():
         ToolGrant(tools=["bash"]).clean()  # neither a user nor a key
 
 
-async def test_output_with_nul_bytes_is_stored_and_returned(api):
-    session = await _session()
+async def test_output_with_nul_bytes_is_stored_and_returned(api, make_live_session):
+    session = await make_live_session()
 
     response = await call(api, session, "bash", "nul", {"command": "printf 'a\\0b'"})
 

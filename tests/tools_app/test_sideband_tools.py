@@ -6,7 +6,7 @@ import pytest
 
 from sessions_app.models import ConversationItem
 from sessions_app.probe import open_call
-from tests.conftest import eventually
+from tests.support import eventually
 from tools_app.models import ToolExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)

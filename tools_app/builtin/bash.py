@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
 from amplifier_core import ToolResult
 from django.conf import settings
 
 from tools_app.builtin.base import WorkspaceTool, failure
 from tools_app.sandbox import isolation, run_bash
+from voiceplatform import private_files
+
+log = structlog.get_logger(__name__)
+MIB = 2**20
 
 
 class BashTool(WorkspaceTool):
@@ -42,14 +47,44 @@ class BashTool(WorkspaceTool):
             return failure(
                 "isolation_unavailable",
                 "bash is switched off here: bubblewrap does not work on this server "
-                "(install bubblewrap, or set TOOL_ISOLATION=rlimits to accept weaker "
-                "isolation).",
+                "(install bubblewrap and libseccomp, or set TOOL_ISOLATION=rlimits to "
+                "accept weaker isolation).",
+            )
+        if isolation() == "rlimits" and (exposed := private_files.readable_by_others()):
+            # bash runs on the host's file system as another uid: it would read them.
+            log.error("bash_refused_data_readable", paths=[str(path) for path in exposed])
+            return failure(
+                "isolation_unavailable",
+                "bash is switched off here: the server's data is readable by other users, "
+                "and in TOOL_ISOLATION=rlimits mode bash is one of them (the server log "
+                "names the paths).",
             )
         timeout = min(
             input.get("timeout") or settings.TOOL_BASH_TIMEOUT_SECONDS,
             settings.TOOL_BASH_MAX_TIMEOUT_SECONDS,
         )
         result = await asyncio.to_thread(run_bash, self.workspace, input["command"], timeout)
+        quota = settings.TOOL_WORKSPACE_MAX_BYTES // MIB
+        if result.stopped_over_quota:
+            return failure(
+                "workspace_full",
+                f"The command was stopped: the workspace went over its {quota} MiB quota. "
+                "Remove files to make room.\n" + result.output,
+                output=result.output,
+            )
+        if result.over_quota:
+            held = (
+                "cannot be measured (nested too deep or unreadable)"
+                if result.workspace_bytes is None
+                else f"holds {result.workspace_bytes / MIB:.1f} MiB"
+            )
+            return failure(
+                "workspace_full",
+                f"The workspace {held}, over its {quota} MiB quota: no file can grow "
+                "(bash, write_file, edit_file) until some are removed.\n" + result.output,
+                output=result.output,
+                exit_code=result.exit_code,
+            )
         if result.timed_out:
             return failure(
                 "timeout",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import fnmatch
 import time
 
@@ -11,7 +12,7 @@ from amplifier_core import ToolResult
 from django.conf import settings
 
 from tools_app.builtin.base import WorkspaceTool, failure
-from tools_app.workspace import PathRefused, TreeTooDeep
+from tools_app.workspace import BLOCK, PathRefused, TreeTooDeep, Workspace
 
 GREP_SECONDS = 10
 FILE_PATH = {
@@ -20,6 +21,43 @@ FILE_PATH = {
     "maxLength": 1024,
     "description": "A path inside the workspace, e.g. notes/todo.txt.",
 }
+
+
+MIB = 2**20
+
+
+def _no_room(workspace: Workspace, path: str, size: int) -> ToolResult | None:
+    """A failure when writing size bytes to path would take the workspace past its
+    quota (TOOL_WORKSPACE_MAX_BYTES), counting what the file holds now as freed."""
+    quota = settings.TOOL_WORKSPACE_MAX_BYTES
+    try:
+        used = workspace.usage()
+    except (TreeTooDeep, OSError):
+        return failure(
+            "workspace_full",
+            "The workspace cannot be measured (nested too deep or unreadable), so nothing "
+            "more is written to it; flatten or remove directories first.",
+        )
+    after = used - workspace.file_usage(path) + max(-(-size // BLOCK) * BLOCK, BLOCK)
+    if after <= quota:
+        return None
+    return failure(
+        "workspace_full",
+        f"Writing {size} bytes would bring the workspace to {after / MIB:.1f} MiB, over its "
+        f"{quota // MIB} MiB quota; nothing was written. Remove files first.",
+    )
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Whether data is UTF-8 text, checked piece by piece (no copy of the whole)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for start in range(0, len(data), MIB):
+            decoder.decode(data[start : start + MIB])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 async def _guarded(operation) -> ToolResult:
@@ -92,6 +130,8 @@ class WriteFileTool(WorkspaceTool):
     async def execute(self, input: dict) -> ToolResult:  # noqa: A002
         def write() -> ToolResult:
             data = input["content"].encode()
+            if refused := _no_room(self.workspace, input["file_path"], len(data)):
+                return refused
             self.workspace.write_bytes(input["file_path"], data)
             return ToolResult(
                 success=True, output=f"Wrote {len(data)} bytes to {input['file_path']}."
@@ -119,9 +159,21 @@ class EditFileTool(WorkspaceTool):
 
     async def execute(self, input: dict) -> ToolResult:  # noqa: A002
         def edit() -> ToolResult:
-            cap = settings.TOOL_READ_MAX_BYTES
-            text = self.workspace.read_bytes(input["file_path"], cap).decode("utf-8")
-            count = text.count(input["old_string"])
+            # The same bound as a file bash writes; the whole file or nothing.
+            limit = settings.TOOL_BASH_FILE_SIZE_BYTES
+            path = input["file_path"]
+            data = self.workspace.read_bytes(path, limit)
+            if len(data) > limit:
+                return failure(
+                    "file_too_large",
+                    f"The file is larger than {limit // MIB} MiB, the most edit_file handles;"
+                    " it was not changed.",
+                )
+            if not _is_utf8(data):
+                return failure("binary_file", "The file is not UTF-8 text.")
+            old, new = input["old_string"].encode(), input["new_string"].encode()
+            # On UTF-8 text, bytes match where characters do.
+            count = data.count(old)
             if count == 0:
                 return failure("no_match", "old_string does not occur in the file.")
             if count > 1 and not input.get("replace_all"):
@@ -129,8 +181,16 @@ class EditFileTool(WorkspaceTool):
                     "ambiguous",
                     f"old_string occurs {count} times; make it unique or set replace_all.",
                 )
-            text = text.replace(input["old_string"], input["new_string"])
-            self.workspace.write_bytes(input["file_path"], text.encode())
+            size = len(data) + count * (len(new) - len(old))
+            if size > limit:
+                return failure(
+                    "file_too_large",
+                    f"The edited file would be {size / MIB:.1f} MiB, over the {limit // MIB} MiB"
+                    " limit for a file; it was not changed.",
+                )
+            if refused := _no_room(self.workspace, path, size):
+                return refused
+            self.workspace.write_bytes(path, data.replace(old, new))
             return ToolResult(success=True, output=f"Replaced {count} occurrence(s).")
 
         return await _guarded(edit)

@@ -224,7 +224,10 @@ function onServerEvent(event) {
 
 function openEvents(session) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(`${scheme}//${location.host}${session.urls.ws}?token=${encodeURIComponent(session.session_token)}`);
+  // The token travels as a subprotocol, never in the URL (proxies log query strings);
+  // the server answers with "voiceplatform.v1" and never echoes the token.
+  const socket = new WebSocket(`${scheme}//${location.host}${session.urls.ws}`,
+    ["voiceplatform.v1", `bearer.${session.session_token}`]);
   socket.onmessage = (message) => {
     let event;
     try {

@@ -1,0 +1,74 @@
+"""ws /ws/ops/: the dashboard's sections, re-rendered every couple of seconds and sent
+when they change, for signed-in users with ops_app.view_operations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth import get_user_model
+
+from ops_app import dashboard
+
+log = structlog.get_logger(__name__)
+
+PUSH_SECONDS = 2.0
+# How often the user's permissions are read again, so a revoked or deactivated
+# operator stops receiving within this long.
+RECHECK_SECONDS = 30.0
+REFUSED = 4403
+
+
+class OpsDashboardConsumer(AsyncJsonWebsocketConsumer):
+    ticker: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not await user.ahas_perm(dashboard.VIEW):
+            await self.close(code=REFUSED)
+            return
+        self.user_id = user.pk
+        self.can_operate = await user.ahas_perm(dashboard.OPERATE)
+        self.sent: dict[str, str] = {}
+        await self.accept()
+        self.ticker = asyncio.create_task(self._run())
+
+    async def disconnect(self, code: int) -> None:
+        if self.ticker is not None:
+            self.ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.ticker
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
+        while True:
+            try:
+                if loop.time() - checked >= RECHECK_SECONDS:
+                    checked = loop.time()
+                    if not await self._still_allowed():
+                        await self.close(code=REFUSED)
+                        return
+                await self.push()
+            except Exception as exc:  # the database or Redis is down: try again later
+                log.warning("ops_dashboard_push_failed", error=type(exc).__name__)
+            await asyncio.sleep(PUSH_SECONDS)
+
+    async def push(self) -> None:
+        """Sends the sections whose HTML changed since the last push (all, the first
+        time)."""
+        snap = await dashboard.snapshot()
+        sections = dashboard.render(snap, can_operate=self.can_operate)
+        changed = {key: html for key, html in sections.items() if self.sent.get(key) != html}
+        if changed:
+            self.sent.update(changed)
+            await self.send_json({"type": "ops.update", "html": changed})
+
+    async def _still_allowed(self) -> bool:
+        user = await get_user_model().objects.filter(pk=self.user_id, is_active=True).afirst()
+        if user is None or not await user.ahas_perm(dashboard.VIEW):
+            return False
+        self.can_operate = await user.ahas_perm(dashboard.OPERATE)
+        return True

@@ -1,0 +1,55 @@
+"""The dashboard's forms: what an operator may type, checked before any action runs.
+The bounds an action enforces itself (a forced level's hours) stay in the action."""
+
+from __future__ import annotations
+
+from django import forms
+
+from ops_app import degradation
+from ops_app.models import OpsState
+
+
+def _max_length(field: str) -> int:
+    return OpsState._meta.get_field(field).max_length
+
+
+class _Form(forms.Form):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, label_suffix="", **kwargs)
+
+
+class MaintenanceForm(_Form):
+    message = forms.CharField(
+        label="Message for users",
+        max_length=_max_length("maintenance_message"),
+        help_text="Shown on the maintenance page.",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    eta = forms.CharField(
+        label="Back at (optional)",
+        max_length=_max_length("maintenance_eta"),
+        required=False,
+        help_text="Free text, e.g. 14:30 UTC.",
+    )
+    end_live = forms.BooleanField(
+        label="End live sessions now",
+        required=False,
+        help_text="Otherwise live conversations go on until they finish.",
+    )
+
+
+class ForcedLevelForm(_Form):
+    level = forms.TypedChoiceField(
+        label="Level",
+        coerce=int,
+        choices=[
+            (level, f"{level} {degradation.LEVEL_NAMES[level]}")
+            for level in (degradation.REDUCED, degradation.VOICE_ONLY, degradation.FULL)
+        ],
+    )
+    reason = forms.CharField(
+        label="Reason",
+        max_length=_max_length("forced_reason"),
+        help_text="Recorded in the audit log.",
+    )
+    hours = forms.FloatField(label="Hours", initial=1)

@@ -1,0 +1,135 @@
+"""The operations dashboard /ops/: thin views over ops_app.actions. Looking needs
+ops_app.view_operations, switching also ops_app.operate; every switch is a POST form
+(CSRF-checked: it rides on the login cookie) answered with a redirect to the page."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect, render
+from django.urls import reverse
+
+from ops_app import actions, dashboard
+from ops_app.forms import ForcedLevelForm, MaintenanceForm
+from voiceplatform.api import client_ip
+from voiceplatform.errors import BadRequest, ErrorCode
+
+
+def operations_view(method: str, *, operate: bool = False) -> Callable:
+    """Anonymous callers go to the admin login; signed-in ones without the permission
+    get the 403 page. The view receives the signed-in user."""
+    needed = (dashboard.VIEW, dashboard.OPERATE) if operate else (dashboard.VIEW,)
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            user = await request.auser()
+            if not user.is_authenticated:
+                return redirect_to_login(reverse("ops:dashboard"), reverse("admin:login"))
+            if not await user.ahas_perms(needed):
+                return render(request, "ops/forbidden.html", {"operator": user}, status=403)
+            if request.method != method:
+                return HttpResponseNotAllowed([method])
+            return await view(request, user, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+async def _page(
+    request: HttpRequest,
+    user: Any,
+    *,
+    status: int = 200,
+    forms: dict[str, Any] | None = None,
+    error: str = "",
+) -> HttpResponse:
+    can_operate = await user.ahas_perm(dashboard.OPERATE)
+    snap = await dashboard.snapshot()
+    context = {
+        "operator": user,
+        "can_operate": can_operate,
+        "error": error,
+        "sections": dashboard.render(snap, can_operate=can_operate, request=request, forms=forms),
+    }
+    return render(request, "ops/dashboard.html", context, status=status)
+
+
+def _done(request: HttpRequest, message: str) -> HttpResponse:
+    messages.success(request, message)
+    return redirect("ops:dashboard")
+
+
+@operations_view("GET")
+async def dashboard_page(request: HttpRequest, user: Any) -> HttpResponse:
+    return await _page(request, user)
+
+
+@operations_view("POST", operate=True)
+async def maintenance_on(request: HttpRequest, user: Any) -> HttpResponse:
+    form = MaintenanceForm(request.POST)
+    if not form.is_valid():
+        return await _page(request, user, status=400, forms={"maintenance": form})
+    ended = await actions.maintenance_on(
+        actor=user,
+        message=form.cleaned_data["message"],
+        eta=form.cleaned_data["eta"],
+        end_live=form.cleaned_data["end_live"],
+        ip=client_ip(request),
+    )
+    ended_text = f" {ended} live session(s) ended." if form.cleaned_data["end_live"] else ""
+    return _done(request, f"Maintenance is on.{ended_text}")
+
+
+@operations_view("POST", operate=True)
+async def maintenance_off(request: HttpRequest, user: Any) -> HttpResponse:
+    await actions.maintenance_off(actor=user, ip=client_ip(request))
+    return _done(request, "Maintenance is off.")
+
+
+# Which form field an action's refusal is about.
+_LEVEL_FIELDS = {
+    ErrorCode.INVALID_LEVEL: "level",
+    ErrorCode.INVALID_REASON: "reason",
+    ErrorCode.INVALID_HOURS: "hours",
+}
+
+
+@operations_view("POST", operate=True)
+async def force_level(request: HttpRequest, user: Any) -> HttpResponse:
+    form = ForcedLevelForm(request.POST)
+    if form.is_valid():
+        try:
+            await actions.force_level(
+                actor=user,
+                level=form.cleaned_data["level"],
+                reason=form.cleaned_data["reason"],
+                hours=form.cleaned_data["hours"],
+                ip=client_ip(request),
+            )
+        except BadRequest as refused:
+            form.add_error(_LEVEL_FIELDS.get(refused.code), refused.message)
+    if not form.is_valid():
+        return await _page(request, user, status=400, forms={"level": form})
+    return _done(request, f"Level {form.cleaned_data['level']} is forced.")
+
+
+@operations_view("POST", operate=True)
+async def release_level(request: HttpRequest, user: Any) -> HttpResponse:
+    await actions.release_level(actor=user, ip=client_ip(request))
+    return _done(request, "The forced level is released.")
+
+
+@operations_view("POST", operate=True)
+async def reset_breaker(request: HttpRequest, user: Any, name: str) -> HttpResponse:
+    try:
+        await actions.reset_breaker(actor=user, name=name, ip=client_ip(request))
+    except BadRequest as refused:
+        return await _page(request, user, status=400, error=refused.message)
+    return _done(request, f"The {name} breaker is reset (closed).")

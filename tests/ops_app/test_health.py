@@ -1,0 +1,142 @@
+"""/health, /health/live and /health/ready with the seed's semantics (7.4)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from ops_app import breakers, drain, health
+from sessions_app.models import VoiceSession
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHECKS = {"database", "redis", "workers", "openai_breaker", "amplifier_breaker", "storage"}
+
+
+@pytest.fixture
+def breakers_reset():
+    yield
+    for breaker in breakers.all_breakers().values():
+        breakers.reset(breaker)
+
+
+async def _open(breaker, failures: int) -> None:
+    for _ in range(failures):
+        await sync_to_async(breakers.record)(breaker, False)
+
+
+async def test_all_checks_passing_is_healthy_at_level_one(api):
+    response = await api.get("/health")
+
+    body = response.json()
+    assert response.status_code == 200
+    assert (body["status"], body["level"]) == ("healthy", 1)
+    assert set(body["checks"]) == CHECKS
+    assert body["checks"]["database"]["status"] == "ok"
+    assert body["checks"]["redis"]["status"] == "ok"
+    assert body["checks"]["workers"]["status"] == "disabled"  # tasks run in-process here
+
+
+async def test_an_open_openai_breaker_is_unhealthy(api, settings, breakers_reset):
+    await _open(breakers.openai(), settings.OPENAI_BREAKER_FAILURES)
+
+    response = await api.get("/health")
+
+    assert response.status_code == 503
+    assert response.json()["status"] == "unhealthy"
+    assert response.json()["checks"]["openai_breaker"]["status"] == "failing"
+
+
+async def test_tools_down_is_degraded_but_still_serving(api, settings, breakers_reset):
+    await _open(breakers.amplifier(), settings.AMPLIFIER_BREAKER_FAILURES)
+
+    response = await api.get("/health")
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["level"]) == ("degraded", 2)
+
+
+async def test_a_hung_database_cannot_hold_a_probe_past_the_bound(api, monkeypatch):
+    def hung() -> str:
+        time.sleep(5)
+        return "never"
+
+    monkeypatch.setattr(health, "_database", hung)
+    started = time.monotonic()
+
+    response = await api.get("/health")
+
+    elapsed = time.monotonic() - started
+    database = response.json()["checks"]["database"]
+    assert elapsed < health.CHECK_TIMEOUT_SECONDS + 1.5
+    assert database["status"] == "failing" and "no answer" in database["detail"]
+    assert response.json()["status"] == "degraded"
+
+
+async def test_checks_are_kept_briefly_so_probes_cannot_hammer_the_backends(api, monkeypatch):
+    calls = []
+    real = health._storage
+
+    def counted() -> str:
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(health, "_storage", counted)
+    responses = await asyncio.gather(*(api.get("/health") for _ in range(10)))
+
+    assert {response.status_code for response in responses} == {200}
+    assert len(calls) == 1
+
+
+async def test_live_answers_whatever_else_is_down(api, settings, breakers_reset):
+    settings.MAINTENANCE_MODE = True
+    await _open(breakers.openai(), settings.OPENAI_BREAKER_FAILURES)
+
+    response = await api.get("/health/live")
+
+    assert response.status_code == 200 and response.json() == {"status": "alive"}
+
+
+async def test_ready_until_at_capacity(api, settings):
+    settings.SESSION_CAPACITY = 1
+    ready = await api.get("/health/ready")
+    await VoiceSession.objects.acreate(
+        status="active",
+        model="gpt-realtime",
+        voice="marin",
+        pod=settings.POD_NAME,
+        expires_at=timezone.now() + timedelta(minutes=5),
+    )
+
+    full = await api.get("/health/ready")
+
+    assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+    assert full.status_code == 503 and full.json()["reasons"] == ["at capacity"]
+
+
+async def test_not_ready_while_draining(api):
+    drain.start()
+    try:
+        draining = await api.get("/health/ready")
+    finally:
+        drain.stop()
+    after = await api.get("/health/ready")
+
+    assert draining.status_code == 503 and "draining" in draining.json()["reasons"]
+    assert after.status_code == 200
+
+
+async def test_not_ready_when_redis_is_unreachable(api, monkeypatch):
+    def unreachable() -> str:
+        raise ConnectionError("Connection refused")
+
+    monkeypatch.setattr(health, "_redis", unreachable)
+
+    response = await api.get("/health/ready")
+
+    assert response.status_code == 503 and "redis unreachable" in response.json()["reasons"]

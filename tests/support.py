@@ -1,0 +1,247 @@
+"""Helpers for the tests: processes on free ports (servers, Celery workers), the simulator's
+control endpoints, a local search provider, polling, and the browser's flags.
+
+Fixtures live in conftest.py and import from here; test modules import from here too,
+never from a conftest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+
+# --- processes ----------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
+        try:
+            # A liveness route answers 200; anything else means the wrong server or path.
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
+
+
+def database_env(db: dict) -> dict[str, str]:
+    """What a server or worker process needs to use this run's PostgreSQL and Redis."""
+    return {
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        # These URLs replace any given as files (both set would stop the start).
+        "DATABASE_URL_FILE": "",
+        "REDIS_URL_FILE": "",
+        "CELERY_TASK_ALWAYS_EAGER": "0",
+    }
+
+
+# Messages a dead worker held come back within seconds, not minutes.
+FAST_REDELIVERY = {
+    "CELERY_VISIBILITY_TIMEOUT": "3",
+    "CELERY_UNACKED_RESTORE_INTERVAL": "1",
+    "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+}
+
+
+def start_worker(
+    name: str,
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    settings_module: str = "voiceplatform.settings_test",
+    concurrency: int = 1,
+    fast_redelivery: bool = False,
+) -> subprocess.Popen:
+    """A real Celery worker process on this run's PostgreSQL and Redis (in its own process
+    group, so it can be killed whole). env is laid over the rest; with fast_redelivery,
+    what a worker killed mid-task held is redelivered within seconds."""
+    from django.db import connection
+
+    env = {
+        **database_env(connection.settings_dict),
+        "DJANGO_SETTINGS_MODULE": settings_module,
+        **(FAST_REDELIVERY if fast_redelivery else {}),
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "voiceplatform",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "info",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_for_worker(name: str, timeout: float = 30) -> None:
+    """Until a Celery worker whose name starts with name answers a ping."""
+    from voiceplatform.celery import app
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = app.control.ping(timeout=0.5) or []
+        if any(host.startswith(f"{name}@") for reply in replies for host in reply):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the Celery worker {name} did not come up")
+
+
+def start_server(
+    args: list[str],
+    port: int,
+    env: dict[str, str],
+    log: Path,
+    live_path: str = "/health/live",
+) -> subprocess.Popen:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_until_serving(f"http://127.0.0.1:{port}{live_path}", process)
+    return process
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:  # open WebSockets can hold daphne a while
+        process.kill()
+        process.wait()
+
+
+# --- services the tests talk to -----------------------------------------------------
+class Simulator:
+    """The simulator running in its own process, and its control endpoints."""
+
+    key = "sk-sim-local"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {self.key}"}
+
+    def control(self, path: str, body: dict | None = None) -> dict:
+        response = httpx.post(f"{self.url}/_control/{path}", json=body or {}, headers=self.headers)
+        response.raise_for_status()
+        return response.json()
+
+    def fault(self, mode: str, **options) -> None:
+        self.control("fault", {"mode": mode, **options})
+
+    def call(self, call_id: str) -> dict:
+        response = httpx.get(f"{self.url}/_control/calls/{call_id}", headers=self.headers)
+        response.raise_for_status()
+        return response.json()
+
+
+class SearchProvider(BaseHTTPRequestHandler):
+    """A web-search provider: GET ?q= -> {"results": [...]}, two results."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        query = parse_qs(urlsplit(self.path).query).get("q", [""])[0]
+        body = json.dumps(
+            {
+                "results": [
+                    {
+                        "title": f"Result for {query}",
+                        "url": "https://example.org/1",
+                        "snippet": "first",
+                    },
+                    {"title": "Second", "url": "https://example.org/2", "snippet": "second"},
+                ]
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+# --- async tests --------------------------------------------------------------------
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
+    """Polls an async check until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.05)
+
+
+# --- the browser --------------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    # Lets the page offer loopback ICE candidates, so WebRTC stays on 127.0.0.1.
+    "--allow-loopback-in-peer-connection",
+]
+FAKE_MEDIA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
+async def launch(driver, *extra: str):
+    """Debian's Chromium through Playwright, in a fresh profile (context.profile_dir)."""
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    context = await driver.chromium.launch_persistent_context(
+        profile, executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_FLAGS, *extra]
+    )
+    context.profile_dir = profile
+    return context

@@ -1,0 +1,51 @@
+"""Workspaces do not outlive their sessions: each is removed once its session has been
+over for TOOL_WORKSPACE_RETENTION_SECONDS, or as soon as its session no longer exists."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from sessions_app.models import VoiceSession
+from tools_app import workspace
+from tools_app.models import ToolExecution
+
+log = structlog.get_logger(__name__)
+
+
+def expired_workspaces() -> list[str]:
+    """Session ids whose workspace is due for removal: the session ended longer ago
+    than the retention, or is gone; never one with a tool call still queued or running."""
+    names = workspace.session_workspaces()
+    if not names:
+        return []
+    cutoff = timezone.now() - timedelta(seconds=settings.TOOL_WORKSPACE_RETENTION_SECONDS)
+    kept = set(
+        VoiceSession.objects.filter(pk__in=names)
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gt=cutoff))
+        .values_list("pk", flat=True)
+    )
+    kept |= set(
+        ToolExecution.objects.filter(
+            session_id__in=names,
+            status__in=(ToolExecution.Status.QUEUED, ToolExecution.Status.RUNNING),
+        ).values_list("session_id", flat=True)
+    )
+    return [name for name in names if name not in kept]
+
+
+def remove_expired_workspaces() -> int:
+    """Removes the workspaces due; returns how many went."""
+    removed = 0
+    for session_id in expired_workspaces():
+        try:
+            removed += workspace.remove_workspace(session_id)
+        except OSError:
+            log.exception("workspace_not_removed", session_id=session_id)
+    if removed:
+        log.info("workspaces_removed", count=removed)
+    return removed
