@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from tests.conftest import ROOT, database_env, free_port, start_server, stop_server
 from tests.deploy.support import (
     DEPLOY,
     dockerfile_stages,
@@ -24,6 +23,7 @@ from tests.deploy.support import (
     read_env_file,
     service_environment,
 )
+from tests.support import ROOT, database_env, free_port, start_server, stop_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
