@@ -183,13 +183,15 @@ def test_app_containers_write_only_to_their_empty_dirs_and_read_the_secret_as_fi
         assert volumes[mounts["/run/secrets/voice"]]["secret"]["secretName"] == "voice-secrets"
         env = {item["name"]: item for item in container["env"]}
         files = {name: item["value"] for name, item in env.items() if name.endswith("_FILE")}
-        assert set(files) == {
+        assert set(files) - {"METRICS_BEARER_TOKEN_FILE"} == {
             "SECRET_KEY_FILE",
             "DATABASE_URL_FILE",
             "REDIS_URL_FILE",
             "OPENAI_API_KEY_FILE",
             "OPENAI_WEBHOOK_SECRET_FILE",
         }
+        # Only the process that serves /metrics needs its token.
+        assert ("METRICS_BEARER_TOKEN_FILE" in files) == (container["name"] == "web")
         assert {Path(path).name for path in files.values()} <= secret_keys
         assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         assert spec["automountServiceAccountToken"] is False
