@@ -13,8 +13,8 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 
 from ops_app.models import AuditEvent, ChecklistEntry
-from tests.conftest import database_env, free_port, start_server, stop_server
 from tests.e2e.conftest import launch
+from tests.support import database_env, free_port, start_server, stop_server
 
 # The checklists are migration data: restored for this test (see test_checklists.py).
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]

@@ -30,8 +30,8 @@ from ops_app.models import (
     ChecklistTemplate,
 )
 from sessions_app.models import VoiceSession
-from tests import conftest
-from tests.conftest import database_env, free_port, wait_for_worker
+from tests import support
+from tests.support import free_port, wait_for_worker
 from voiceplatform.celery import app as celery_app
 
 # The checklists are data from a migration: restore them for every test, since other
@@ -563,12 +563,7 @@ def start_worker(real_celery, tmp_path):
     started = []
 
     def start(name: str, **env: str):
-        environment = {
-            **database_env(connection.settings_dict),
-            "DJANGO_SETTINGS_MODULE": "voiceplatform.settings_test",
-            **env,
-        }
-        process = conftest.start_worker(name, environment, tmp_path / f"{name}.log")
+        process = support.start_worker(name, tmp_path / f"{name}.log", env=env)
         started.append(process)
         wait_for_worker(name)
         return process

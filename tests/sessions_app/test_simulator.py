@@ -290,7 +290,6 @@ async def on_this_machine():
     ],
 )
 async def test_control_endpoints_refuse_requests_that_came_through_a_proxy(on_this_machine, header):
-    from tests.conftest import free_port
 
     hook = {"type": "x", "url": f"http://127.0.0.1:{free_port()}/hook"}
     proxied = dict([header])
@@ -327,7 +326,6 @@ async def test_the_control_webhook_is_not_sent_off_this_machine(on_this_machine,
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "[::1]"])
 async def test_the_control_webhook_is_sent_to_this_machine(on_this_machine, host):
-    from tests.conftest import free_port
 
     hook = {"type": "x", "url": f"http://{host}:{free_port()}/hook"}
 
