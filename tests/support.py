@@ -245,3 +245,14 @@ async def launch(driver, *extra: str):
     )
     context.profile_dir = profile
     return context
+
+
+def load_checklists() -> None:
+    """The deployment checklists, as their data migration loads them: transactional
+    tests empty every table, so tests that need them load them again (idempotent)."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("ops_app.migrations.0004_seed_deployment_checklists")
+    migration.load(apps, None)

@@ -11,7 +11,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from voiceplatform import periodic, startup  # noqa: E402
+from voiceplatform import daphne_limits, periodic, startup  # noqa: E402
 from voiceplatform.body_limits import BodySizeLimit  # noqa: E402
 from voiceplatform.routing import websocket_router  # noqa: E402
 
@@ -20,5 +20,6 @@ application = ProtocolTypeRouter(
     {"http": BodySizeLimit(django_asgi_app), "websocket": websocket_router()}
 )
 
+daphne_limits.install()
 startup.log_backends()
 periodic.start_in_process()

@@ -13,11 +13,23 @@ from django.contrib.auth.models import Permission, User
 from django.db import connection
 
 from ops_app.models import AuditEvent, ChecklistEntry
-from tests.e2e.conftest import launch
-from tests.support import database_env, free_port, start_server, stop_server
+from tests.support import (
+    database_env,
+    free_port,
+    launch,
+    load_checklists,
+    start_server,
+    stop_server,
+)
 
-# The checklists are migration data: restored for this test (see test_checklists.py).
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _checklists(db):
+    # Data from a migration: other transactional tests empty the tables.
+    load_checklists()
+
 
 PASSWORD = "a-long-test-password"  # noqa: S105 (a test user's)
 

@@ -34,9 +34,14 @@ from tests import support
 from tests.support import free_port, wait_for_worker
 from voiceplatform.celery import app as celery_app
 
-# The checklists are data from a migration: restore them for every test, since other
-# transactional tests empty the tables.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _checklists(db):
+    # Data from a migration: other transactional tests empty the tables.
+    support.load_checklists()
+
 
 SEED_GROUPS = {
     "pre-deployment": [
