@@ -13,6 +13,10 @@ POD_ADDRESS = "10.42.7.19:8000"
 
 @pytest.fixture(autouse=True)
 def _public_host_only(settings):
+    # The WebSocket router copies ALLOWED_HOSTS when voiceplatform.asgi is first
+    # imported: import it before the override, or later tests' sockets would inherit it.
+    import voiceplatform.asgi  # noqa: F401
+
     settings.ALLOWED_HOSTS = ["voice.example.com"]
 
 
