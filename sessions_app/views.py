@@ -25,15 +25,17 @@ async def create_session(request: HttpRequest) -> JsonResponse:
     )
     response = JsonResponse(started.as_response(), status=201)
     response["X-Voice-Session-Id"] = started.session.pk
-    response.set_cookie(
-        "VOICE_AFFINITY",
-        settings.POD_NAME,
-        max_age=settings.SESSION_MAX_SECONDS,
-        path="/",
-        httponly=True,
-        samesite="Lax",
-        secure=settings.SESSION_COOKIE_SECURE,
-    )
+    if settings.SESSION_AFFINITY_COOKIE == "app":
+        # Where the ingress sets VOICE_AFFINITY itself, ours would overwrite its value.
+        response.set_cookie(
+            "VOICE_AFFINITY",
+            settings.POD_NAME,
+            max_age=settings.SESSION_MAX_SECONDS,
+            path="/",
+            httponly=True,
+            samesite="Lax",
+            secure=settings.SESSION_COOKIE_SECURE,
+        )
     return response
 
 

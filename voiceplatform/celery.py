@@ -12,6 +12,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
 app = Celery("voiceplatform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Touches the worker's heartbeat file for its container health check.
+app.steps["worker"].add("voiceplatform.heartbeat.WorkerHeartbeat")
 
 
 async def enqueue(task, *args) -> None:

@@ -1,4 +1,5 @@
-"""Request context for logs, and the one place API errors become JSON."""
+"""Request context for logs, probes by any Host, and the one place API errors become
+JSON."""
 
 from __future__ import annotations
 
@@ -45,6 +46,46 @@ class RequestContextMiddleware:
         response = await self.get_response(request)
         response["X-Request-Id"] = request_id
         return response
+
+
+# Read-only endpoints that kubelet probes, container health checks and Prometheus reach
+# by a pod's address rather than by the public host name.
+PROBE_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
+
+
+class ProbeHostMiddleware:
+    """Lets probes and scrapes through whatever Host they send.
+
+    The kubelet asks `10.1.2.3:8000`, a container health check `127.0.0.1:8000`,
+    Prometheus the target's address: none of them is in ALLOWED_HOSTS, and Django would
+    answer 400 (DisallowedHost). For GET and HEAD of PROBE_PATHS only, the Host is taken
+    as sent: these views build no URL from it and set no cookie. Every other request
+    still passes Django's Host check. Must come before anything that asks for the host
+    (SecurityMiddleware, CommonMiddleware).
+    """
+
+    async_capable = True
+    sync_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    @staticmethod
+    def _accept_any_host(request: HttpRequest) -> None:
+        if request.method in ("GET", "HEAD") and request.path_info in PROBE_PATHS:
+            request.get_host = request._get_raw_host  # unvalidated, for this request only
+
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        self._accept_any_host(request)
+        return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        self._accept_any_host(request)
+        return await self.get_response(request)
 
 
 class ApiErrorMiddleware:

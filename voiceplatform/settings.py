@@ -87,6 +87,16 @@ def env_list(name: str, default: str = "") -> list[str]:
     return comma_list(env_str(name, default))
 
 
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of choices, in any case; anything else stops the start."""
+    value = _env_value(name)
+    if value is None:
+        return default
+    if value.lower() not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} is not one of: {', '.join(choices)}.")
+    return value.lower()
+
+
 def env_secret(name: str, default: str = "") -> str:
     """NAME, or the contents of the file named by NAME_FILE (Docker and Kubernetes
     secrets), never both. An empty variable counts as unset."""
@@ -170,6 +180,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "ops_app.middleware.MetricsBeforeMiddleware",
     "voiceplatform.middleware.RequestContextMiddleware",
+    "voiceplatform.middleware.ProbeHostMiddleware",
     "ops_app.middleware.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
@@ -370,6 +381,10 @@ SESSION_EVENTS_PER_MINUTE = env_int("SESSION_EVENTS_PER_MINUTE", 240)
 TOOLS_RATE_PER_MINUTE = env_int("TOOLS_RATE_PER_MINUTE", 60)
 WEBHOOK_RATE_PER_MINUTE = env_int("WEBHOOK_RATE_PER_MINUTE", 600)
 POD_NAME = env_str("POD_NAME") or env_str("HOSTNAME") or "local"
+# Who sets the VOICE_AFFINITY cookie: "app" (/session names this pod, for a proxy that
+# routes on the cookie's value) or "off" where the ingress owns a cookie of that name
+# (ingress-nginx affinity): two writers of one cookie would undo each other.
+SESSION_AFFINITY_COOKIE = env_choice("SESSION_AFFINITY_COOKIE", ("app", "off"), "app")
 REGION = env_str("REGION", "local")
 SESSION_MAX_SECONDS = env_int("SESSION_MAX_SECONDS", 900)
 SESSION_ALLOW_ANONYMOUS = env_bool("SESSION_ALLOW_ANONYMOUS", not PRODUCTION)
@@ -492,6 +507,12 @@ OPENAI_BREAKER_RESET_SECONDS = env_int("OPENAI_BREAKER_RESET_SECONDS", 30)
 METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN")
 WORKER_PING_TIMEOUT_SECONDS = env_float("WORKER_PING_TIMEOUT_SECONDS", 1.0)
 
+# Celery worker and beat prove they are alive by touching a file in here (their
+# container health checks read its age: python -m voiceplatform.healthcheck).
+HEARTBEAT_DIR = Path(env_str("HEARTBEAT_DIR", str(VAR_DIR / "heartbeat")))
+HEARTBEAT_INTERVAL_SECONDS = env_float("HEARTBEAT_INTERVAL_SECONDS", 10.0)
+HEARTBEAT_MAX_AGE_SECONDS = env_float("HEARTBEAT_MAX_AGE_SECONDS", 60.0)
+
 # --- celery -----------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
@@ -510,6 +531,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 6),
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat's scheduler touches its heartbeat on every tick; it ticks at least this often.
+CELERY_BEAT_SCHEDULER = "voiceplatform.heartbeat:HeartbeatScheduler"
+CELERY_BEAT_MAX_LOOP_INTERVAL = 10
 CELERY_TASK_ANNOTATIONS = {
     "tools_app.tasks.execute_tool_task": {
         "soft_time_limit": TOOL_TIMEOUT_SECONDS,
