@@ -17,12 +17,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from ops_app import checklists
-from ops_app.models import ChecklistEntry, ChecklistRun, ChecklistTemplate
+from ops_app.models import ChecklistEntry, ChecklistRun, ChecklistTemplate, OpsState
 from voiceplatform.api import client_ip
 from voiceplatform.errors import Conflict
 
-VIEW = "ops_app.view_operations"
-OPERATE = "ops_app.operate"
+VIEW = OpsState.VIEW_PERMISSION
+OPERATE = OpsState.OPERATE_PERMISSION
 RUNS_LISTED = 100
 
 View = Callable[..., Awaitable[HttpResponse]]

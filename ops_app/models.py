@@ -13,6 +13,9 @@ class OpsState(models.Model):
     for a second, so a switch reaches every process within two)."""
 
     SINGLETON = 1
+    # The permissions below, as has_perm() names them.
+    VIEW_PERMISSION = "ops_app.view_operations"
+    OPERATE_PERMISSION = "ops_app.operate"
 
     maintenance = models.BooleanField(default=False)
     maintenance_message = models.CharField(max_length=300, blank=True)

@@ -100,11 +100,12 @@ QUOTA_CHECK_SECONDS = 1.0
 def _etc_dir() -> Path:
     """Our /etc/passwd, group, hosts and hostname for the sandbox, kept beside the
     workspaces (sandbox uids may read them: nothing in them is secret)."""
-    directory = Path(settings.TOOL_WORKSPACE_ROOT) / ".sandbox-etc"
+    # The root first, every time: another process of this host (with another workspace
+    # root) may have made it private since, and then bwrap could not reach these files.
+    directory = Workspace.make_root() / ".sandbox-etc"
     with contextlib.suppress(OSError):
         if all((directory / name).read_text() == text for name, text in ETC_FILES.items()):
             return directory
-    Workspace.make_root()
     directory.mkdir(exist_ok=True)
     directory.chmod(0o711)
     for name, content in ETC_FILES.items():
