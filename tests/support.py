@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -147,6 +148,7 @@ def start_server(
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group, so stop_server leaves no child behind
         )
     wait_until_serving(f"http://127.0.0.1:{port}{live_path}", process)
     return process
@@ -167,12 +169,15 @@ def daphne(port: int) -> list[str]:
 
 
 def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
+    """Stops the server and everything it started (run.sh's daphne and worker): the
+    whole process group, killed if it has not gone within 5 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):  # open WebSockets hold daphne
         process.wait(5)
-    except subprocess.TimeoutExpired:  # open WebSockets can hold daphne a while
-        process.kill()
-        process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 class OwnRedis:
