@@ -60,7 +60,7 @@ class OpsDashboardConsumer(AsyncJsonWebsocketConsumer):
     async def push(self) -> None:
         """Sends the sections whose HTML changed since the last push (all, the first
         time)."""
-        snap = await dashboard.shared_snapshot()
+        snap = await dashboard.snapshot()
         sections = dashboard.render(snap, can_operate=self.can_operate)
         changed = {key: html for key, html in sections.items() if self.sent.get(key) != html}
         if changed:

@@ -4,9 +4,7 @@ sections (the same fragments for the page and for live updates)."""
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,27 +46,6 @@ SECTIONS = {
     "ops-hour": "ops/sections/hour.html",
     "ops-audit": "ops/sections/audit.html",
 }
-
-
-_shared: tuple[float, asyncio.Future] | None = None
-SHARED_SECONDS = 2.0
-
-
-def forget() -> None:
-    """Drops the shared snapshot (between tests)."""
-    global _shared
-    _shared = None
-
-
-async def shared_snapshot() -> dict[str, Any]:
-    """One snapshot for every live feed of this process, at most SHARED_SECONDS old: N
-    open dashboards cost the database what one does."""
-    global _shared
-    now = time.monotonic()
-    loop = asyncio.get_running_loop()
-    if _shared is None or now - _shared[0] >= SHARED_SECONDS or _shared[1].get_loop() is not loop:
-        _shared = (now, asyncio.ensure_future(snapshot()))
-    return await asyncio.shield(_shared[1])
 
 
 async def snapshot() -> dict[str, Any]:

@@ -62,12 +62,11 @@ def _clean_cache():
     for pattern in ("rl:*", "usage:*", "ops:*", "audit:*", "slots:*", "journal:*", "claim:*"):
         cache.delete_pattern(pattern)
     # The operators' switches and the health checks as this process last saw them.
-    from ops_app import breakers, dashboard, health, state
+    from ops_app import breakers, health, state
     from voiceplatform import outage
 
     state.forget()
     health.forget()
-    dashboard.forget()
     outage.redis.forget()
     for breaker in breakers.all_breakers().values():  # failures counted by earlier tests
         breakers.reset(breaker)
