@@ -157,8 +157,7 @@ async def check(name: str, *, wait: bool = True) -> Check:
         return known[1]
     running = _running.get(name)
     if running is None or running.done() or running.get_loop() is not asyncio.get_running_loop():
-        running = asyncio.ensure_future(_run(name, probe))
-        running.add_done_callback(lambda done: _keep(name, done))
+        running = asyncio.ensure_future(_run_and_keep(name, probe))
         _running[name] = running
     if known is not None:
         return known[1]
@@ -167,9 +166,12 @@ async def check(name: str, *, wait: bool = True) -> Check:
     return await asyncio.shield(running)
 
 
-def _keep(name: str, done: asyncio.Future) -> None:
-    if not done.cancelled() and done.exception() is None:
-        _note(name, done.result())
+async def _run_and_keep(name: str, probe) -> Check:
+    # Kept before the run counts as done: a caller that finds it done finds it kept
+    # (a done-callback would run a moment later, and a second probe could start).
+    answer = await _run(name, probe)
+    _note(name, answer)
+    return answer
 
 
 def _note(name: str, answer: Check) -> None:
