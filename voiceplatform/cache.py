@@ -19,6 +19,16 @@ from voiceplatform import outage
 _REDIS_ONLY = ("client", "nx", "xx", "itersize", "prefix")
 
 
+def _on_either(name: str):
+    """A cache method served by Redis, or by the local cache during an outage."""
+
+    def method(self, *args, **kwargs):
+        return self._either(name, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
 class FallbackRedisCache(RedisCache):
     """django-redis's RedisCache that serves a LocMemCache while Redis is down."""
 
@@ -52,38 +62,17 @@ class FallbackRedisCache(RedisCache):
             self._outage_seen = outage.redis.count
             self._local.clear()
 
-    def add(self, *args, **kwargs):
-        return self._either("add", *args, **kwargs)
-
-    def get(self, *args, **kwargs):
-        return self._either("get", *args, **kwargs)
-
-    def set(self, *args, **kwargs):
-        return self._either("set", *args, **kwargs)
-
-    def touch(self, *args, **kwargs):
-        return self._either("touch", *args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        return self._either("delete", *args, **kwargs)
-
-    def get_many(self, *args, **kwargs):
-        return self._either("get_many", *args, **kwargs)
-
-    def set_many(self, *args, **kwargs):
-        return self._either("set_many", *args, **kwargs)
-
-    def delete_many(self, *args, **kwargs):
-        return self._either("delete_many", *args, **kwargs)
-
-    def has_key(self, *args, **kwargs):
-        return self._either("has_key", *args, **kwargs)
-
-    def incr(self, *args, **kwargs):
-        return self._either("incr", *args, **kwargs)
-
-    def decr(self, *args, **kwargs):
-        return self._either("decr", *args, **kwargs)
+    add = _on_either("add")
+    get = _on_either("get")
+    set = _on_either("set")
+    touch = _on_either("touch")
+    delete = _on_either("delete")
+    get_many = _on_either("get_many")
+    set_many = _on_either("set_many")
+    delete_many = _on_either("delete_many")
+    has_key = _on_either("has_key")
+    incr = _on_either("incr")
+    decr = _on_either("decr")
 
     def clear(self) -> None:
         self._local.clear()
