@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -277,22 +278,34 @@ def _start_answer(
 
 
 async def _answer(connection, session_id: str, item: dict, handlers: Handlers) -> None:
-    """Executes the model's function call and tells the model the result."""
+    """Executes the model's function call and tells the model the result. The answer
+    is in the transcript before the model is asked to go on, so a holder that takes
+    the call over from here on finds it answered and does not answer again."""
     try:
         output = await handlers.function_call(session_id, item)
-        await connection.send(
-            {
-                "type": "conversation.item.create",
-                "item": {
-                    "type": "function_call_output",
-                    "call_id": item.get("call_id"),
-                    "output": output,
-                },
-            }
-        )
+        answer = {
+            "id": answer_id(item.get("call_id")),
+            "type": "function_call_output",
+            "call_id": item.get("call_id"),
+            "output": output,
+        }
+        await connection.send({"type": "conversation.item.create", "item": answer})
+        try:
+            await handlers.transcript(
+                session_id, [{"type": "conversation.item.created", "item": answer}]
+            )
+        except Exception as exc:  # recorded from the upstream's echo instead
+            log.warning("tool_answer_not_recorded", error=type(exc).__name__)
         await connection.send({"type": "response.create"})
     except Exception as exc:  # one bad call must not drop the sideband
         log.warning("tool_answer_not_sent", error=type(exc).__name__)
+
+
+def answer_id(call_id) -> str:
+    """The one item id any holder gives its answer to a call: the upstream's echo of it
+    updates the item recorded on sending, and a second answer would be the same item."""
+    digest = hashlib.sha256(str(call_id).encode()).hexdigest()[:24]
+    return f"out_{digest}"
 
 
 def take_over_with(handlers: Handlers) -> None:
