@@ -28,6 +28,11 @@ voice_tool_execution_duration_seconds = Histogram(
 voice_tool_execution_total = Counter(
     "voice_tool_execution_total", "Total tool executions", ["tool_name", "status"]
 )
+voice_session_cost_usd_total = Counter(
+    "voice_session_cost_usd_total",
+    "Estimated upstream cost of sessions in US dollars (sessions_app.costs)",
+    ["model"],
+)
 voice_webrtc_rtt_seconds = Histogram(
     "voice_webrtc_rtt_seconds",
     "Round-trip time reported by browser clients",

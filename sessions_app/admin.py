@@ -1,56 +1,207 @@
-"""Support staff's view of history: sessions with their ordered transcript, read-only."""
+"""Support staff's view of history (read-only): the session list, each session as a
+conversation, webhook events; and API keys, for administrators."""
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
+from urllib.parse import urlencode
+
 from django.contrib import admin
 from django.db import transaction
+from django.db.models import Sum
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
-from django.utils import timezone
+from django.urls import reverse
+from django.utils import formats, timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
-from sessions_app.models import ApiKey, ConversationItem, VoiceSession, WebhookEvent
-from tools_app.admin import ToolExecutionInline
+from sessions_app import history, search
+from sessions_app.models import ApiKey, VoiceSession, WebhookEvent
+from tools_app import registry
 from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
 
 
-class ConversationItemInline(ReadOnlyMixin, admin.TabularInline):
-    model = ConversationItem
-    fields = ("created_at", "role", "kind", "status", "text", "name", "arguments", "source")
-    readonly_fields = fields
-    ordering = ("created_at", "id")
-    extra = 0
-    show_change_link = False
+class ToolFilter(admin.SimpleListFilter):
+    """Sessions that used one tool: the installed tools, not a scan of every run."""
+
+    title = "tool used"
+    parameter_name = "tool"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in sorted(registry.all_tools())]
+
+    def queryset(self, request, queryset):
+        return history.with_tool(queryset, self.value()) if self.value() else queryset
+
+
+class FailedToolCallFilter(admin.SimpleListFilter):
+    title = "failed tool call"
+    parameter_name = "failed_tool_call"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Has one"), ("no", "Has none")]
+
+    def queryset(self, request, queryset):
+        if self.value() not in ("yes", "no"):
+            return queryset
+        return history.with_failed_tool_call(queryset, self.value() == "yes")
+
+
+class BoundedRelatedFilter(admin.RelatedFieldListFilter):
+    """A related filter that lists at most LIMIT choices (and the chosen one): with
+    thousands of users the side bar stays short; search finds the others by name."""
+
+    LIMIT = 50
+
+    def field_choices(self, field, request, model_admin):
+        model = field.related_model
+        ordering = self.field_admin_ordering(field, request, model_admin) or [model._meta.pk.name]
+        rows = model._default_manager.order_by(*ordering)
+        choices = [(row.pk, str(row)) for row in rows[: self.LIMIT]]
+        chosen = self.lookup_val[0] if self.lookup_val else None
+        if chosen and all(str(pk) != chosen for pk, _ in choices):
+            row = rows.filter(pk=chosen).first() if chosen.isdigit() else None
+            if row is not None:
+                choices.append((row.pk, str(row)))
+        return choices
 
 
 @admin.register(VoiceSession)
 class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
+    """The session list support staff work from, and each session as a conversation."""
+
     list_display = (
+        "started",
         "id",
+        "duration",
+        "caller",
+        "source",
+        "status",
+        "end_reason",
+        "turns",
+        "tool_calls",
+        "total_tokens",
+        "cost",
+    )
+    list_display_links = ("started", "id")
+    list_filter = (
         "status",
         "source",
-        "model",
+        "end_reason",
+        "degradation_level",
         "created_at",
-        "duration_seconds",
-        "total_tokens",
-        "caller",
+        ("user", BoundedRelatedFilter),
+        ("api_key", BoundedRelatedFilter),
+        ToolFilter,
+        FailedToolCallFilter,
     )
-    list_filter = ("status", "source", "model", "created_at", "degradation_level")
     date_hierarchy = "created_at"
-    search_fields = ("id", "call_id", "items__text", "client_ip")
-    inlines = [ConversationItemInline, ToolExecutionInline]
-    readonly_fields = ("transcript_files",)
-    exclude = ("transcript_json", "transcript_text", "recording")
+    # Searched by sessions_app.search: words said, ids, user, key name, address.
+    search_fields = ("id",)
+    search_help_text = (
+        "Words said in the conversation, a session or call id, a user name, an API key's "
+        "name or a client address."
+    )
     list_select_related = ("user", "api_key")
+    list_per_page = 50
+    # The filtered count is one query; the unfiltered total would be a second.
+    show_full_result_count = False
+    fields = ("id",)
+    change_form_template = "admin/sessions_app/voicesession/conversation.html"
+    change_list_template = "admin/sessions_app/voicesession/change_list.html"
+
+    def get_queryset(self, request):
+        return history.with_counts(super().get_queryset(request))
 
     def get_search_results(self, request, queryset, search_term):
-        queryset, _ = super().get_search_results(request, queryset, search_term)
-        return queryset.distinct(), False
+        return search.sessions_matching(queryset, search_term), False
+
+    def get_ordering(self, request):
+        if request.GET.get("q", "").strip():
+            return search.ranked()
+        return super().get_ordering(request)
+
+    def get_list_display(self, request):
+        if request.GET.get("q", "").strip():
+            return (*self.list_display[:4], "match", *self.list_display[4:])
+        return self.list_display
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:
+            # Over the whole filtered list, not only this page.
+            total = changelist.queryset.order_by().aggregate(cost=Sum("cost_usd"))["cost"]
+            response.context_data["total_cost"] = total or Decimal(0)
+        return response
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        session = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if session is not None:
+            context.update(self._conversation(request, session))
+        return super().change_view(request, object_id, form_url, context)
+
+    def _conversation(self, request, session: VoiceSession) -> dict:
+        items = list(session.items.order_by("created_at", "id"))
+        runs = list(session.tool_executions.order_by("created_at", "id"))
+        links = {
+            "webhooks": reverse("admin:sessions_app_webhookevent_changelist")
+            + f"?session__id__exact={session.pk}",
+        }
+        if request.user.has_perm("ops_app.view_auditevent"):
+            links["audit"] = (
+                reverse("admin:ops_app_auditevent_changelist")
+                + "?"
+                + urlencode({"q": f"sessions_app.voicesession:{session.pk}"})
+            )
+        return {
+            "session": session,
+            "caller": history.caller(session),
+            "duration": history.clock(session.duration_seconds),
+            "audio_quality": history.audio_quality(session.audio_stats),
+            "timeline": history.timeline(session, items, runs),
+            "tool_names": [tool.get("name", "?") for tool in session.tools],
+            "tool_schemas": json.dumps(session.tools, indent=2, ensure_ascii=False),
+            "links": links,
+            "files": self.transcript_files(session),
+        }
+
+    @admin.display(description="started", ordering="created_at")
+    def started(self, obj: VoiceSession) -> str:
+        return formats.date_format(timezone.localtime(obj.created_at), "SHORT_DATETIME_FORMAT")
+
+    @admin.display(description="duration", ordering="duration_seconds")
+    def duration(self, obj: VoiceSession) -> str:
+        return history.clock(obj.duration_seconds) or "—"
 
     @admin.display(description="caller")
     def caller(self, obj: VoiceSession) -> str:
-        return f"{obj.attribution} {obj.client_ip or ''}".strip()
+        return history.caller(obj)
+
+    @admin.display(description="turns", ordering="turns")
+    def turns(self, obj: VoiceSession) -> int:
+        return obj.turns
+
+    @admin.display(description="tool calls", ordering="tool_calls")
+    def tool_calls(self, obj: VoiceSession) -> str:
+        if obj.failed_tool_calls:
+            return format_html(
+                '{} <span class="failed" title="failed tool calls">({} failed)</span>',
+                obj.tool_calls,
+                obj.failed_tool_calls,
+            )
+        return str(obj.tool_calls)
+
+    @admin.display(description="cost (USD)", ordering="cost_usd")
+    def cost(self, obj: VoiceSession) -> str:
+        return f"{obj.cost_usd:.4f}"
+
+    @admin.display(description="best match")
+    def match(self, obj: VoiceSession) -> str:
+        return search.highlighted(obj) or "—"
 
     @admin.display(description="transcript and recording")
     def transcript_files(self, obj: VoiceSession) -> str:

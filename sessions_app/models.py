@@ -161,6 +161,16 @@ class VoiceSession(models.Model):
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
+    # The parts the upstream's usage reports, priced differently (sessions_app.costs).
+    # Cached input tokens are counted in their own fields, not in input_*_tokens.
+    input_text_tokens = models.PositiveBigIntegerField(default=0)
+    input_audio_tokens = models.PositiveBigIntegerField(default=0)
+    cached_text_tokens = models.PositiveBigIntegerField(default=0)
+    cached_audio_tokens = models.PositiveBigIntegerField(default=0)
+    output_text_tokens = models.PositiveBigIntegerField(default=0)
+    output_audio_tokens = models.PositiveBigIntegerField(default=0)
+    # An estimate from the price table in force when each response was counted.
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
 
     # WebRTC quality reported by the client every few seconds: running aggregate.
     audio_stats = models.JSONField(default=dict, blank=True)

@@ -14,7 +14,8 @@ from django.db import IntegrityError
 from django.db.models import Count, F, Sum
 from django.db.models.functions import Coalesce, Least, Length
 
-from sessions_app import events
+from ops_app import metrics
+from sessions_app import costs, events
 from sessions_app.models import ConversationItem as Item
 from sessions_app.models import VoiceSession
 from voiceplatform.errors import Conflict, ErrorCode
@@ -159,8 +160,9 @@ def _token_count(value) -> int:
 
 
 async def _count_usage(session_id: str, response: dict, *, claimed: bool) -> None:
-    """Adds a response's token usage once. A browser's claim (claimed) is capped per
-    response and per session: it measures nothing, so it may not run up a bill."""
+    """Adds a response's token usage and its cost once. A browser's claim (claimed) is
+    capped per response and per session: it measures nothing, so it may not run up a
+    bill."""
     usage = response.get("usage")
     response_id = _short(response.get("id"))
     if not isinstance(usage, dict) or not response_id:
@@ -170,17 +172,29 @@ async def _count_usage(session_id: str, response: dict, *, claimed: bool) -> Non
         name: min(_token_count(usage.get(name)), per_response)
         for name in ("input_tokens", "output_tokens", "total_tokens")
     }
+    kinds = costs.usage_of(usage).capped(per_response)
     # Both doors may report the same response: count it once.
     if not await cache.aadd(f"usage:{session_id}:{response_id}", 1, timeout=86400):
         return
+    model = (
+        await VoiceSession.objects.filter(pk=session_id).values_list("model", flat=True).afirst()
+    )
+    if model is None:
+        return
+    cost = costs.cost(model, kinds)
+    counts.update(kinds.counts())
     if claimed:
         added = {
             name: Least(F(name) + value, CLIENT_TOKENS_PER_SESSION)
             for name, value in counts.items()
         }
+        most = costs.cost(model, costs.Usage(output_audio_tokens=CLIENT_TOKENS_PER_SESSION))
+        added["cost_usd"] = Least(F("cost_usd") + cost, most)
     else:
         added = {name: F(name) + value for name, value in counts.items()}
-    await VoiceSession.objects.filter(pk=session_id).aupdate(**added)
+        added["cost_usd"] = F("cost_usd") + cost
+    if await VoiceSession.objects.filter(pk=session_id).aupdate(**added):
+        metrics.voice_session_cost_usd_total.labels(model=model).inc(float(cost))
 
 
 async def check_room(session_id: str) -> None:

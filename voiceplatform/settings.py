@@ -12,6 +12,7 @@ the variable, and PRODUCTION=1 refuses a guessable SECRET_KEY or the simulator.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from datetime import timedelta
@@ -458,6 +459,71 @@ OPENAI_TIMEOUT_SECONDS = env_float("OPENAI_TIMEOUT_SECONDS", 10.0)
 OPENAI_TOTAL_TIMEOUT_SECONDS = env_float("OPENAI_TOTAL_TIMEOUT_SECONDS", 25.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
 OPENAI_CLIENT_SECRET_TTL_SECONDS = env_int("OPENAI_CLIENT_SECRET_TTL_SECONDS", 600)
+# US dollars per million tokens, by model name (a dated snapshot such as
+# gpt-realtime-2025-08-28 takes the longest name it starts with). Defaults: OpenAI's
+# published prices (https://openai.com/api/pricing/, as listed in October 2025).
+# MODEL_PRICES_JSON replaces the table: {"model": {"text_input": 4.0, ...}, ...}.
+MODEL_PRICES_DEFAULT = {
+    "gpt-realtime": {
+        "text_input": 4.00,
+        "text_cached_input": 0.40,
+        "text_output": 16.00,
+        "audio_input": 32.00,
+        "audio_cached_input": 0.40,
+        "audio_output": 64.00,
+    },
+    "gpt-realtime-mini": {
+        "text_input": 0.60,
+        "text_cached_input": 0.06,
+        "text_output": 2.40,
+        "audio_input": 10.00,
+        "audio_cached_input": 0.30,
+        "audio_output": 20.00,
+    },
+    "gpt-4o-realtime-preview": {
+        "text_input": 5.00,
+        "text_cached_input": 2.50,
+        "text_output": 20.00,
+        "audio_input": 40.00,
+        "audio_cached_input": 2.50,
+        "audio_output": 80.00,
+    },
+    "gpt-4o-mini-realtime-preview": {
+        "text_input": 0.60,
+        "text_cached_input": 0.30,
+        "text_output": 2.40,
+        "audio_input": 10.00,
+        "audio_cached_input": 0.30,
+        "audio_output": 20.00,
+    },
+}
+PRICE_KINDS = tuple(MODEL_PRICES_DEFAULT["gpt-realtime"])
+
+
+def env_prices(name: str, default: dict) -> dict:
+    """A price table as JSON: every model with a non-negative number for every kind."""
+    value = _env_value(name)
+    if value is None:
+        return default
+    try:
+        table = json.loads(value)
+    except ValueError:
+        table = None
+    if not isinstance(table, dict) or not table:
+        raise ImproperlyConfigured(f"{name} is not a JSON object of models to prices.")
+    for model, prices in table.items():
+        if not isinstance(prices, dict) or set(prices) != set(PRICE_KINDS):
+            raise ImproperlyConfigured(
+                f"{name}: {model!r} needs exactly these prices: {', '.join(PRICE_KINDS)}."
+            )
+        for kind, price in prices.items():
+            if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
+                raise ImproperlyConfigured(f"{name}: {model}.{kind} is not a price, e.g. 4.0.")
+    return table
+
+
+MODEL_PRICES = env_prices("MODEL_PRICES_JSON", MODEL_PRICES_DEFAULT)
+
 # Comma-separated: more than one during secret rotation. The simulator's published
 # secret is accepted only where the simulator may be the upstream, never in production.
 OPENAI_WEBHOOK_SECRETS = comma_list(

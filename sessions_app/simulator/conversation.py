@@ -199,12 +199,22 @@ class Conversation:
 
     @staticmethod
     def _usage(user_text: str, output: str) -> dict:
-        input_tokens = 20 + len(user_text) // 4
-        output_tokens = 5 + len(output) // 4
+        """Usage in the upstream's shape: the instructions as (cached) text input, the
+        user's words as audio input, the reply as audio with its transcript as text."""
+        text_in, audio_in = 20, len(user_text) // 4
+        text_out, audio_out = len(output) // 4, 5 + len(output) // 2
+        input_tokens, output_tokens = text_in + audio_in, text_out + audio_out
         return {
             "total_tokens": input_tokens + output_tokens,
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
+            "input_token_details": {
+                "text_tokens": text_in,
+                "audio_tokens": audio_in,
+                "cached_tokens": text_in,
+                "cached_tokens_details": {"text_tokens": text_in, "audio_tokens": 0},
+            },
+            "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
         }
 
     async def _reply(self, text: str, user_text: str = "") -> None:

@@ -1,0 +1,186 @@
+"""A session's history as support staff read it: the counts a list shows per row
+(annotated in the list's own query, never per row), and one session as a timeline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+
+from sessions_app.models import ConversationItem as Item
+from sessions_app.models import VoiceSession
+from tools_app.models import ToolExecution
+
+# Longer outputs and arguments are shown collapsed, their first line as a summary.
+LONG = 200
+
+
+def _count(rows: QuerySet) -> Coalesce:
+    counted = rows.order_by().values("session").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def failed_tool_calls() -> QuerySet:
+    return ToolExecution.objects.filter(session=OuterRef("pk"), status=ToolExecution.Status.FAILED)
+
+
+def with_counts(sessions: QuerySet) -> QuerySet:
+    """Sessions with their turns (spoken or typed messages), tool calls and failed tool
+    calls: one correlated count each, worked out only for the rows on the page."""
+    return sessions.annotate(
+        turns=_count(
+            Item.objects.filter(
+                session=OuterRef("pk"),
+                kind=Item.Kind.MESSAGE,
+                role__in=(Item.Role.USER, Item.Role.ASSISTANT),
+            )
+        ),
+        tool_calls=_count(ToolExecution.objects.filter(session=OuterRef("pk"))),
+        failed_tool_calls=_count(failed_tool_calls()),
+    )
+
+
+def with_failed_tool_call(sessions: QuerySet, failed: bool) -> QuerySet:
+    has = Exists(failed_tool_calls())
+    return sessions.filter(has if failed else ~has)
+
+
+def with_tool(sessions: QuerySet, tool: str) -> QuerySet:
+    return sessions.filter(Exists(ToolExecution.objects.filter(session=OuterRef("pk"), tool=tool)))
+
+
+def caller(session: VoiceSession) -> str:
+    """Who started it, in words: the user, the API key, or an anonymous address."""
+    if session.user_id and session.user is not None:
+        return session.user.get_username()
+    if session.api_key_id and session.api_key is not None:
+        return f"key “{session.api_key.name}”"
+    if session.source == VoiceSession.Source.SIP:
+        return "phone caller"
+    return f"anonymous {session.client_ip or ''}".strip()
+
+
+def clock(seconds: float | None) -> str:
+    """m:ss (h:mm:ss past an hour); an empty string for no time."""
+    if seconds is None:
+        return ""
+    whole = max(int(seconds), 0)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+@dataclass
+class Entry:
+    """One line of the timeline."""
+
+    at: datetime
+    kind: str  # user, assistant, system, tool, event, error
+    text: str = ""
+    offset: str = ""
+    name: str = ""
+    arguments: str = ""
+    output: str = ""
+    error: str = ""
+    status: str = ""
+    duration: float | None = None
+    call_id: str = ""
+    partial: bool = False
+    details: dict = field(default_factory=dict)
+
+    @property
+    def long(self) -> bool:
+        return len(self.output) > LONG or self.output.count("\n") > 3
+
+    @property
+    def long_arguments(self) -> bool:
+        return len(self.arguments) > LONG
+
+
+def _message(item: Item) -> Entry:
+    if item.status == Item.Status.FAILED:
+        return Entry(item.created_at, "error", text="The user's words could not be transcribed.")
+    return Entry(
+        item.created_at,
+        item.role,
+        text=item.text,
+        partial=item.status == Item.Status.IN_PROGRESS,
+    )
+
+
+def _tool_call(at: datetime, name: str, call_id: str, arguments: str) -> Entry:
+    return Entry(at, "tool", name=name, call_id=call_id, arguments=arguments)
+
+
+def timeline(session: VoiceSession, items: list[Item], runs: list[ToolExecution]) -> list[Entry]:
+    """The conversation in order: turns, tool calls in place (with their run's status,
+    duration, output and error, whichever door ran them), and how it connected and
+    ended. Times are relative to the start of the call."""
+    by_call = {run.call_id: run for run in runs}
+    outputs = {
+        item.call_id: item.text for item in items if item.kind == Item.Kind.FUNCTION_CALL_OUTPUT
+    }
+    entries: list[Entry] = []
+    shown: set[str] = set()
+    for item in items:
+        if item.kind == Item.Kind.MESSAGE:
+            entries.append(_message(item))
+        elif item.kind == Item.Kind.FUNCTION_CALL:
+            entries.append(_tool_call(item.created_at, item.name, item.call_id, item.arguments))
+            shown.add(item.call_id)
+        elif item.call_id not in by_call and item.call_id not in shown:
+            entries.append(_tool_call(item.created_at, "", item.call_id, ""))  # an orphan output
+            shown.add(item.call_id)
+    for run in runs:  # runs the transcript does not show (a browser's relay, say)
+        if run.call_id not in shown:
+            entries.append(_tool_call(run.created_at, run.tool, run.call_id, ""))
+    for entry in entries:
+        if entry.kind != "tool":
+            continue
+        run = by_call.get(entry.call_id)
+        entry.output = outputs.get(entry.call_id, "")
+        if run is not None:
+            entry.name = entry.name or run.tool
+            entry.arguments = entry.arguments or _arguments(run.arguments)
+            entry.status = run.status
+            entry.duration = run.duration_seconds
+            entry.output = run.output or entry.output
+            entry.error = run.error
+        elif entry.output:
+            entry.status = ToolExecution.Status.SUCCEEDED
+    if session.connected_at:
+        entries.append(Entry(session.connected_at, "event", text="Call connected"))
+    if session.ended_at:
+        how = session.get_end_reason_display() or session.get_status_display()
+        entries.append(Entry(session.ended_at, "event", text=f"Ended: {how}"))
+    entries.sort(key=lambda entry: entry.at)
+    start = session.connected_at or session.created_at
+    for entry in entries:
+        delta = entry.at - start
+        entry.offset = ("−" if delta < timedelta(0) else "+") + clock(abs(delta.total_seconds()))
+    return entries
+
+
+def _arguments(arguments) -> str:
+    return json.dumps(arguments, ensure_ascii=False) if arguments else ""
+
+
+def audio_quality(stats: dict) -> str:
+    """The browser's audio report in one line, or an empty string."""
+    if not stats or not stats.get("samples"):
+        return ""
+    parts = []
+    if "rtt_seconds_avg" in stats:
+        parts.append(
+            f"round trip {stats['rtt_seconds_avg'] * 1000:.0f} ms "
+            f"(worst {stats.get('rtt_seconds_max', 0) * 1000:.0f} ms)"
+        )
+    if "jitter_seconds_avg" in stats:
+        parts.append(f"jitter {stats['jitter_seconds_avg'] * 1000:.0f} ms")
+    if "loss_ratio" in stats:
+        parts.append(f"packet loss {stats['loss_ratio']:.1%}")
+    parts.append(f"{stats['samples']} reports")
+    return ", ".join(parts)

@@ -1,0 +1,304 @@
+"""What support staff see in the admin: the session list with its counts, filters and
+search (full text on PostgreSQL), a session as a conversation, its recording with byte
+ranges, and the Support group's reach."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.files.base import ContentFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from sessions_app import search
+from sessions_app.models import ConversationItem, VoiceSession
+from tests.factories import ApiKeyFactory, ConversationItemFactory, VoiceSessionFactory
+from tools_app.models import ToolExecution
+
+pytestmark = pytest.mark.django_db
+
+LIST = "/admin/sessions_app/voicesession/"
+
+
+def _support_user(name: str = "sam") -> User:
+    user = User.objects.create_user(name, password="x", is_staff=True)
+    user.groups.add(Group.objects.get(name="Support"))
+    return user
+
+
+@pytest.fixture
+def support(client):
+    client.force_login(_support_user())
+    return client
+
+
+def _conversation(words: str, *, failed_tool: bool = False, **fields) -> VoiceSession:
+    start = timezone.now() - timedelta(minutes=5)
+    session = VoiceSessionFactory(
+        status=VoiceSession.Status.ENDED,
+        end_reason=VoiceSession.EndReason.CLIENT,
+        connected_at=start,
+        ended_at=start + timedelta(seconds=95),
+        duration_seconds=95.0,
+        **fields,
+    )
+    ConversationItemFactory(session=session, text=words, created_at=start + timedelta(seconds=2))
+    ConversationItemFactory(
+        session=session,
+        role=ConversationItem.Role.ASSISTANT,
+        text="Let me look.",
+        created_at=start + timedelta(seconds=4),
+    )
+    ConversationItemFactory(
+        session=session,
+        kind=ConversationItem.Kind.FUNCTION_CALL,
+        role=ConversationItem.Role.ASSISTANT,
+        text="",
+        name="bash",
+        call_id=f"call_{session.pk[-8:]}",
+        arguments='{"command": "ls"}',
+        created_at=start + timedelta(seconds=5),
+    )
+    ToolExecution.objects.create(
+        session=session,
+        call_id=f"call_{session.pk[-8:]}",
+        tool="bash",
+        arguments={"command": "ls"},
+        status=ToolExecution.Status.FAILED if failed_tool else ToolExecution.Status.SUCCEEDED,
+        output="" if failed_tool else "notes.txt",
+        error="exit 2" if failed_tool else "",
+        duration_seconds=0.05,
+    )
+    return session
+
+
+def _rows(response) -> list[VoiceSession]:
+    return list(response.context["cl"].result_list)
+
+
+def test_the_list_shows_counts_caller_and_cost_without_a_query_per_row(support):
+    def page_queries(sessions: int) -> int:
+        VoiceSession.objects.all().delete()
+        key = ApiKeyFactory(name="billing backend")
+        for n in range(sessions):
+            _conversation(f"hello {n}", failed_tool=n % 2 == 0, api_key=key)
+        with CaptureQueriesContext(connection) as queries:
+            response = support.get(LIST, {"failed_tool_call": "yes", "tool": "bash"})
+        assert response.status_code == 200
+        return len(queries)
+
+    assert page_queries(3) == page_queries(40)
+    response = support.get(LIST)
+    row = _rows(response)[0]
+    assert (row.turns, row.tool_calls) == (2, 1)
+    html = response.content.decode()
+    assert "key “billing backend”" in html and "1:35" in html
+    assert "(1 failed)" in html and 'id="total-cost"' in html
+
+
+def test_filters_find_sessions_by_tool_failure_user_key_and_end_reason(support):
+    user = User.objects.create_user("caller")
+    key = ApiKeyFactory(name="kiosk")
+    failed = _conversation("it broke", failed_tool=True, user=user)
+    fine = _conversation("all good", api_key=key)
+    expired = VoiceSessionFactory(
+        status=VoiceSession.Status.EXPIRED, end_reason=VoiceSession.EndReason.MAX_DURATION
+    )
+
+    def found(**query) -> set[str]:
+        response = support.get(LIST, query)
+        assert response.status_code == 200
+        return {row.pk for row in _rows(response)}
+
+    assert found(failed_tool_call="yes") == {failed.pk}
+    assert found(failed_tool_call="no") == {fine.pk, expired.pk}
+    assert found(tool="bash") == {failed.pk, fine.pk}
+    assert found(user__id__exact=user.pk) == {failed.pk}
+    assert found(api_key__id__exact=key.pk) == {fine.pk}
+    assert found(end_reason="max_duration") == {expired.pk}
+    assert found(degradation_level="1", status="ended") == {failed.pk, fine.pk}
+
+
+def test_the_changelist_sums_the_cost_of_the_whole_filtered_list(support):
+    for cost in ("0.1000", "0.2500"):
+        _conversation("priced", cost_usd=Decimal(cost))
+    VoiceSessionFactory(cost_usd=Decimal("5"), status=VoiceSession.Status.ACTIVE)
+
+    response = support.get(LIST, {"status": "ended"})
+
+    assert response.context["total_cost"] == Decimal("0.35")
+    assert "US$0.3500" in response.content.decode()
+
+
+def test_full_text_search_finds_a_word_said_ranks_the_closer_match_first_and_marks_it(
+    support,
+):
+    passing = _conversation("My invoice was mentioned once, then we talked about the weather.")
+    closer = _conversation("The invoice is wrong. Which invoice? The March invoice total.")
+    _conversation("Nothing to see here.")
+
+    response = support.get(LIST, {"q": "invoices"})  # stemmed: invoice(s)
+
+    assert [row.pk for row in _rows(response)] == [closer.pk, passing.pk]
+    assert "<mark>invoice</mark>" in response.content.decode()
+
+
+def test_search_escapes_what_was_said_and_marks_only_the_match(support):
+    _conversation("<script>alert(1)</script> refund please")
+
+    html = support.get(LIST, {"q": "refund"}).content.decode()
+    found = search.sessions_matching(VoiceSession.objects.all(), "refund").get()
+
+    assert "<script>alert(1)" not in html and "<mark>refund</mark> please" in html
+    # Whatever the database's headline keeps of the line, it reaches the page as text.
+    setattr(found, search.MATCH, "<b>bold</b> \x02refund\x03")
+    assert search.highlighted(found) == "&lt;b&gt;bold&lt;/b&gt; <mark>refund</mark>"
+
+
+def test_search_finds_sessions_by_id_call_user_key_and_address(support):
+    user = User.objects.create_user("maria")
+    by_user = _conversation("one", user=user)
+    by_key = _conversation("two", api_key=ApiKeyFactory(name="Front desk kiosk"))
+    by_ip = _conversation("three", client_ip="198.51.100.7")
+    by_call = _conversation("four", call_id="rtc_0123456789abcdef")
+
+    def found(term: str) -> set[str]:
+        return {row.pk for row in _rows(support.get(LIST, {"q": term}))}
+
+    assert found("maria") == {by_user.pk}
+    assert found("desk kiosk") == {by_key.pk}
+    assert found("198.51.100.7") == {by_ip.pk}
+    assert found("rtc_0123456789abcdef") == {by_call.pk}
+    assert found(by_user.pk) == {by_user.pk}
+
+
+def test_the_transcript_search_index_serves_the_search_query():
+    if connection.vendor != "postgresql":
+        pytest.skip("full-text search is PostgreSQL's")
+    query = search.sessions_matching(VoiceSession.objects.all(), "invoice")
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "sessions_item_text_search" in plan
+
+
+def test_a_session_page_reads_as_a_conversation_with_facts_first(support):
+    session = _conversation(
+        "Please list my files",
+        user=User.objects.create_user("ada"),
+        cost_usd=Decimal("0.0123"),
+        audio_stats={"samples": 3, "rtt_seconds_avg": 0.042, "loss_ratio": 0.01},
+        tools=[{"type": "function", "name": "bash", "parameters": {"type": "object"}}],
+    )
+
+    response = support.get(f"{LIST}{session.pk}/change/")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    entries = response.context["timeline"]
+    assert [e.kind for e in entries] == ["event", "user", "assistant", "tool", "event"]
+    tool = entries[3]
+    assert (tool.name, tool.status, tool.output) == ("bash", "succeeded", "notes.txt")
+    assert [e.offset for e in entries[:4]] == ["+0:00", "+0:02", "+0:04", "+0:05"]
+    assert html.index('id="facts"') < html.index('id="timeline"')
+    assert "ada" in html and "US$0.0123" in html and "round trip 42 ms" in html
+    assert "Ended: Client" in html and "webhookevent/?session__id__exact=" in html
+    assert "<li>bash</li>" in html  # tools as names; schemas behind a <details>
+    assert 'name="_save"' not in html  # read-only
+
+
+def test_long_tool_output_is_collapsed_and_failures_show_their_error(support):
+    session = _conversation("go", failed_tool=True)
+    ToolExecution.objects.create(
+        session=session,
+        call_id="call_long",
+        tool="read_file",
+        output="line\n" * 50,
+        status=ToolExecution.Status.SUCCEEDED,
+    )
+
+    html = support.get(f"{LIST}{session.pk}/change/").content.decode()
+
+    assert "<summary>Output (250 characters)</summary>" in html
+    assert 'class="tool failed"' in html and "exit 2" in html
+
+
+@pytest.fixture
+def recording(settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path)
+    session = _conversation("recorded")
+    session.recording.save("call.webm", ContentFile(bytes(range(256)) * 4))
+    return session
+
+
+def test_the_recording_plays_in_the_page_and_seeks_with_byte_ranges(support, recording):
+    page = support.get(f"{LIST}{recording.pk}/change/").content.decode()
+    url = recording.recording.url
+
+    whole = support.get(url)
+    part = support.get(url, headers={"Range": "bytes=100-199"})
+    tail = support.get(url, headers={"Range": "bytes=-24"})
+
+    assert f'<audio id="recording" controls preload="metadata" src="{url}"' in page
+    assert whole.status_code == 200 and whole["Accept-Ranges"] == "bytes"
+    assert len(b"".join(whole.streaming_content)) == 1024
+    assert part.status_code == 206 and part["Content-Range"] == "bytes 100-199/1024"
+    assert b"".join(part.streaming_content) == (bytes(range(256)) * 4)[100:200]
+    assert tail["Content-Range"] == "bytes 1000-1023/1024"
+
+
+@pytest.mark.parametrize("header", ["bytes=1024-", "bytes=5000-6000", "bytes=-0"])
+def test_a_range_past_the_end_is_a_416_in_json(support, recording, header):
+    response = support.get(recording.recording.url, headers={"Range": header})
+
+    assert response.status_code == 416
+    assert response.json()["error"]["code"] == "range_not_satisfiable"
+    assert response["Content-Range"] == "bytes */1024"
+
+
+@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "bytes=9-2", "lines=1-2", "bytes=x-"])
+def test_a_range_we_do_not_serve_gets_the_whole_file(support, recording, header):
+    response = support.get(recording.recording.url, headers={"Range": header})
+
+    assert response.status_code == 200
+
+
+def test_support_reads_history_but_not_keys_grants_users_or_audit(support):
+    session = _conversation("hello")
+    allowed = [
+        LIST,
+        f"{LIST}{session.pk}/change/",
+        "/admin/tools_app/toolexecution/",
+        "/admin/sessions_app/webhookevent/",
+    ]
+    refused = [
+        "/admin/sessions_app/apikey/",
+        "/admin/tools_app/toolgrant/",
+        "/admin/auth/user/",
+        "/admin/auth/group/",
+        "/admin/ops_app/auditevent/",
+    ]
+
+    assert [support.get(url).status_code for url in allowed] == [200] * len(allowed)
+    assert [support.get(url).status_code for url in refused] == [403] * len(refused)
+    html = support.get(f"{LIST}{session.pk}/change/").content.decode()
+    assert "Audit events about this session" not in html
+
+
+def test_the_support_group_holds_only_view_permissions_on_history():
+    codenames = set(
+        Group.objects.get(name="Support").permissions.values_list("codename", flat=True)
+    )
+
+    assert codenames == {
+        "view_voicesession",
+        "view_conversationitem",
+        "view_toolexecution",
+        "view_webhookevent",
+    }
