@@ -8,6 +8,7 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.db import transaction
 from django.db.models import Sum
 from django.http import HttpResponse
@@ -74,18 +75,15 @@ class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
 
     list_display = (
         "started",
-        "id",
         "duration",
         "caller",
-        "source",
-        "status",
-        "end_reason",
+        "outcome",
         "turns",
         "tool_calls",
         "total_tokens",
         "cost",
     )
-    list_display_links = ("started", "id")
+    list_display_links = ("started",)
     list_filter = (
         "status",
         "source",
@@ -125,7 +123,7 @@ class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
 
     def get_list_display(self, request):
         if request.GET.get("q", "").strip():
-            return (*self.list_display[:4], "match", *self.list_display[4:])
+            return (*self.list_display[:3], "match", *self.list_display[3:])
         return self.list_display
 
     def changelist_view(self, request, extra_context=None):
@@ -138,7 +136,7 @@ class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
         return response
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        session = self.get_object(request, object_id)
+        session = self.get_object(request, unquote(object_id))
         context = dict(extra_context or {})
         if session is not None:
             context.update(self._conversation(request, session))
@@ -177,9 +175,21 @@ class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
     def duration(self, obj: VoiceSession) -> str:
         return history.clock(obj.duration_seconds) or "—"
 
-    @admin.display(description="caller")
+    @admin.display(description="caller and source")
     def caller(self, obj: VoiceSession) -> str:
-        return history.caller(obj)
+        return format_html(
+            '{}<br><small class="quiet">{}</small>', history.caller(obj), obj.get_source_display()
+        )
+
+    @admin.display(description="status and end", ordering="status")
+    def outcome(self, obj: VoiceSession) -> str:
+        if not obj.end_reason:
+            return obj.get_status_display()
+        return format_html(
+            '{}<br><small class="quiet">{}</small>',
+            obj.get_status_display(),
+            obj.get_end_reason_display(),
+        )
 
     @admin.display(description="turns", ordering="turns")
     def turns(self, obj: VoiceSession) -> int:

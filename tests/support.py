@@ -393,6 +393,16 @@ async def launch(driver, *extra: str):
     return context
 
 
+def load_support_group() -> None:
+    """The Support group, as its data migration makes it (transactional tests empty
+    every table, so tests that need it make it again; idempotent)."""
+    import importlib
+
+    from django.apps import apps
+
+    importlib.import_module("sessions_app.migrations.0010_support_group").make_group(apps, None)
+
+
 def load_checklists() -> None:
     """The deployment checklists, as their data migration loads them: transactional
     tests empty every table, so tests that need them load them again (idempotent)."""

@@ -18,7 +18,8 @@ def make_group(apps, schema_editor):
     # Permissions are made after all migrations run; this one needs them now.
     for app_label in {app for app, _ in CAN_VIEW}:
         config = apps.get_app_config(app_label)
-        config.models_module = True
+        if getattr(config, "models_module", None) is None:  # historical apps: stubs
+            config.models_module = True
         create_permissions(config, verbosity=0, apps=apps)
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")

@@ -8,15 +8,18 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
 from sessions_app import search
 from sessions_app.models import ConversationItem, VoiceSession
 from tests.factories import ApiKeyFactory, ConversationItemFactory, VoiceSessionFactory
+from tests.support import load_support_group
 from tools_app.models import ToolExecution
 
 pytestmark = pytest.mark.django_db
@@ -25,6 +28,7 @@ LIST = "/admin/sessions_app/voicesession/"
 
 
 def _support_user(name: str = "sam") -> User:
+    load_support_group()
     user = User.objects.create_user(name, password="x", is_staff=True)
     user.groups.add(Group.objects.get(name="Support"))
     return user
@@ -74,6 +78,10 @@ def _conversation(words: str, *, failed_tool: bool = False, **fields) -> VoiceSe
         duration_seconds=0.05,
     )
     return session
+
+
+def _page(session: VoiceSession) -> str:
+    return reverse("admin:sessions_app_voicesession_change", args=[quote(session.pk)])
 
 
 def _rows(response) -> list[VoiceSession]:
@@ -197,7 +205,7 @@ def test_a_session_page_reads_as_a_conversation_with_facts_first(support):
         tools=[{"type": "function", "name": "bash", "parameters": {"type": "object"}}],
     )
 
-    response = support.get(f"{LIST}{session.pk}/change/")
+    response = support.get(_page(session))
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -223,7 +231,7 @@ def test_long_tool_output_is_collapsed_and_failures_show_their_error(support):
         status=ToolExecution.Status.SUCCEEDED,
     )
 
-    html = support.get(f"{LIST}{session.pk}/change/").content.decode()
+    html = support.get(_page(session)).content.decode()
 
     assert "<summary>Output (250 characters)</summary>" in html
     assert 'class="tool failed"' in html and "exit 2" in html
@@ -238,7 +246,7 @@ def recording(settings, tmp_path):
 
 
 def test_the_recording_plays_in_the_page_and_seeks_with_byte_ranges(support, recording):
-    page = support.get(f"{LIST}{recording.pk}/change/").content.decode()
+    page = support.get(_page(recording)).content.decode()
     url = recording.recording.url
 
     whole = support.get(url)
@@ -273,7 +281,7 @@ def test_support_reads_history_but_not_keys_grants_users_or_audit(support):
     session = _conversation("hello")
     allowed = [
         LIST,
-        f"{LIST}{session.pk}/change/",
+        _page(session),
         "/admin/tools_app/toolexecution/",
         "/admin/sessions_app/webhookevent/",
     ]
@@ -287,11 +295,12 @@ def test_support_reads_history_but_not_keys_grants_users_or_audit(support):
 
     assert [support.get(url).status_code for url in allowed] == [200] * len(allowed)
     assert [support.get(url).status_code for url in refused] == [403] * len(refused)
-    html = support.get(f"{LIST}{session.pk}/change/").content.decode()
+    html = support.get(_page(session)).content.decode()
     assert "Audit events about this session" not in html
 
 
 def test_the_support_group_holds_only_view_permissions_on_history():
+    load_support_group()
     codenames = set(
         Group.objects.get(name="Support").permissions.values_list("codename", flat=True)
     )
