@@ -50,6 +50,21 @@ class FailedToolCallFilter(admin.SimpleListFilter):
         return history.with_failed_tool_call(queryset, self.value() == "yes")
 
 
+class LevelFilter(admin.SimpleListFilter):
+    """The service level a session started at: the four levels, not a scan for them."""
+
+    title = "service level"
+    parameter_name = "degradation_level"
+
+    def lookups(self, request, model_admin):
+        return [(str(level), str(level)) for level in range(1, 5)]
+
+    def queryset(self, request, queryset):
+        if self.value() in {"1", "2", "3", "4"}:
+            return queryset.filter(degradation_level=int(self.value()))
+        return queryset
+
+
 class BoundedRelatedFilter(admin.RelatedFieldListFilter):
     """A related filter that lists at most LIMIT choices (and the chosen one): with
     thousands of users the side bar stays short; search finds the others by name."""
@@ -88,7 +103,7 @@ class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
         "status",
         "source",
         "end_reason",
-        "degradation_level",
+        LevelFilter,
         "created_at",
         ("user", BoundedRelatedFilter),
         ("api_key", BoundedRelatedFilter),

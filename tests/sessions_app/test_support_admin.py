@@ -129,6 +129,7 @@ def test_filters_find_sessions_by_tool_failure_user_key_and_end_reason(support):
     assert found(api_key__id__exact=key.pk) == {fine.pk}
     assert found(end_reason="max_duration") == {expired.pk}
     assert found(degradation_level="1", status="ended") == {failed.pk, fine.pk}
+    assert found(degradation_level="3") == set()
 
 
 def test_the_changelist_sums_the_cost_of_the_whole_filtered_list(support):
