@@ -393,6 +393,15 @@ async def launch(driver, *extra: str):
     return context
 
 
+async def sign_in(page, base: str, username: str, password: str, path: str) -> None:
+    """Logs in through the admin's login page and lands on path."""
+    await page.goto(f"{base}/admin/login/?next={path}")
+    await page.fill("#id_username", username)
+    await page.fill("#id_password", password)
+    await page.click("input[type=submit]")
+    await page.wait_for_url(f"{base}{path}")
+
+
 def load_support_group() -> None:
     """The Support group, as its data migration makes it (transactional tests empty
     every table, so tests that need it make it again; idempotent)."""

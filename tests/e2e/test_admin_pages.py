@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 
 from ops_app import actions
 from sessions_app.models import ApiKey
-from tests.support import launch
+from tests.support import launch, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -36,11 +36,7 @@ async def test_a_new_api_key_is_shown_once_on_its_page_and_never_in_a_cookie(
 ):
     await sync_to_async(_admin)()
     page = await browser.new_page()
-    await page.goto(f"{stack}/admin/login/?next=/admin/sessions_app/apikey/add/")
-    await page.fill("#id_username", "admin")
-    await page.fill("#id_password", PASSWORD)
-    await page.click("input[type=submit]")
-    await page.wait_for_url(f"{stack}/admin/sessions_app/apikey/add/")
+    await sign_in(page, stack, "admin", PASSWORD, "/admin/sessions_app/apikey/add/")
     await page.fill("#id_name", "billing backend")
     await page.click("input[name=_save]")
     await page.wait_for_load_state()

@@ -10,8 +10,10 @@ import statistics
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import User
 from django.test import AsyncClient
+from django.urls import reverse
 
 from ops_app import breakers
 from sessions_app.models import VoiceSession
@@ -93,7 +95,9 @@ async def test_a_conversation_with_a_tool_call_from_start_to_end(browser, stack,
     await staff.aforce_login(
         await sync_to_async(User.objects.create_superuser)("support", password="x")
     )
-    admin_page = await staff.get(f"/admin/sessions_app/voicesession/{session.pk}/change/")
+    admin_page = await staff.get(
+        reverse("admin:sessions_app_voicesession_change", args=[quote(session.pk)])
+    )
     assert execution.call_id in admin_page.content.decode()
     assert page.problems == []
 

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group, User
 
 from sessions_app.models import VoiceSession
-from tests.support import launch, load_support_group
+from tests.support import launch, load_support_group, sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -74,11 +74,7 @@ async def test_support_finds_a_conversation_by_a_word_said_reads_it_and_plays_it
         ),
     )
 
-    await page.goto(f"{stack}/admin/login/?next=/admin/sessions_app/voicesession/")
-    await page.fill("#id_username", "sam")
-    await page.fill("#id_password", PASSWORD)
-    await page.click("input[type=submit]")
-    await page.wait_for_url(f"{stack}/admin/sessions_app/voicesession/")
+    await sign_in(page, stack, "sam", PASSWORD, "/admin/sessions_app/voicesession/")
     await page.fill("#searchbar", "files")
     await page.press("#searchbar", "Enter")
     await page.wait_for_selector("#result_list td.field-match mark")
