@@ -184,3 +184,15 @@ async def test_the_command_runs_it_once_and_says_what_went(make_session, make_it
     assert (await _held(old))["items"] == 0
     event = await AuditEvent.objects.filter(action=AuditEvent.Action.RETENTION_RUN).afirst()
     assert event.actor_name.startswith("cli:")
+
+
+def test_the_beat_schedule_runs_it(settings):
+    from voiceplatform.celery import app
+
+    (entry,) = [
+        entry
+        for entry in settings.CELERY_BEAT_SCHEDULE.values()
+        if entry["task"] == apply_retention_task.name
+    ]
+    assert entry["schedule"] == settings.RETENTION_SWEEP_SECONDS
+    assert entry["task"] in app.tasks
