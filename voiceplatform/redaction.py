@@ -60,7 +60,7 @@ _JWT = re.compile(
 # the name stays so the text still reads.
 _VALUE = r"[^\s\"'`,;\\\[\]<>(){}]"
 _ASSIGNED = re.compile(
-    r"(?i)((?<![\w-])[\w-]*?"
+    r"(?i)("  # the name's start (OPENAI_, db_) is left as it is, outside the match
     r"(?:api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|secret|token|passwd|"
     r"password|pwd)"
     r"(?![\w-])[\"']?\s*[:=]\s*[\"']?)"
