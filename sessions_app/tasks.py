@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import timedelta
 
 import structlog
@@ -11,7 +12,7 @@ from django.core.files.base import ContentFile
 from django.dispatch import receiver
 from django.utils import timezone
 
-from sessions_app import actions, journal, realtime, transcripts
+from sessions_app import actions, journal, realtime, retention, transcripts
 from sessions_app.models import VoiceSession
 from sessions_app.signals import session_ended
 from voiceplatform.celery import enqueue
@@ -35,6 +36,13 @@ def expire_sessions_task() -> int:
     return expired
 
 
+@shared_task
+def apply_retention_task() -> dict[str, int]:
+    """Periodic: transcripts, tool outputs and recordings past their retention are
+    removed; each run leaves one audit event saying how many."""
+    return asdict(retention.apply())
+
+
 async def _expire() -> int:
     try:
         if await journal.pending():
@@ -48,6 +56,8 @@ async def _expire() -> int:
 def export_transcript_task(session_id: str) -> None:
     """Stores the session's transcript (JSON and plain text) in the default storage."""
     session = VoiceSession.objects.get(pk=session_id)
+    if not session.is_live:
+        transcripts.redact_call_arguments(session_id)
     as_json, as_text = transcripts.export(list(session.items.all()))
     session.transcript_json.save(f"{session_id}.json", ContentFile(as_json.encode()), save=False)
     session.transcript_text.save(f"{session_id}.txt", ContentFile(as_text.encode()), save=False)

@@ -18,6 +18,7 @@ from ops_app import metrics
 from sessions_app import costs, events
 from sessions_app.models import ConversationItem as Item
 from sessions_app.models import VoiceSession
+from voiceplatform import redaction
 from voiceplatform.errors import Conflict, ErrorCode
 
 _FINAL = Item.Status.COMPLETED
@@ -243,10 +244,26 @@ async def apply_events(
         found = changes_for(event)
         if found is None:
             continue
-        item = await _apply_item(session_id, *found, source=source)
+        item_id, fields = found
+        # Text is redacted as it is stored; a call's arguments once the session is over
+        # (redact_call_arguments): a holder taking over runs unanswered calls from them.
+        fields = redaction.redact_fields(fields)
+        item = await _apply_item(session_id, item_id, fields, source=source)
         if item is not None:
             changed += 1
             await events.publish(session_id, events.LiveEvent.TRANSCRIPT_ITEM, **_live_fields(item))
+    return changed
+
+
+def redact_call_arguments(session_id: str) -> int:
+    """Redacts the arguments of an ended session's function calls, as their text was
+    when stored; returns how many changed."""
+    changed = 0
+    calls = Item.objects.filter(session_id=session_id, kind=Item.Kind.FUNCTION_CALL)
+    for item in calls.exclude(arguments="").only("pk", "arguments"):
+        redacted = redaction.redact(item.arguments)
+        if redacted != item.arguments:
+            changed += Item.objects.filter(pk=item.pk).update(arguments=redacted)
     return changed
 
 

@@ -126,6 +126,13 @@ def test_a_misspelt_boolean_stops_the_start(tmp_path):
     assert "ImproperlyConfigured: SIDEBAND_ENABLED='ture' is not a boolean" in result.stderr
 
 
+def test_a_negative_retention_stops_the_start(tmp_path):
+    result = start(SETUP, {"RETENTION_RECORDING_DAYS": "-1"}, tmp_path)
+
+    assert result.returncode != 0
+    assert "RETENTION_RECORDING_DAYS=-1 is negative: use 0 to keep forever" in result.stderr
+
+
 # --- secrets from files -------------------------------------------------------------
 def test_it_reads_a_secret_from_the_file_named_by_its_file_variable(monkeypatch, tmp_path):
     monkeypatch.delenv("VP_TOKEN", raising=False)

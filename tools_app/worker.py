@@ -21,6 +21,7 @@ from tools_app import registry
 from tools_app.models import ToolExecution
 from tools_app.workspace import Workspace
 from voiceplatform.celery import app as celery_app
+from voiceplatform.redaction import redact
 
 log = structlog.get_logger(__name__)
 
@@ -88,12 +89,12 @@ def finish(
     original after a redelivery, the lost-run sweep) changes nothing."""
     now = timezone.now()
     cap = settings.TOOL_OUTPUT_MAX_BYTES
-    output = storable(output if len(output) <= cap else output[:cap] + "\n[output cut]")
+    output = redact(storable(output if len(output) <= cap else output[:cap] + "\n[output cut]"))
     started = execution.started_at or execution.created_at
     fields = {
         "status": ToolExecution.Status.SUCCEEDED if ok else ToolExecution.Status.FAILED,
         "output": output,
-        "error": storable(error[:2000]),
+        "error": redact(storable(error[:2000])),
         "finished_at": now,
         "duration_seconds": (now - started).total_seconds(),
         "updated_at": now,

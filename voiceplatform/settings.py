@@ -430,6 +430,32 @@ CLIENT_STATS_INTERVAL_SECONDS = env_int("CLIENT_STATS_INTERVAL_SECONDS", 10)
 REQUEST_MAX_BYTES = env_int("REQUEST_MAX_BYTES", 2_621_440)
 DATA_UPLOAD_MAX_MEMORY_SIZE = RECORDING_MAX_BYTES + 1024
 
+
+# --- retention and redaction ----------------------------------------------------
+# How many days after its session ended (or began, if it never ended) each kind of
+# data is kept; 0 keeps it forever. Transcripts: conversation items and the exported
+# files; tool outputs: output, error and arguments of tool runs (the run itself stays,
+# so counts and history hold); recordings: the audio file. Session rows stay.
+def _days(name: str, default: int) -> int:
+    days = env_int(name, default)
+    if days < 0:
+        raise ImproperlyConfigured(f"{name}={days} is negative: use 0 to keep forever.")
+    return days
+
+
+RETENTION_TRANSCRIPT_DAYS = _days("RETENTION_TRANSCRIPT_DAYS", 90)
+RETENTION_TOOL_OUTPUT_DAYS = _days("RETENTION_TOOL_OUTPUT_DAYS", 30)
+RETENTION_RECORDING_DAYS = _days("RETENTION_RECORDING_DAYS", 30)
+RETENTION_SWEEP_SECONDS = env_float("RETENTION_SWEEP_SECONDS", 3600.0)
+RETENTION_BATCH_SIZE = max(1, env_int("RETENTION_BATCH_SIZE", 500))
+# Redaction when transcripts and tool outputs are stored (voiceplatform.redaction).
+# Secrets (API keys, tokens, passwords, private keys, card numbers) are on: nobody
+# reading a transcript needs them, and a stored card number is a PCI DSS liability.
+# Personal data (e-mail addresses, phone numbers) is off: callers often give them so
+# that support can use them, and redaction at write time cannot be undone.
+REDACT_SECRETS = env_bool("REDACT_SECRETS", True)
+REDACT_PII = env_bool("REDACT_PII", False)
+
 # --- realtime upstream ------------------------------------------------------------
 # With no key, the built-in simulator (mounted at /simulator) is the upstream, except
 # in production: its key and webhook secret are published defaults, so a mounted
@@ -620,6 +646,10 @@ CELERY_BEAT_SCHEDULE = {
     "remove-expired-workspaces": {
         "task": "tools_app.tasks.remove_expired_workspaces_task",
         "schedule": 600.0,
+    },
+    "apply-retention": {
+        "task": "sessions_app.tasks.apply_retention_task",
+        "schedule": RETENTION_SWEEP_SECONDS,
     },
 }
 

@@ -402,3 +402,18 @@ async def test_output_with_nul_bytes_is_stored_and_returned(api, make_live_sessi
     response = await call(api, session, "bash", "nul", {"command": "printf 'a\\0b'"})
 
     assert response.json()["output"] == "a\ufffdb"
+
+
+async def test_secrets_in_a_tools_output_are_redacted_before_they_are_stored(
+    api, make_live_session, settings
+):
+    settings.REDACT_SECRETS = True
+    session = await make_live_session()
+    command = {"command": "echo OPENAI_API_KEY=sk-proj-0123456789abcdefghijKLMN; echo done"}
+
+    response = await call(api, session, "bash", "call_env", command)
+
+    assert response.json()["output"] == "OPENAI_API_KEY=[redacted:api_key]\ndone\n"
+    execution = await ToolExecution.objects.aget(call_id="call_env")
+    assert "sk-proj" not in execution.output
+    assert execution.arguments == command  # as called: a retried call must still match
