@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db import transaction
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
+from sessions_app import export
 from sessions_app.models import ApiKey, ConversationItem, VoiceSession, WebhookEvent
 from tools_app.admin import ToolExecutionInline
 from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
@@ -43,6 +44,7 @@ class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
     readonly_fields = ("transcript_files",)
     exclude = ("transcript_json", "transcript_text", "recording")
     list_select_related = ("user", "api_key")
+    actions = ["export_jsonl", "export_csv"]
 
     def get_search_results(self, request, queryset, search_term):
         queryset, _ = super().get_search_results(request, queryset, search_term)
@@ -64,6 +66,15 @@ class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
             format_html_join(" · ", "{}", ((link,) for link in links))
             or "— (written when the session ends)"
         )
+
+    # "view": the admin is read-only, and support staff who may read sessions export them.
+    @admin.action(description="Export selected as JSON Lines", permissions=["view"])
+    def export_jsonl(self, request, queryset) -> StreamingHttpResponse:
+        return export.download(request, queryset, "jsonl")
+
+    @admin.action(description="Export selected as CSV", permissions=["view"])
+    def export_csv(self, request, queryset) -> StreamingHttpResponse:
+        return export.download(request, queryset, "csv")
 
 
 @admin.register(ApiKey)
