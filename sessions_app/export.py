@@ -12,14 +12,17 @@ from __future__ import annotations
 import datetime
 import heapq
 import json
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
 from django.core.handlers.asgi import ASGIRequest
 from django.db import models
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
@@ -102,13 +105,8 @@ def session_fields() -> list[models.Field]:
 def jsonl_chunks(queryset: QuerySet[VoiceSession]) -> Generator[bytes, None, None]:
     """One JSON object a line per session: its fields, the caller, `items` (the
     transcript in order) and `tool_calls`."""
-    fields = session_fields()
-    for session in _sessions(queryset):
-        record = {
-            **_metadata(session, fields),
-            "items": [_values(item, ITEM_FIELDS) for item in session.items.all()],
-            "tool_calls": [_values(run, TOOL_CALL_FIELDS) for run in session.tool_executions.all()],
-        }
+    for session, items, tool_calls in _sessions(queryset):
+        record = {**session, "items": items, "tool_calls": tool_calls}
         yield (json.dumps(record, ensure_ascii=False, default=_json_value) + "\n").encode()
 
 
@@ -117,18 +115,20 @@ def csv_chunks(queryset: QuerySet[VoiceSession]) -> Generator[bytes, None, None]
     columns (session_*), so a spreadsheet can filter and sort them; a session with
     neither has one row of its own. Starts with a byte order mark, by which Excel knows
     the file is UTF-8."""
-    fields = [field for field in session_fields() if field.name not in CSV_LEFT_OUT]
-    keys = [field.attname for field in fields] + [*CALLER_KEYS, "tool_names"]
+    keys = [f.attname for f in session_fields() if f.name not in CSV_LEFT_OUT]
+    keys += [*CALLER_KEYS, "tool_names"]
     writer = row_writer()
     header = [f"session_{key}" for key in keys] + list(CSV_ENTRY_COLUMNS)
     yield ("\ufeff" + writer.writerow(header)).encode()
-    for session in _sessions(queryset):
-        metadata = _metadata(session, fields)
-        metadata["tool_names"] = " ".join(tool.get("name", "") for tool in session.tools)
-        columns = [_csv_value(metadata[key]) for key in keys]
+    for session, items, tool_calls in _sessions(queryset):
+        tools = session["tools"] if isinstance(session["tools"], list) else []
+        session["tool_names"] = " ".join(
+            str(tool.get("name", "")) for tool in tools if isinstance(tool, dict)
+        )
+        columns = [_csv_value(session[key]) for key in keys]
         rows = [
             columns + [_csv_value(entry.get(column)) for column in CSV_ENTRY_COLUMNS]
-            for entry in _entries(session)
+            for entry in _entries(items, tool_calls)
         ]
         rows = rows or [columns + [""] * len(CSV_ENTRY_COLUMNS)]
         yield "".join(writer.writerow(row) for row in rows).encode()
@@ -182,49 +182,61 @@ def _audit(request: HttpRequest, queryset: QuerySet[VoiceSession], format_name: 
     )
 
 
-def _sessions(queryset: QuerySet[VoiceSession]) -> Iterator[VoiceSession]:
+Row = dict[str, Any]
+
+
+def _sessions(queryset: QuerySet[VoiceSession]) -> Iterator[tuple[Row, list[Row], list[Row]]]:
+    """Each selected session, oldest first, as (its fields and caller, its items in
+    order, its tool calls in order). Sessions are read CHUNK_SIZE at a time from a
+    server-side cursor, each chunk's items and tool calls with one query each; plain
+    rows, not model instances, as there are many of them."""
+    fields = [field.attname for field in session_fields()]
+    username = f"user__{get_user_model().USERNAME_FIELD}"
     # Only which sessions the admin selected is taken from its queryset; whatever the
     # list added to show them (annotations, joins for search, distinct) is left behind.
-    return (
+    rows = (
         VoiceSession.objects.filter(pk__in=queryset.values("pk"))
         .order_by("created_at", "pk")
-        .select_related("user", "api_key")
-        .prefetch_related(
-            Prefetch("items", queryset=ConversationItem.objects.order_by("created_at", "id")),
-            Prefetch(
-                "tool_executions", queryset=ToolExecution.objects.order_by("created_at", "id")
-            ),
-        )
+        .values(*fields, username, "api_key__name")
         .iterator(chunk_size=CHUNK_SIZE)
     )
+    while chunk := list(islice(rows, CHUNK_SIZE)):
+        ids = [row["id"] for row in chunk]
+        items = _by_session(ConversationItem, ids, ITEM_FIELDS)
+        tool_calls = _by_session(ToolExecution, ids, TOOL_CALL_FIELDS)
+        for row in chunk:
+            user, key_name = row.pop(username), row.pop("api_key__name")
+            row["user"], row["api_key_name"] = user, key_name
+            if user is not None:
+                row["caller"] = f"user {user}"
+            elif key_name is not None:
+                row["caller"] = f"API key {key_name}"
+            else:
+                row["caller"] = f"anonymous {row['client_ip'] or ''}".strip()
+            yield row, items.pop(row["id"], []), tool_calls.pop(row["id"], [])
 
 
-def _metadata(session: VoiceSession, fields: list[models.Field]) -> dict[str, Any]:
-    data = {field.attname: field.value_from_object(session) for field in fields}
-    user, key = session.user, session.api_key
-    data["user"] = user.get_username() if user else None
-    data["api_key_name"] = key.name if key else None
-    if user:
-        data["caller"] = f"user {user.get_username()}"
-    elif key:
-        data["caller"] = f"API key {key.name}"
-    else:
-        data["caller"] = f"anonymous {session.client_ip or ''}".strip()
-    return data
-
-
-def _values(obj: models.Model, names: tuple[str, ...]) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in names}
-
-
-def _entries(session: VoiceSession) -> Iterator[dict[str, Any]]:
-    """The session's items and tool calls merged by time (an item first on a tie)."""
-    items = ({**_values(item, ITEM_FIELDS), "entry": "item"} for item in session.items.all())
-    runs = (
-        {**_values(run, TOOL_CALL_FIELDS), "entry": "tool_call", "name": run.tool}
-        for run in session.tool_executions.all()
+def _by_session(
+    model: type[models.Model], ids: list[str], names: tuple[str, ...]
+) -> dict[str, list[Row]]:
+    grouped: dict[str, list[Row]] = defaultdict(list)
+    rows = (
+        model._default_manager.filter(session_id__in=ids)
+        .order_by("created_at", "id")
+        .values_list("session_id", *names)
     )
-    return heapq.merge(items, runs, key=lambda entry: entry["created_at"])
+    for session_id, *values in rows:
+        grouped[session_id].append(dict(zip(names, values, strict=True)))
+    return grouped
+
+
+def _entries(items: list[Row], tool_calls: list[Row]) -> Iterator[Row]:
+    """A session's items and tool calls merged by time (an item first on a tie)."""
+    return heapq.merge(
+        ({**item, "entry": "item"} for item in items),
+        ({**run, "entry": "tool_call", "name": run["tool"]} for run in tool_calls),
+        key=lambda entry: entry["created_at"],
+    )
 
 
 def _json_value(value: Any) -> Any:

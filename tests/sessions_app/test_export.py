@@ -182,22 +182,24 @@ async def test_odd_text_survives_the_csv_and_formulas_are_defused(
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_select_all_exports_every_session_the_filters_match_as_it_is_read(
+async def test_select_all_exports_every_session_the_search_finds_as_it_is_read(
     staff_client, make_session, make_item
 ):
-    ended = [await a_conversation(make_session, make_item) for _ in range(3)]
-    active = await make_session(status="active")
+    found = [await a_conversation(make_session, make_item) for _ in range(3)]
+    other = await make_session(status="ended")
+    await make_item(session=other, text="rain all day")
 
     response = await run_action(
-        staff_client, "export_jsonl", ended[:1], "?status__exact=ended", select_across="1"
+        staff_client, "export_jsonl", found[:1], "?q=sunny", select_across="1"
     )
     later = await make_session(status="ended")  # after the action answered, before reading
+    await make_item(session=later, text="sunny later")
     records = jsonl_records(await body_of(response))
 
     assert isinstance(response, StreamingHttpResponse) and response.is_async
     ids = [record["id"] for record in records]
-    assert sorted(ids) == sorted([s.pk for s in ended] + [later.pk])
-    assert active.pk not in ids
+    assert sorted(ids) == sorted([s.pk for s in found] + [later.pk])  # each once
+    assert other.pk not in ids
     assert all(len(r["items"]) == 4 for r in records if r["id"] != later.pk)
 
 
