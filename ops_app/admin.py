@@ -4,7 +4,6 @@ and the admins of Django's users and groups and of axes' lockouts, audited like 
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import AsyncIterator
 
@@ -23,6 +22,7 @@ from django.utils import timezone
 
 from ops_app.models import AuditEvent, OpsState
 from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
+from voiceplatform.spreadsheet import cell, row_writer
 
 CSV_COLUMNS = (
     "created_at",
@@ -34,9 +34,6 @@ CSV_COLUMNS = (
     "request_id",
     "details",
 )
-# A cell starting with one of these is a formula to a spreadsheet, and failed logins
-# put whatever a stranger typed as a username into the log.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @admin.register(AuditEvent)
@@ -113,30 +110,19 @@ def csv_response(queryset: QuerySet) -> StreamingHttpResponse:
     return response
 
 
-class _Line:
-    """What csv.writer writes to: it hands each line back instead of storing it."""
-
-    def write(self, line: str) -> str:
-        return line
-
-
 async def _csv_lines(queryset: QuerySet) -> AsyncIterator[str]:
-    writer = csv.writer(_Line())
+    writer = row_writer()
     yield writer.writerow(CSV_COLUMNS)
     async for event in queryset.order_by("created_at", "id").aiterator(chunk_size=1000):
         yield writer.writerow(
             [
                 event.created_at.isoformat(),
-                _cell(event.actor_name),
+                cell(event.actor_name),
                 event.actor_id or "",
                 event.action,
-                _cell(event.target),
+                cell(event.target),
                 event.ip or "",
-                _cell(event.request_id),
-                _cell(json.dumps(event.details, ensure_ascii=False, sort_keys=True)),
+                cell(event.request_id),
+                cell(json.dumps(event.details, ensure_ascii=False, sort_keys=True)),
             ]
         )
-
-
-def _cell(text: str) -> str:
-    return f"'{text}" if text.startswith(FORMULA_STARTS) else text

@@ -72,6 +72,7 @@ class AuditEvent(models.Model):
         RATE_LIMITED = "rate_limited"
         RETENTION_RUN = "retention_run"
         CHECKLIST_RECHECKED = "checklist_rechecked"
+        EXPORT = "export"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # No database constraint: deleting a user must not touch (and so be refused on)

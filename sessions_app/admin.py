@@ -11,14 +11,14 @@ from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.db import transaction
 from django.db.models import Sum
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
-from sessions_app import history, search
+from sessions_app import export, history, search
 from sessions_app.models import ApiKey, VoiceSession, WebhookEvent
 from tools_app import registry
 from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
@@ -124,6 +124,7 @@ class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
     fields = ("id",)
     change_form_template = "admin/sessions_app/voicesession/conversation.html"
     change_list_template = "admin/sessions_app/voicesession/change_list.html"
+    actions = ["export_jsonl", "export_csv"]
 
     def get_queryset(self, request):
         return history.with_counts(super().get_queryset(request))
@@ -240,6 +241,15 @@ class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
             format_html_join(" · ", "{}", ((link,) for link in links))
             or "— (written when the session ends)"
         )
+
+    # "view": the admin is read-only, and support staff who may read sessions export them.
+    @admin.action(description="Export selected as JSON Lines", permissions=["view"])
+    def export_jsonl(self, request, queryset) -> StreamingHttpResponse:
+        return export.download(request, queryset, "jsonl")
+
+    @admin.action(description="Export selected as CSV", permissions=["view"])
+    def export_csv(self, request, queryset) -> StreamingHttpResponse:
+        return export.download(request, queryset, "csv")
 
 
 @admin.register(ApiKey)

@@ -1,5 +1,5 @@
-"""Tool runs for support staff: read-only, by tool and status (and inline on the
-session page, which sessions_app.admin composes)."""
+"""Tool runs for support staff: read-only, by tool and status (the session page shows
+them in place in its conversation: sessions_app.history)."""
 
 from __future__ import annotations
 
@@ -24,24 +24,6 @@ class ToolExecutionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ("tool", "status", "origin", "created_at")
     search_fields = ("call_id", "session__id")
     list_select_related = ("session",)
-
-
-class ToolExecutionInline(ReadOnlyMixin, admin.TabularInline):
-    model = ToolExecution
-    fields = (
-        "created_at",
-        "tool",
-        "call_id",
-        "arguments",
-        "status",
-        "output",
-        "error",
-        "duration_seconds",
-        "worker",
-    )
-    readonly_fields = fields
-    ordering = ("created_at", "id")
-    extra = 0
 
 
 @admin.register(ToolGrant)
