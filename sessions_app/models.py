@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -183,7 +184,11 @@ class VoiceSession(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "expires_at"])]
+        indexes = [
+            models.Index(fields=["status", "expires_at"]),
+            # When a session was over, as retention measures it (sessions_app.retention).
+            models.Index(Coalesce("ended_at", "created_at"), name="session_over_at"),
+        ]
 
     def __str__(self) -> str:
         return self.id
