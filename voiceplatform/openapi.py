@@ -213,6 +213,12 @@ def _answer_schemas() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {"session_id": string, "bytes": {"type": "integer", "minimum": 1}},
         },
+        "WebhookEvent": {
+            "type": "object",
+            "description": "A realtime event, e.g. realtime.call.incoming.",
+            "required": ["type"],
+            "properties": {"type": string, "data": {"type": "object"}},
+        },
         "WebhookReceived": {
             "type": "object",
             "required": ["status", "outcome"],
@@ -451,7 +457,7 @@ def _paths() -> dict[str, Any]:
                 ],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
+                    "content": {"application/json": {"schema": _ref("WebhookEvent")}},
                 },
                 "responses": {
                     "200": _json(
