@@ -18,7 +18,6 @@ import time
 
 import httpx
 import pytest
-import requests
 import schemathesis
 from django.conf import settings as django_settings
 from django.core.management import call_command
@@ -152,7 +151,7 @@ def _as_the_session(case, session: dict) -> None:
             case.body = {**case.body, "arguments": {"pattern": call_id}}
 
 
-def _signed_webhook(case, live_api: str) -> requests.Response:
+def _signed_webhook(case, live_api: str) -> httpx.Response:
     """The generated event, signed as the simulator signs webhooks."""
     body = json.dumps(case.body)
     headers = sign_webhook(
@@ -161,7 +160,7 @@ def _signed_webhook(case, live_api: str) -> requests.Response:
         int(time.time()),
         body,
     )
-    return requests.post(f"{live_api}/webhook/openai", data=body, headers=headers, timeout=30)
+    return httpx.post(f"{live_api}/webhook/openai", content=body, headers=headers, timeout=30)
 
 
 @pytest.mark.parametrize(("operation", "mode"), RUNS)
