@@ -14,6 +14,7 @@ import schemathesis
 from django.urls import URLResolver, get_resolver
 from jsonschema import Draft202012Validator
 
+from ops_app import actions as ops_actions
 from sessions_app.probe import offering_peer
 from sessions_app.simulator import sign_webhook
 from voiceplatform import openapi
@@ -218,3 +219,25 @@ async def test_real_answers_good_and_bad_match_the_document(http, simulator, set
         ("POST", "/webhook/{provider}", 200),
     }
     assert {s for _, _, s in conform.seen} >= {400, 401, 403, 404, 405, 409, 415}
+
+
+async def test_refusals_for_upstream_failures_maintenance_and_limits_match_the_document(
+    http, simulator, settings
+):
+    settings.OPENAI_MAX_RETRIES = 0
+    conform = Conformance()
+
+    simulator.fault("error", status=500)
+    conform.check("POST", "/session", await http.post("/session", json={}))
+    simulator.fault("rate_limit", retry_after_ms=1500)
+    conform.check("POST", "/session", await http.post("/session", json={}))
+    simulator.fault("off")
+    await ops_actions.maintenance_on(actor="test", message="Back soon")
+    conform.check("POST", "/session", await http.post("/session", json={}))
+    conform.check("GET", "/health", await http.get("/health"))
+    await ops_actions.maintenance_off(actor="test")
+    settings.SESSION_RATE_LIMIT_PER_IP = 1
+    await http.post("/session", json={})
+    conform.check("POST", "/session", await http.post("/session", json={}))
+
+    assert {s for _, _, s in conform.seen} >= {429, 502, 503}
