@@ -28,8 +28,20 @@ class SessionBody(Body):
         return value
 
 
+# What _typed checks, said in the body's JSON schema too (GET /api/openapi.json).
+REALTIME_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": {"type": "string"}},
+    "additionalProperties": True,
+}
+
+
 class EventsBody(Body):
-    events: Annotated[list[dict[str, Any]], Field(max_length=MAX_EVENTS_PER_POST)]
+    events: Annotated[
+        list[dict[str, Any]],
+        Field(max_length=MAX_EVENTS_PER_POST, json_schema_extra={"items": REALTIME_EVENT_SCHEMA}),
+    ]
 
     @field_validator("events")
     @classmethod

@@ -6,12 +6,18 @@ characters only and can travel as a WebSocket subprotocol, `bearer.<token>`.
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.core import signing
 
 from voiceplatform.errors import ErrorCode, Unauthorized
 
 _SALT = "voiceplatform.session-token"
+# What an issued token is made of (URL-safe base64 and the separators), with room to
+# spare in length: anything else is refused before it is hashed. A token may come from a
+# WebSocket message, whose JSON can carry characters no header could.
+_SHAPE = re.compile(r"[A-Za-z0-9_\-.:]{1,1024}")
 
 
 def _signer(token: str = "") -> signing.TimestampSigner:
@@ -31,6 +37,8 @@ def session_id_from(token: str) -> str:
         raise Unauthorized(
             "Send Authorization: Bearer <session_token>.", code=ErrorCode.MISSING_TOKEN
         )
+    if not _SHAPE.fullmatch(token):
+        raise Unauthorized("The session token is not valid.", code=ErrorCode.INVALID_TOKEN)
     try:
         data = _signer(token).unsign_object(token, max_age=settings.SESSION_MAX_SECONDS)
     except signing.SignatureExpired:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from sessions_app import actions, callers, webhooks
+from sessions_app import actions, callers, offers, webhooks
 from sessions_app.bodies import EventsBody, SessionBody
 from sessions_app.models import VoiceSession
 from voiceplatform.api import api_view, client_ip, parse_body, read_body
@@ -50,16 +50,7 @@ async def _live_session(request: HttpRequest, session_id: str | None = None) -> 
 async def sdp(request: HttpRequest) -> HttpResponse:
     offer = read_body(request, max_bytes=settings.SDP_MAX_BYTES, content_types=("application/sdp",))
     session = await _live_session(request)
-    try:
-        text = offer.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("The SDP offer is not UTF-8 text.", code=ErrorCode.INVALID_SDP) from None
-    text = text.replace("\r\n", "\n").replace("\n", "\r\n")
-    if not text.startswith("v=0") or "\r\nm=" not in text:
-        raise BadRequest(
-            "The body is not an SDP offer (v=0 ... m=...).", code=ErrorCode.INVALID_SDP
-        )
-    answer = await actions.connect_call(session, text)
+    answer = await actions.connect_call(session, offers.offer_text(offer))
     response = HttpResponse(answer, status=201, content_type="application/sdp")
     response["X-Call-Id"] = session.call_id
     return response

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+
 import structlog
 from django.conf import settings
 from django.db import IntegrityError
@@ -17,12 +21,51 @@ from voiceplatform.errors import BadRequest, ErrorCode
 log = structlog.get_logger(__name__)
 
 
+# Unix seconds as a sender writes them: plain digits, no sign, point or leading zero.
+_TIMESTAMP = re.compile(r"[1-9][0-9]{0,11}")
+_SIGNATURE_BYTES = 32  # HMAC-SHA256
+
+
+def signed_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The Standard Webhooks headers in the one form a signer writes them, or 400.
+
+    webhook-signature keeps only its well-formed `v1,<base64>` entries (others, such as
+    a future version, are skipped rather than spoiling the valid one next to them), and
+    base64 only as written (no stray characters or padding the decoder would drop), so
+    a header that verifies cannot be altered and still verify."""
+    webhook_id = headers.get("webhook-id", "")
+    timestamp = headers.get("webhook-timestamp", "")
+    signatures = [
+        entry for entry in headers.get("webhook-signature", "").split() if _is_v1_signature(entry)
+    ]
+    if not webhook_id or not _TIMESTAMP.fullmatch(timestamp) or not signatures:
+        raise BadRequest("The webhook signature is not valid.", code=ErrorCode.INVALID_SIGNATURE)
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": " ".join(signatures),
+    }
+
+
+def _is_v1_signature(entry: str) -> bool:
+    version, _, encoded = entry.partition(",")
+    if version != "v1":
+        return False
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) == _SIGNATURE_BYTES and base64.b64encode(raw).decode() == encoded
+
+
 def verify(body: bytes, headers: dict[str, str]) -> dict:
     """The event, if any configured secret signed it within the last 300 s (several
-    secrets during rotation, several signatures per header); otherwise 400."""
+    secrets during rotation, several signatures per header); otherwise 400. headers are
+    the request's, names in lower case."""
+    signed = signed_headers(headers)
     for secret in settings.OPENAI_WEBHOOK_SECRETS:
         try:
-            Webhook(secret).verify(body, headers, json_parse=False)
+            Webhook(secret).verify(body, signed, json_parse=False)
         except (WebhookVerificationError, ValueError, TypeError):
             continue
         event = parse_json(body)

@@ -11,5 +11,6 @@ from voiceplatform.api import Body
 
 class ToolCallBody(Body):
     call_id: Annotated[str, Field(min_length=1, max_length=80)]
-    # Checked against the tool's own JSON schema, which says more than a type could.
-    arguments: Any
+    # Checked against the tool's own JSON schema, which says more than a type could (an
+    # object, as the document says).
+    arguments: Annotated[Any, Field(json_schema_extra={"type": "object"})]

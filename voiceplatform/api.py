@@ -37,6 +37,7 @@ def api_view(*methods: str) -> Callable:
                 )
             return await view(request, *args, **kwargs)
 
+        wrapper.api_methods = methods  # what GET /api/openapi.json must document
         return csrf_exempt(wrapper)
 
     return decorate

@@ -9,6 +9,7 @@ from django.urls import include, path, re_path
 
 from ops_app import exporter, probes
 from sessions_app import media
+from voiceplatform import views
 
 # The admin's pages are wide tables and timelines: the breadcrumbs and the index lead
 # everywhere the side bar would, without taking a quarter of a laptop's screen.
@@ -24,6 +25,7 @@ urlpatterns = [
     path("health", probes.overall, name="health"),
     path("health/live", probes.live, name="health-live"),
     path("health/ready", probes.ready, name="health-ready"),
+    path("api/openapi.json", views.openapi_document, name="openapi"),
 ]
 
 if not settings.AWS_STORAGE_BUCKET_NAME:

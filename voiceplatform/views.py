@@ -1,10 +1,23 @@
-"""Project-wide JSON handlers."""
+"""Project-wide JSON handlers, and the API's own description."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.cache import patch_cache_control
 
+from voiceplatform import openapi
+from voiceplatform.api import api_view
 from voiceplatform.errors import ErrorCode, error_response
+
+OPENAPI_MAX_AGE_SECONDS = 3600
+
+
+@api_view("GET")
+async def openapi_document(request: HttpRequest) -> HttpResponse:
+    """GET /api/openapi.json: public, the same for everyone, so caches may keep it."""
+    response = HttpResponse(openapi.document_bytes(), content_type="application/json")
+    patch_cache_control(response, public=True, max_age=OPENAPI_MAX_AGE_SECONDS)
+    return response
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

@@ -112,6 +112,7 @@ async def test_it_refuses_a_forged_or_foreign_token(live_session, token):
         {"type": "auth"},
         {"type": "hello", "token": "x"},
         "not json",
+        '{"type": "auth", "token": "\\ud800.x.y"}',  # a lone surrogate: no str of a header
     ],
 )
 async def test_it_closes_a_socket_whose_first_message_is_no_valid_token(live_session, first):
