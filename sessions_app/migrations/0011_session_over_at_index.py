@@ -6,15 +6,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('sessions_app', '0010_support_group'),
+        ("sessions_app", "0010_support_group"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='voicesession',
-            index=models.Index(django.db.models.functions.comparison.Coalesce('ended_at', 'created_at'), name='session_over_at'),
+            model_name="voicesession",
+            index=models.Index(
+                django.db.models.functions.comparison.Coalesce("ended_at", "created_at"),
+                name="session_over_at",
+            ),
         ),
     ]
