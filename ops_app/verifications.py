@@ -394,6 +394,12 @@ def _settings_findings() -> list[str]:
 
 
 def _unapplied_migrations() -> list[str]:
-    executor = MigrationExecutor(connection)
-    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    return [f"{migration.app_label}.{migration.name}" for migration, _ in plan]
+    """Every migration the code has that the database has not recorded, in order; also
+    one below a later migration that is applied (the executor's plan would skip it)."""
+    loader = MigrationExecutor(connection).loader
+    pending: dict[tuple[str, str], None] = {}
+    for leaf in loader.graph.leaf_nodes():
+        for node in loader.graph.forwards_plan(leaf):
+            if node not in loader.applied_migrations:
+                pending[node] = None
+    return [f"{app}.{name}" for app, name in pending]
