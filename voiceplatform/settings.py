@@ -238,7 +238,7 @@ if DATABASE_URL and DATABASES["default"]["ENGINE"].endswith("postgresql"):
         DATABASES["default"]["OPTIONS"]["pool"] = {
             "min_size": env_int("DB_POOL_MIN_SIZE", 1),
             "max_size": env_int("DB_POOL_MAX_SIZE", 10),
-            "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 10.0),
+            "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 2.0),
         }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
