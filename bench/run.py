@@ -613,15 +613,27 @@ async def tool_dispatch(env: dict, logs: Path, plan: Plan, log) -> dict:
     results: dict = {"inprocess": summary(inprocess), "celery": {}}
     counter = {"n": 0}
 
+    stages: dict[str, list[float]] = {"submit": [], "pickup": [], "run": [], "back": []}
+
     async def one_call() -> float:
         counter["n"] += 1
         call = ToolCall(session, "read_file", f"bench_{os.getpid()}_{counter['n']}", arguments)
         started = time.perf_counter()
         execution, _ = await actions.submit(call, origin="client")
+        submitted = time.perf_counter()
         execution = await actions.wait_for(execution, 30)
+        done = time.perf_counter()
         if execution.status != "succeeded":
             raise RuntimeError(f"tool call failed: {execution.error}")
-        return (time.perf_counter() - started) * 1000
+        # Where the time went: the row's own clock (this machine) for the worker's part.
+        now = datetime.now(tz=UTC)
+        stages["submit"].append((submitted - started) * 1000)
+        stages["pickup"].append(
+            (execution.started_at - execution.created_at).total_seconds() * 1000
+        )
+        stages["run"].append((execution.finished_at - execution.started_at).total_seconds() * 1000)
+        stages["back"].append((now - execution.finished_at).total_seconds() * 1000)
+        return (done - started) * 1000
 
     await sync_to_async(app.control.purge)()
     for workers in plan.tool_workers:
@@ -634,7 +646,10 @@ async def tool_dispatch(env: dict, logs: Path, plan: Plan, log) -> dict:
                     break
             for _ in range(5):  # warm the pool's connections
                 await one_call()
+            for values in stages.values():
+                values.clear()
             timings = [await one_call() for _ in range(plan.tool_rounds)]
+            breakdown = {name: round(pct(values, 0.5), 2) for name, values in stages.items()}
             started = time.perf_counter()
             calls = 0
 
@@ -650,7 +665,11 @@ async def tool_dispatch(env: dict, logs: Path, plan: Plan, log) -> dict:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
-        results["celery"][workers] = {**summary(timings), "calls_per_s": round(rate, 1)}
+        results["celery"][workers] = {
+            **summary(timings),
+            "calls_per_s": round(rate, 1),
+            "p50_stages_ms": breakdown,
+        }
         log(f"  tools through Celery with {workers} worker process(es): done")
     return results
 
@@ -778,6 +797,9 @@ def report(results: dict, lat: dict, plan: Plan, out) -> None:
     for workers, t in tools["celery"].items():
         label = f"celery+redis, {workers} worker(s)"
         out(f"{label:<28}{t['p50']:>9.2f}{t['p95']:>8.2f}{t['p99']:>8.2f}{t['calls_per_s']:>9.1f}")
+        if "p50_stages_ms" in t:
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in t["p50_stages_ms"].items())
+            out(f"{'':<28}p50 by stage (ms): {stages}")
     w = results["webhooks"]
     out("\n== webhook ingest (ours-pg, 20 senders, 1 in 5 a redelivery) ==")
     out(f"{w['per_s']:.0f} verified events/s, {w['cpu_ms_per_event']} ms CPU each; {w['outcomes']}")
