@@ -237,7 +237,7 @@ if DATABASE_URL and DATABASES["default"]["ENGINE"].endswith("postgresql"):
     if env_bool("DB_POOL", True) and not DATABASES["default"].get("CONN_MAX_AGE"):
         DATABASES["default"]["OPTIONS"]["pool"] = {
             "min_size": env_int("DB_POOL_MIN_SIZE", 1),
-            "max_size": env_int("DB_POOL_MAX_SIZE", 40),
+            "max_size": env_int("DB_POOL_MAX_SIZE", 64),
             "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 2.0),
         }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
