@@ -10,4 +10,4 @@ lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
 bench:
-	.venv/bin/python scripts/bench_latency.py
+	.venv/bin/python bench/run.py

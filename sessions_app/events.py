@@ -6,8 +6,9 @@ from __future__ import annotations
 from enum import StrEnum
 
 import structlog
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+
+from voiceplatform import syncloop
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +89,6 @@ async def _send(group: str, message: dict, **context) -> None:
         log.warning("live_event_not_sent", error=f"{type(exc).__name__}: {exc}"[:200], **context)
 
 
-# For worker code, which is synchronous.
-publish_from_sync = async_to_sync(publish)
-wake_execution_waiters_from_sync = async_to_sync(wake_execution_waiters)
+# For worker code, which is synchronous (a kept loop per worker thread, see syncloop).
+publish_from_sync = syncloop.from_sync(publish)
+wake_execution_waiters_from_sync = syncloop.from_sync(wake_execution_waiters)

@@ -3,7 +3,7 @@ JSON Lines (one session a line) or CSV (one row per transcript entry or tool cal
 
 Both are generators of encoded chunks that read sessions a chunk at a time, each chunk
 with its items and tool calls, so an export holds one chunk in memory however many
-sessions it covers (scripts/bench_export_memory.py measures it). The per-session
+sessions it covers (bench/export_memory.py measures it). The per-session
 transcript files (transcripts.py) are separate and stay as they are.
 """
 

@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import zlib
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
@@ -117,10 +119,25 @@ async def hand_over() -> int:
     return count
 
 
+# The database work of held calls runs on a few threads they share (a thread and a
+# connection per call would not hold a thousand calls), never on a request's thread.
+_db_threads: list[ThreadPoolExecutor] = []
+
+
+def _db_thread(session_id: str) -> ThreadPoolExecutor:
+    if not _db_threads:
+        _db_threads.extend(
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sideband-db")
+            for _ in range(max(1, settings.SIDEBAND_DB_THREADS))
+        )
+    return _db_threads[zlib.crc32(session_id.encode()) % len(_db_threads)]
+
+
 async def _own_context(session_id: str, call_id: str, handlers: Handlers) -> None:
-    """Holds the call with database work on a thread of its own, and closes that
-    thread's connection at the end (it outlives the request that started it)."""
-    async with ThreadSensitiveContext():
+    """Holds the call with database work on a sideband thread, not the thread of the
+    request that started it (it outlives that request), and closes that thread's
+    connection at the end (back to the pool; the next call there takes another)."""
+    async with ThreadSensitiveContext(executor=_db_thread(session_id)):
         try:
             await _hold(session_id, call_id, handlers)
         finally:

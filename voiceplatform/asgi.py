@@ -11,7 +11,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from voiceplatform import daphne_limits, periodic, startup  # noqa: E402
+from voiceplatform import daphne_limits, gctuning, periodic, startup  # noqa: E402
 from voiceplatform.body_limits import BodySizeLimit  # noqa: E402
 from voiceplatform.lifecycle import StartsOnFirstCall  # noqa: E402
 from voiceplatform.routing import websocket_router  # noqa: E402
@@ -25,3 +25,4 @@ application = StartsOnFirstCall(
 daphne_limits.install()
 startup.log_backends()
 periodic.start_in_process()
+gctuning.tune_after_startup()

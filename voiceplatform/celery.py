@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
 
@@ -43,6 +43,15 @@ def serve_worker_metrics(**kwargs) -> None:
     # Every interface by default: Prometheus scrapes workers by pod IP.
     address = os.environ.get("WORKER_METRICS_ADDR", "0.0.0.0")  # noqa: S104
     start_http_server(port, addr=address, registry=registry)
+
+
+@worker_process_init.connect
+def keep_an_event_loop(**kwargs) -> None:
+    # Live events and tool results go out over the channel layer from sync task code:
+    # on a loop the process keeps, with its Redis connections, not a new one each time.
+    from voiceplatform import syncloop
+
+    syncloop.enable()
 
 
 @worker_process_shutdown.connect

@@ -65,12 +65,13 @@ async def _drain(pod: str, timeout: float) -> tuple[dict[str, str], dict[str, st
     the start, holders at the end, seconds taken)."""
     started = time.monotonic()
     deadline = started + timeout
-    drain.start()
 
     def ours(holders: dict[str, str | None]) -> dict[str, str]:
         return {s: h for s, h in holders.items() if h is not None and leases.pod_of(h) == pod}
 
+    # Read before the pod hears of the drain: a fast pod may hand over at once.
     held = ours(await sideband.lease_holders())
+    drain.start()
     now: dict[str, str | None] = dict(held)
     while time.monotonic() < deadline:
         now = await leases.holders(list(held))

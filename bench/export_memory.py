@@ -10,7 +10,7 @@ streaming response is given a plain iterator.
 Needs PostgreSQL (DATABASE_URL, by default a database of its own, vp_bench_export, made
 if missing; its sessions are replaced on each run).
 
-    .venv/bin/python scripts/bench_export_memory.py [--sizes 1000 10000] [--items 10]
+    .venv/bin/python bench/export_memory.py [--sizes 1000 10000] [--items 10]
 """
 
 from __future__ import annotations

@@ -1,0 +1,90 @@
+"""The benchmark harness keeps working: its floor passes both calls through to the
+simulator, and its results come out as JSON with the keys issue 12 names."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from bench import floor, run
+from sessions_app.probe import offering_peer
+
+
+@pytest.fixture
+async def floor_http(simulator, monkeypatch):
+    monkeypatch.setattr(floor, "UPSTREAM", simulator.url)
+    monkeypatch.setattr(floor, "_client", None)
+    transport = httpx.ASGITransport(app=floor.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://floor") as http:
+        yield http
+    if floor._client is not None:
+        await floor._client.aclose()
+
+
+async def test_the_floor_passes_a_session_and_an_offer_through_to_the_upstream(
+    floor_http, simulator
+):
+    secret = await floor_http.post("/session")
+    peer, _ = await offering_peer()
+    try:
+        answer = await floor_http.post(
+            "/sdp",
+            content=peer.localDescription.sdp,
+            headers={
+                "Content-Type": "application/sdp",
+                "Authorization": f"Bearer {secret.json()['value']}",
+            },
+        )
+    finally:
+        await peer.close()
+
+    assert secret.status_code == 201 and secret.json()["value"]
+    assert answer.status_code == 201 and answer.text.startswith("v=0")
+    assert simulator.call(answer.headers["x-call-id"])["call_id"] == answer.headers["x-call-id"]
+
+
+async def test_the_floor_answers_404_for_anything_else(floor_http):
+    assert (await floor_http.get("/session")).status_code == 404
+
+
+def test_the_results_are_written_as_json_with_the_keys_the_issue_names(tmp_path):
+    plan = run.QUICK
+    latency = {
+        clients: {
+            name: run.Measured(
+                session_ms=[10.0 + base, 12.0 + base],
+                sdp_ms=[20.0 + base],
+                wall=1.0,
+                cpu=0.05,
+                requests=4,
+            )
+            for name, base in (("simulator", 0), ("floor", 1), ("ours-pg", 3), ("ours-embedded", 4))
+        }
+        for clients in plan.clients
+    }
+    held = {"asked": 100, "held": 100, "rss_per_session_kb": 90.0, "loop_lag_p99_ms": 4.0}
+    tools = {
+        "inprocess": run.summary([0.3, 0.4]),
+        "celery": {1: {**run.summary([8.0, 9.0]), "calls_per_s": 50.0}},
+    }
+    results = {
+        "meta": {"mode": "quick"},
+        "latency": latency,
+        "gc": {},
+        "held": [held],
+        "tools": tools,
+        "webhooks": {"per_s": 600.0},
+    }
+
+    run.write_json(tmp_path / "out.json", run.as_json(results, plan))
+
+    written = json.loads((tmp_path / "out.json").read_text())
+    assert written["session_added_ms"]["1"] == {"p50": 3.0, "p99": 3.0}
+    assert written["sdp_added_ms"]["10"] == {"p50": 3.0, "p99": 3.0}
+    assert written["session_cpu_ms"] == written["floor_cpu_ms"] == 12.5
+    assert written["sessions_held"] == 100 and written["rss_per_session_kb"] == 90.0
+    assert written["tool_dispatch_ms"] == {"p50": 8.0, "p99": 9.0}
+    assert written["tool_inprocess_ms"] == 0.3
+    assert written["webhooks_per_s"] == 600.0

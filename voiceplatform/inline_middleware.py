@@ -1,0 +1,71 @@
+"""Django's own middleware, without two thread hops each on async requests.
+
+Django runs a MiddlewareMixin's process_request and process_response through
+sync_to_async in an async request: a hop to the request's thread and back for each.
+These hooks only read headers and set attributes and headers, so here they run on the
+event loop; the ones that may reach the database (saving a changed session, storing
+messages) still go to a thread. Synchronous requests run them as Django does.
+Security, CSRF and X-Frame-Options stay Django's own: check --deploy looks for them by
+name.
+"""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from csp.middleware import CSPMiddleware
+from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.http import HttpRequest, HttpResponse
+from django.middleware.common import CommonMiddleware
+
+
+class OnTheLoop:
+    """For a MiddlewareMixin whose hooks do no I/O: call them directly when async."""
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        response = None
+        if hasattr(self, "process_request"):
+            response = self.process_request(request)
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            response = await self._process_response(request, response)
+        return response
+
+    async def _process_response(self, request: HttpRequest, response: HttpResponse):
+        return self.process_response(request, response)
+
+
+class ContentSecurityPolicy(OnTheLoop, CSPMiddleware):
+    pass
+
+
+class Common(OnTheLoop, CommonMiddleware):
+    pass
+
+
+class Authentication(OnTheLoop, AuthenticationMiddleware):
+    """request.user and request.auser stay lazy: nothing is read until a view asks."""
+
+
+class Messages(OnTheLoop, MessageMiddleware):
+    """Storing messages may read the session (loading it from its store): only then
+    on a thread; a request that neither read nor added any stores nothing."""
+
+    async def _process_response(self, request: HttpRequest, response: HttpResponse):
+        storage = getattr(request, "_messages", None)
+        if storage is not None and (storage.used or storage.added_new):
+            return await sync_to_async(self.process_response)(request, response)
+        return self.process_response(request, response)
+
+
+class Session(OnTheLoop, SessionMiddleware):
+    """The session is loaded lazily (by whoever reads it, on their thread); saving one
+    that changed writes to the session store, so that goes to a thread."""
+
+    async def _process_response(self, request: HttpRequest, response: HttpResponse):
+        session = getattr(request, "session", None)
+        if session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST):
+            return await sync_to_async(self.process_response)(request, response)
+        return self.process_response(request, response)
