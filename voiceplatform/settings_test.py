@@ -23,3 +23,7 @@ TOOL_WORKSPACE_ROOT = VAR_DIR / "test-workspaces"  # noqa: F405
 PERIODIC_IN_PROCESS = False
 SIDEBAND_SWEEP_SECONDS = env_float("SIDEBAND_SWEEP_SECONDS", 0.0)  # noqa: F405
 DRAIN_ON_SIGTERM = False
+# The test process's async tests leave connections in threads that never give them back
+# (conftest closes them at the end), so a pool would run dry here; the servers and
+# workers tests start read DB_POOL as in production and keep theirs.
+DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405
