@@ -241,6 +241,10 @@ if DATABASE_URL and DATABASES["default"]["ENGINE"].endswith("postgresql"):
             "max_size": env_int("DB_POOL_MAX_SIZE", 64),
             "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 2.0),
         }
+        # The pool checks a connection before lending it: one that broke while idle
+        # (the database restarted or was away) is replaced, not lent to fail a request
+        # or a health check.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_secret("REDIS_URL")
