@@ -20,12 +20,14 @@ import zlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.db import connections
 from django.db.models.functions import Coalesce, Now
+from django.utils import timezone
 
 from ops_app import drain
 from sessions_app import events, leases, realtime
@@ -339,16 +341,23 @@ async def sweep(handlers: Handlers) -> list[str]:
         await hand_over()
         return []
     mine = set(_running)
-    live = {
-        session_id: call_id
-        async for session_id, call_id in VoiceSession.objects.live()
+    live, settling = {}, set()
+    # A call no holder has attached to yet, connected less than a lease ago, is the
+    # accepting process's to take first (it may not hold the lease yet); once held, a
+    # call is taken over as soon as its lease is free (a drain, a dead holder).
+    settled_before = timezone.now() - timedelta(seconds=settings.SIDEBAND_LEASE_SECONDS)
+    async for session_id, call_id, connected_at, seen_at in (
+        VoiceSession.objects.live()
         .filter(status=VoiceSession.Status.ACTIVE)
         .exclude(call_id=None)
-        .values_list("pk", "call_id")
-    }
+        .values_list("pk", "call_id", "connected_at", "sideband_seen_at")
+    ):
+        live[session_id] = call_id
+        if seen_at is None and connected_at is not None and connected_at > settled_before:
+            settling.add(session_id)
     for session_id in mine - live.keys():
         await detach(session_id)
-    orphans = [session_id for session_id in live if session_id not in _running]
+    orphans = [s for s in live if s not in _running and s not in settling]
     try:
         holders = await leases.holders(orphans)
     except leases.Unavailable:

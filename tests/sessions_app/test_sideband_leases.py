@@ -3,9 +3,12 @@ on a drain, and a call nobody holds is taken over by the sweep."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import redis
 from django.conf import settings
+from django.utils import timezone
 
 from ops_app import drain
 from sessions_app import actions, leases, sideband
@@ -115,3 +118,21 @@ async def _connected(session_id: str) -> bool:
 
 async def _nothing_held() -> bool:
     return sideband.held() == []
+
+
+async def test_a_sweep_leaves_a_call_nobody_held_yet_to_its_accepting_process_for_a_lease(
+    make_session, simulator, lease_store
+):
+    session = await make_session(
+        status="active", call_id="rtc_settling", connected_at=timezone.now()
+    )
+
+    settling = await sideband.sweep(actions.SIDEBAND_HANDLERS)
+    await VoiceSession.objects.filter(pk=session.pk).aupdate(
+        connected_at=timezone.now() - timedelta(seconds=settings.SIDEBAND_LEASE_SECONDS + 1)
+    )
+    taken = await sideband.sweep(actions.SIDEBAND_HANDLERS)
+    await sideband.detach(session.pk)
+    lease_store.delete(leases.key(session.pk))
+
+    assert settling == [] and taken == [session.pk]
