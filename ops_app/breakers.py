@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import pybreaker
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django_redis import get_redis_connection
 
-from voiceplatform import outage
+from voiceplatform import aredis, outage
 
 T = TypeVar("T")
 
@@ -148,6 +149,43 @@ def is_open(breaker: pybreaker.CircuitBreaker) -> bool:
     if opened is None:
         return True
     return time.time() - opened.timestamp() < breaker.reset_timeout
+
+
+# A success while closed resets the failure count (pybreaker's closed state does just
+# that); 0 when the breaker is not closed, and pybreaker's own logic must run.
+_RESET_IF_CLOSED = """
+local state = redis.call('GET', KEYS[1])
+if state and state ~= 'closed' then return 0 end
+redis.call('SET', KEYS[2], 0)
+return 1
+"""
+
+
+async def ais_open(breaker: pybreaker.CircuitBreaker) -> bool:
+    """is_open from async code. A closed breaker (the usual case) is read on the event
+    loop; anything else, and Redis away, goes through pybreaker on a thread."""
+    storage = breaker._state_storage  # noqa: SLF001 (pybreaker has no getter)
+    if not isinstance(storage, FallbackRedisStorage):
+        return is_open(breaker)  # in memory: no I/O
+    state = await aredis.either(lambda redis: redis.get(storage._key("state")), lambda: b"?")
+    if state is None or state == b"closed":
+        return False
+    return await sync_to_async(is_open, thread_sensitive=False)(breaker)
+
+
+async def arecord(breaker: pybreaker.CircuitBreaker, ok: bool) -> None:
+    """record from async code: a success while closed is one Redis call on the event
+    loop; failures, trials and Redis away go through pybreaker on a thread."""
+    storage = breaker._state_storage  # noqa: SLF001
+    if not isinstance(storage, FallbackRedisStorage):
+        record(breaker, ok)  # in memory: no I/O
+        return
+    if ok:
+        keys = (storage._key("state"), storage._key("fail_counter"))
+        done = await aredis.either(lambda redis: redis.eval(_RESET_IF_CLOSED, 2, *keys), lambda: 0)
+        if done:
+            return
+    await sync_to_async(record, thread_sensitive=False)(breaker, ok)
 
 
 def reset(breaker: pybreaker.CircuitBreaker) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from ops_app import breakers, health, state
@@ -16,10 +15,9 @@ NO_TOOLS_MESSAGE = "I can't execute tasks right now, but I can still help with q
 async def tools_available() -> bool:
     """The tools breaker is closed (read fresh: it opens on the failure that trips it)
     and a worker answers (the last probe's answer: probing waits for replies)."""
-    breaker_open = await sync_to_async(breakers.is_open, thread_sensitive=False)(
-        breakers.amplifier()
-    )
-    return not breaker_open and (await health.check("workers", wait=False)).ok
+    if await breakers.ais_open(breakers.amplifier()):
+        return False
+    return (await health.check("workers", wait=False)).ok
 
 
 LEVEL_NAMES = {

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 import structlog
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, default_storage
-from django.db import connections
+from django.db import OperationalError, connections
 
 from ops_app import breakers
-from voiceplatform import outage
+from voiceplatform import dbpool, outage
 from voiceplatform.celery import app
 
 log = structlog.get_logger(__name__)
@@ -46,6 +46,10 @@ def _database() -> str:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
+    except OperationalError as exc:
+        if dbpool.exhausted(exc):  # it answers every connection we hold: busy, not away
+            return f"{connection.vendor} (every pooled connection in use)"
+        raise
     finally:
         connection.close()  # a pool thread must not keep a connection of its own
     return connection.vendor

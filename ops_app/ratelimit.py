@@ -16,12 +16,26 @@ from django.core.cache import cache
 
 from ops_app import audit
 from ops_app.models import AuditEvent
+from voiceplatform import aredis
 from voiceplatform.errors import TooManyRequests
 
 
+async def _acount(key: str, window_seconds: int) -> int | None:
+    """The hit counted in Redis on the event loop (SET NX, INCR: one round trip, under
+    the key the cache uses); None while Redis is away or not configured."""
+
+    async def on_redis(redis) -> int:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(full, 0, nx=True, ex=window_seconds + 1)
+            pipe.incr(full)
+            return (await pipe.execute())[1]
+
+    full = aredis.cache_key(key)
+    return await aredis.either(on_redis, lambda: None)
+
+
 def _count(key: str, window_seconds: int) -> int:
-    # add + incr: atomic in Redis (SET NX, INCR); django-redis has no native async API,
-    # and its async fallbacks are a get-then-set, so this runs in a thread instead.
+    # The cache's add + incr (in Redis, or in this process while Redis is away).
     cache.add(key, 0, timeout=window_seconds + 1)
     try:
         return cache.incr(key)
@@ -58,7 +72,11 @@ async def hit(bucket: str, limit: int, window_seconds: int = 60, *, audited: boo
     each window sees limit + 1."""
     now = time.time()
     key = f"rl:{bucket}:{int(now // window_seconds)}"
-    count = await sync_to_async(_count, thread_sensitive=False)(key, window_seconds)
+    count = await _acount(key, window_seconds)
+    if count is None and aredis.url() is None:
+        count = _count(key, window_seconds)  # the local-memory cache: no I/O
+    elif count is None:
+        count = await sync_to_async(_count, thread_sensitive=False)(key, window_seconds)
     reset = int(window_seconds - (now % window_seconds)) + 1
     _note(Standing(limit=limit, remaining=max(0, limit - count), reset_seconds=reset))
     if count == limit + 1 and audited:

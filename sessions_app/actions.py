@@ -85,8 +85,9 @@ async def start_session(
         voice_session_created_total.labels(region=settings.REGION, status="failed").inc()
         raise
     session.upstream_session_id = secret["session_id"][:80]
-    await journal.write(journal.created(session))
-    await journal.remember(session)
+    created = journal.created(session)
+    await journal.write(created)
+    await journal.remember(session, row=created["row"])
     voice_session_created_total.labels(region=settings.REGION, status="created").inc()
     log.info("session_started", session_id=session.id, caller=caller.kind, ip=client_ip)
     return StartedSession(session=session, token=tokens.issue(session.id), client_secret=secret)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import fcntl
 import json
 import os
@@ -37,6 +38,7 @@ from django.utils.dateparse import parse_datetime
 from ops_app import health
 from sessions_app import transcripts
 from sessions_app.models import VoiceSession
+from voiceplatform import aredis, dbpool
 
 log = structlog.get_logger(__name__)
 
@@ -91,8 +93,8 @@ def ended(session: VoiceSession) -> dict:
 async def _apply(op: dict):
     kind, session_id = op["op"], op["session_id"]
     if kind == Op.CREATE:
-        if not await VoiceSession.objects.filter(pk=session_id).aexists():
-            await _deserialized(op["row"]).asave(force_insert=True)
+        # One statement: inserted unless it already is (a replay of an applied op).
+        await VoiceSession.objects.abulk_create([_deserialized(op["row"])], ignore_conflicts=True)
         return None
     if kind == Op.CONNECTED:
         return await VoiceSession.objects.filter(
@@ -132,6 +134,10 @@ async def deferring() -> bool:
 
 
 def went_away(exc: Exception) -> None:
+    """The database failed under us: level 3 from now on. Unless every pooled
+    connection was merely in use: that is a busy process, refused with 503."""
+    if dbpool.exhausted(exc):
+        raise dbpool.busy() from exc
     health.report_failure("database", f"{type(exc).__name__}: {exc}")
     log.warning("database_unreachable", error=type(exc).__name__)
 
@@ -180,18 +186,23 @@ def _snapshot_key(session_id: str) -> str:
     return f"journal:session:{session_id}"
 
 
-async def remember(session: VoiceSession) -> None:
-    """Keeps what the request paths need to serve this session without the database."""
-    data = _serialized(session)
+async def remember(session: VoiceSession, row: str | None = None) -> None:
+    """Keeps what the request paths need to serve this session without the database
+    (row: the session already serialized, as a create op holds it)."""
+    data = row or _serialized(session)
     if len(_snapshots) >= LOCAL_SNAPSHOTS:
         _snapshots.pop(next(iter(_snapshots)))
     _snapshots[session.pk] = data
-    try:
-        await sync_to_async(cache.set, thread_sensitive=False)(
-            _snapshot_key(session.pk), data, settings.SESSION_MAX_SECONDS + 3600
-        )
-    except Exception as exc:  # Redis away too: this process's copy serves
-        log.info("snapshot_not_cached", session_id=session.pk, error=type(exc).__name__)
+    if aredis.url() is None:
+        return  # the cache would be this process's memory: _snapshots is that
+
+    async def on_redis(redis) -> None:
+        # As the cache stores it, so recall's cache.get reads it back.
+        key = aredis.cache_key(_snapshot_key(session.pk))
+        await redis.set(key, cache.client.encode(data), ex=settings.SESSION_MAX_SECONDS + 3600)
+
+    # Redis away too: this process's copy serves.
+    await aredis.either(on_redis, lambda: None)
 
 
 async def recall(session_id: str) -> VoiceSession | None:
@@ -274,8 +285,17 @@ def _pending() -> int:
 
 
 async def pending() -> int:
-    """How many ops wait to be written."""
-    return await sync_to_async(_pending, thread_sensitive=False)()
+    """How many ops wait to be written. The usual answer (no spool file, the Redis list
+    read on the event loop) costs no thread hop."""
+    if _spooled():
+        return await sync_to_async(_pending, thread_sensitive=False)()
+    if aredis.url() is None:
+        return 0
+
+    async def on_redis(redis) -> int:
+        return await redis.llen(_key())
+
+    return await aredis.either(on_redis, lambda: 0)
 
 
 # --- replay ---------------------------------------------------------------------------
@@ -371,7 +391,11 @@ def replay_soon() -> None:
     if _replaying is not None and not _replaying.done():
         return
     with contextlib.suppress(RuntimeError):  # no running loop: the sweep replays
-        _replaying = asyncio.get_running_loop().create_task(_replay_if_pending())
+        # A context of its own: it outlives the request that started it, and with it
+        # that request's thread (voiceplatform.handler).
+        _replaying = asyncio.get_running_loop().create_task(
+            _replay_if_pending(), context=contextvars.Context()
+        )
 
 
 async def _replay_if_pending() -> None:

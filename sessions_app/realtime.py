@@ -171,7 +171,7 @@ async def _upstream(operation: str, *, guarded: bool = True) -> AsyncIterator[No
     """Times one operation, caps its total time, and translates its failures. While the
     OpenAI breaker is open, a guarded operation (one that starts something) is refused
     at once with 503 instead of waiting on a failing upstream; cleanup still tries."""
-    if guarded and await _breaker(breakers.is_open):
+    if guarded and await breakers.ais_open(breakers.openai()):
         voice_errors_total.labels(error_type="circuit_open", component="openai").inc()
         raise UpstreamError(
             "The voice service is failing right now; try again shortly.",
@@ -185,7 +185,7 @@ async def _upstream(operation: str, *, guarded: bool = True) -> AsyncIterator[No
             yield
     except (openai.APIError, TimeoutError, UpstreamError) as exc:
         error = exc if isinstance(exc, UpstreamError) else _translate(operation, exc)
-        await _breaker(breakers.record, error.code not in _BREAKER_CODES)
+        await breakers.arecord(breakers.openai(), error.code not in _BREAKER_CODES)
         response = getattr(exc, "response", None)
         log.warning(
             "upstream_failed",
@@ -198,7 +198,7 @@ async def _upstream(operation: str, *, guarded: bool = True) -> AsyncIterator[No
         voice_errors_total.labels(error_type=error.code, component="openai").inc()
         raise error from None
     else:
-        await _breaker(breakers.record, True)
+        await breakers.arecord(breakers.openai(), True)
     finally:
         voice_openai_latency_seconds.labels(operation=operation).observe(
             time.perf_counter() - started

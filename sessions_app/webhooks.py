@@ -105,28 +105,27 @@ async def receive(
             )
         raise
     webhook_id = headers.get("webhook-id", "")
+    # Only an incoming call is acted on; any other event is recorded, in one write.
+    incoming = event["type"] == "realtime.call.incoming"
     try:
         record = await WebhookEvent.objects.acreate(
             webhook_id=webhook_id,
             webhook_key=WebhookEvent.key_of(webhook_id),
             event_type=event["type"][:80],
             payload=event,
+            outcome="" if incoming else "recorded",
         )
     except IntegrityError:
         return "duplicate", None
+    if not incoming:
+        return "accepted", record
     try:
-        record.outcome = await _handle(record, event)
+        record.outcome = await _incoming_call(record, event.get("data") or {})
     except Exception:
         await record.adelete()
         raise
     await record.asave(update_fields=["outcome", "session", "updated_at"])
     return "accepted", record
-
-
-async def _handle(record: WebhookEvent, event: dict) -> str:
-    if event["type"] == "realtime.call.incoming":
-        return await _incoming_call(record, event.get("data") or {})
-    return "recorded"
 
 
 async def _incoming_call(record: WebhookEvent, data: dict) -> str:

@@ -3,7 +3,6 @@ and notice calls whose worker died. Synchronous: it runs inside Celery workers."
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -20,6 +19,7 @@ from sessions_app import events
 from tools_app import registry
 from tools_app.models import ToolExecution
 from tools_app.workspace import Workspace
+from voiceplatform import syncloop
 from voiceplatform.celery import app as celery_app
 from voiceplatform.redaction import redact
 
@@ -62,7 +62,7 @@ def run(execution_id: int, worker: str | None = None) -> None:
         return
     try:
         tool = registry.get(execution.tool).build(workspace)
-        result = asyncio.run(tool.execute(execution.arguments))
+        result = syncloop.run(tool.execute(execution.arguments))
     except Exception as exc:
         # An exception is the tool reacting to its input, which the caller chooses: it
         # must not count against the bridge, or any caller could open the breaker for
@@ -106,8 +106,8 @@ def finish(
         return False
     for name, value in fields.items():
         setattr(execution, name, value)
+    _publish(execution)  # the waiting caller first: the breaker's count can follow
     breakers.record(breakers.amplifier(), infrastructure_ok)
-    _publish(execution)
     return True
 
 

@@ -5,8 +5,8 @@ sync_to_async in an async request: a hop to the request's thread and back for ea
 These hooks only read headers and set attributes and headers, so here they run on the
 event loop; the ones that may reach the database (saving a changed session, storing
 messages) still go to a thread. Synchronous requests run them as Django does.
-Security, CSRF and X-Frame-Options stay Django's own: check --deploy looks for them by
-name.
+Security, CSRF and X-Frame-Options keep Django's names in MIDDLEWARE (check --deploy
+looks for them): voiceplatform.handler loads the subclasses here in their place.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
+from django.middleware.csrf import CsrfViewMiddleware
+from django.middleware.security import SecurityMiddleware
 
 
 class OnTheLoop:
@@ -43,6 +46,32 @@ class ContentSecurityPolicy(OnTheLoop, CSPMiddleware):
 
 class Common(OnTheLoop, CommonMiddleware):
     pass
+
+
+class Security(OnTheLoop, SecurityMiddleware):
+    pass
+
+
+class XFrameOptions(OnTheLoop, XFrameOptionsMiddleware):
+    pass
+
+
+class Csrf(OnTheLoop, CsrfViewMiddleware):
+    """The token lives in a cookie: reading and setting it is header work. With
+    CSRF_USE_SESSIONS it lives in the session (the database), so Django's own way."""
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if settings.CSRF_USE_SESSIONS:
+            return await CsrfViewMiddleware.__acall__(self, request)
+        return await super().__acall__(request)
+
+    async def process_view(self, request, callback, callback_args, callback_kwargs):
+        # The handler awaits a coroutine view hook as it is; a form's fields are
+        # already in memory (the body was read before the view).
+        check = super().process_view
+        if settings.CSRF_USE_SESSIONS:
+            return await sync_to_async(check)(request, callback, callback_args, callback_kwargs)
+        return check(request, callback, callback_args, callback_kwargs)
 
 
 class Authentication(OnTheLoop, AuthenticationMiddleware):

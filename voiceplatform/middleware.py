@@ -10,6 +10,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
+from voiceplatform import dbpool
 from voiceplatform.errors import ApiError, ServiceUnavailable, render
 
 log = structlog.get_logger(__name__)
@@ -107,6 +108,9 @@ class ApiErrorMiddleware:
             if exception.status >= 500:
                 log.warning("api_error", code=exception.code, status=exception.status)
             return render(exception)
+        if isinstance(exception, OperationalError) and dbpool.exhausted(exception):
+            log.warning("database_pool_busy", path=request.path)
+            return render(dbpool.busy())
         if isinstance(exception, OperationalError | InterfaceError):
             # The database went away under a request the journal does not cover.
             log.warning("database_unreachable", path=request.path)

@@ -429,6 +429,9 @@ SIDEBAND_SWEEP_SECONDS = env_float("SIDEBAND_SWEEP_SECONDS", 1.0)
 # Threads (each with one database connection) that all held calls share for their
 # database work.
 SIDEBAND_DB_THREADS = env_int("SIDEBAND_DB_THREADS", 4)
+# Threads (each with at most one database connection at a time) that HTTP requests
+# borrow for their synchronous work, instead of a new thread per request.
+REQUEST_THREADS = env_int("REQUEST_THREADS", 8)
 # SIGTERM drains the process (no new sessions, sidebands handed over) for at most
 # DRAIN_HANDOVER_SECONDS before it stops; `manage.py drain` waits DRAIN_TIMEOUT_SECONDS
 # for the pod's processes to let their calls go.

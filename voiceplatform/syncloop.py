@@ -34,6 +34,24 @@ def _loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+def run(awaitable: Awaitable[R]) -> R:
+    """Runs a coroutine to its end from synchronous code: on this thread's kept loop in
+    a worker, on a loop of its own (asyncio.run) elsewhere. As asyncio.run does, what
+    the coroutine started and left running is cancelled when it returns."""
+    if not _enabled:
+        return asyncio.run(awaitable)
+    loop = _loop()
+    before = asyncio.all_tasks(loop)
+    try:
+        return loop.run_until_complete(awaitable)
+    finally:
+        left = [task for task in asyncio.all_tasks(loop) - before if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+
+
 def from_sync(function: Callable[P, Awaitable[R]]) -> Callable[P, R]:
     bridged = async_to_sync(function)
 

@@ -73,3 +73,53 @@ def test_state_lives_in_redis_under_pybreakers_own_keys(redis_breaker):
         assert int(client.get("vp:test:pybreaker:opened_at")) <= time.time()
     finally:
         client.close()
+
+
+@pytest.fixture
+def async_breaker(redis_breaker):
+    own_redis, breaker = redis_breaker
+    outage.redis.forget()
+    yield own_redis, breaker
+    outage.redis.forget()
+
+
+async def test_async_reads_and_counts_share_the_state_the_sync_side_keeps(async_breaker):
+    own_redis, breaker = async_breaker
+    breakers.record(breaker, ok=False)
+    breakers.record(breaker, ok=False)
+    assert breaker.fail_counter == 2
+
+    await breakers.arecord(breaker, True)  # a success while closed: the count starts over
+
+    assert breaker.fail_counter == 0
+    for _ in range(3):
+        await breakers.arecord(breaker, False)
+    assert await breakers.ais_open(breaker)
+    client = own_redis.client()
+    try:
+        assert client.get("vp:test:pybreaker:state") == b"open"
+    finally:
+        client.close()
+
+
+async def test_a_success_on_an_open_breaker_goes_through_pybreakers_rules(async_breaker):
+    _, breaker = async_breaker
+    for _ in range(3):
+        breakers.record(breaker, ok=False)
+
+    await breakers.arecord(breaker, True)  # not due for a trial: stays open
+
+    assert breakers.state_of(breaker) == "open"
+    assert await breakers.ais_open(breaker)
+
+
+async def test_async_reads_and_counts_use_memory_while_redis_is_down(async_breaker):
+    own_redis, breaker = async_breaker
+    own_redis.kill()
+
+    assert not await breakers.ais_open(breaker)
+    for _ in range(3):
+        await breakers.arecord(breaker, False)
+
+    assert outage.redis.down
+    assert await breakers.ais_open(breaker)

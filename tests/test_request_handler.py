@@ -1,0 +1,71 @@
+"""voiceplatform.handler: requests borrow a few long-lived threads, and Django's
+Security, CSRF and X-Frame-Options hooks run on the event loop, doing what they did."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from asgiref.sync import SyncToAsync
+from django.conf import settings
+from django.core.signals import request_started
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MOVED_HOOKS = ("SecurityMiddleware", "CsrfViewMiddleware", "XFrameOptionsMiddleware")
+
+
+@pytest.fixture
+def hops(monkeypatch):
+    """The name of every function sent to a thread while the test runs."""
+    seen: list[str] = []
+    original = SyncToAsync.__call__
+
+    async def counted(self, *args, **kwargs):
+        seen.append(getattr(self.func, "__qualname__", type(self.func).__name__))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", counted)
+    return seen
+
+
+async def test_requests_borrow_the_same_few_threads_instead_of_a_new_one_each(http):
+    names: list[str] = []
+
+    def note_thread(**kwargs):  # a sync receiver: Django runs it on the request's thread
+        names.append(threading.current_thread().name)
+
+    request_started.connect(note_thread)
+    try:
+        threads_before = threading.active_count()
+        for _ in range(3 * settings.REQUEST_THREADS):
+            assert (await http.get("/health/live")).status_code == 200
+    finally:
+        request_started.disconnect(note_thread)
+
+    assert len(names) == 3 * settings.REQUEST_THREADS
+    assert all(name.startswith("request-") for name in names), set(names)
+    assert len(set(names)) <= settings.REQUEST_THREADS
+    assert threading.active_count() <= threads_before + settings.REQUEST_THREADS
+
+
+async def test_security_csrf_and_frame_options_hooks_send_nothing_to_a_thread(http, hops):
+    response = await http.get("/health/live")
+
+    assert response.status_code == 200
+    assert not [name for name in hops if name.startswith(MOVED_HOOKS)], hops
+
+
+async def test_the_moved_hooks_still_set_their_headers_and_refuse_a_form_without_a_token(
+    http,
+):
+    page = await http.get("/admin/login/")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "same-origin"
+    assert "csrftoken" in page.cookies
+
+    refused = await http.post("/admin/login/", data={"username": "a", "password": "b"})
+
+    assert refused.status_code == 403
+    assert b"CSRF" in refused.content

@@ -1,0 +1,73 @@
+"""Redis on the event loop: one asyncio client per loop, for the request paths' small
+reads and writes (breakers, rate limits, the journal's length, session snapshots,
+sideband leases), so none of them costs a thread hop.
+
+An error that says Redis is unreachable is reported to voiceplatform.outage, as the
+cache does, and `either` then serves the caller's process-local answer instead; while
+the outage lasts, Redis is not tried again until REDIS_RETRY_SECONDS have passed."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as redis
+from django.conf import settings
+
+from voiceplatform import outage
+
+T = TypeVar("T")
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[str, redis.Redis]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def url() -> str | None:
+    """The default cache's Redis (REDIS_URL), so keys written here are the cache's
+    keys; None when the cache is not Redis (the embedded default)."""
+    cache = settings.CACHES.get("default", {})
+    if "redis" not in cache.get("BACKEND", "").lower():
+        return None
+    return cache["LOCATION"]
+
+
+def client() -> redis.Redis | None:
+    """This loop's client; None without Redis."""
+    location = url()
+    if location is None:
+        return None
+    loop = asyncio.get_running_loop()
+    existing = _clients.get(loop)
+    if existing is None or existing[0] != location:
+        timeout = settings.REDIS_SOCKET_TIMEOUT_SECONDS
+        found = redis.Redis.from_url(
+            location, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        existing = _clients[loop] = (location, found)
+    return existing[1]
+
+
+async def either(on_redis: Callable[[redis.Redis], Awaitable[T]], on_memory: Callable[[], T]) -> T:
+    """on_redis(client) when Redis is configured and worth trying, else on_memory()."""
+    found = client()
+    if found is not None and outage.redis.should_try():
+        try:
+            result = await on_redis(found)
+        except Exception as exc:
+            if not outage.is_unreachable(exc):
+                raise
+            outage.redis.failed(exc)
+        else:
+            outage.redis.succeeded()
+            return result
+    return on_memory()
+
+
+def cache_key(key: str) -> str:
+    """The key the default cache stores `key` under (its prefix and version)."""
+    from django.core.cache import cache
+
+    return cache.make_key(key)
