@@ -3,6 +3,8 @@ them (publish), and the event types the server, the page and the tests share."""
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime
 from enum import StrEnum
 
 import structlog
@@ -57,9 +59,15 @@ def session_group(session_id: str) -> str:
     return f"session.{session_id}"
 
 
-def execution_group(execution_id: int) -> str:
-    """The channel-layer group of whoever waits for one tool execution."""
-    return f"toolexec.{execution_id}"
+def execution_group(session_id: str, call_id: str) -> str:
+    """The channel-layer group of whoever waits for one tool call (named by the call,
+    so a waiter can join it before the call's row exists)."""
+    digest = hashlib.sha256(call_id.encode()).hexdigest()[:24]
+    return f"toolexec.{session_id}.{digest}"
+
+
+# What a finished tool call's waiters are told: enough to answer without reading it.
+FINISHED_FIELDS = ("status", "output", "error", "started_at", "finished_at", "duration_seconds")
 
 
 async def publish(session_id: str, kind: LiveEvent, /, **fields) -> None:
@@ -74,9 +82,31 @@ async def publish(session_id: str, kind: LiveEvent, /, **fields) -> None:
     )
 
 
-async def wake_execution_waiters(execution_id: int) -> None:
-    # Best effort too: waiters re-read the database every few seconds.
-    await _send(execution_group(execution_id), {"type": "tool.finished"}, execution=execution_id)
+async def wake_execution_waiters(execution) -> None:
+    """Tells whoever waits for this finished tool execution how it ended. Best effort
+    too: waiters re-read the database every few seconds."""
+    result = {name: getattr(execution, name) for name in FINISHED_FIELDS}
+    for name in ("started_at", "finished_at"):
+        result[name] = result[name].isoformat() if result[name] else None
+    await _send(
+        execution_group(execution.session_id, execution.call_id),
+        {"type": "tool.finished", "id": execution.pk, "result": result},
+        execution=execution.pk,
+    )
+
+
+def apply_finished(execution, message: dict) -> bool:
+    """Sets a waiter's execution to how its worker said it ended; False when the
+    message is not that (the waiter then reads the row)."""
+    result = message.get("result") if message.get("id") == execution.pk else None
+    if not isinstance(result, dict) or set(result) != set(FINISHED_FIELDS):
+        return False
+    for name in FINISHED_FIELDS:
+        value = result[name]
+        if name in ("started_at", "finished_at") and value is not None:
+            value = datetime.fromisoformat(value)
+        setattr(execution, name, value)
+    return execution.is_finished
 
 
 async def _send(group: str, message: dict, **context) -> None:

@@ -23,13 +23,26 @@ log = structlog.get_logger(__name__)
 
 _holder: tuple[int, str] | None = None  # (pid, holder id)
 
-# Renew what is ours; take back what expired meanwhile; 0 when another holds it.
+# For each key: renew it if it is ours, take it back if it expired meanwhile; 0 for a
+# key another holder has.
 _RENEW = """
-local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if not held then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0 end
-return 0
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  local held = redis.call('GET', key)
+  if held == ARGV[1] then
+    renewed[i] = redis.call('PEXPIRE', key, ARGV[2])
+  elseif not held then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    renewed[i] = 1
+  else
+    renewed[i] = 0
+  end
+end
+return renewed
 """
+# Renewals asked for within this long go to Redis together, as one script call: a
+# process holding a thousand calls renews them in a few calls a second, not a thousand.
+RENEW_BATCH_SECONDS = 0.05
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -111,7 +124,37 @@ async def renew(session_id: str) -> bool:
     client = _client()
     if client is None:
         return await acquire(session_id)
-    return bool(await _call(client.eval(_RENEW, 1, key(session_id), holder(), _ttl_ms())))
+    loop = asyncio.get_running_loop()
+    batch = _batches.get(loop)
+    if batch is None:
+        batch = _batches[loop] = {}
+        loop.call_later(RENEW_BATCH_SECONDS, lambda: loop.create_task(_renew_batch(client, batch)))
+    if session_id not in batch:
+        answer = batch[session_id] = loop.create_future()
+        # Read even when its caller is gone (cancelled): no "never retrieved" warning.
+        answer.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return await asyncio.shield(batch[session_id])
+
+
+# The renewals waiting for the next batch, per event loop: session id -> its answer.
+_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[bool]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _renew_batch(client: redis.Redis, batch: dict[str, asyncio.Future[bool]]) -> None:
+    _batches.pop(asyncio.get_running_loop(), None)  # later renewals start the next one
+    session_ids = list(batch)
+    try:
+        renewed = await _call(
+            client.eval(_RENEW, len(session_ids), *map(key, session_ids), holder(), _ttl_ms())
+        )
+    except Exception as exc:
+        for answer in batch.values():
+            answer.set_exception(exc)
+        return
+    for session_id, value in zip(session_ids, renewed, strict=True):
+        batch[session_id].set_result(bool(value))
 
 
 async def release(session_id: str) -> None:

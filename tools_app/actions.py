@@ -76,8 +76,11 @@ async def answer_for_model(session_id: str, item: dict) -> str:
 
 
 async def _run(call: ToolCall, origin: ToolExecution.Origin) -> ToolExecution:
-    execution, created = await submit(call, origin=origin)
-    execution = await wait_for(execution, settings.TOOL_TIMEOUT_SECONDS)
+    # Listening before submitting: the worker's word that it finished cannot be missed,
+    # and it carries the result, so the row is not read again.
+    async with Waiter(call.session.pk, call.call_id) as waiter:
+        execution, created = await submit(call, origin=origin)
+        execution = await waiter.wait(execution, settings.TOOL_TIMEOUT_SECONDS)
     if created:
         observe(execution)
     return execution
@@ -85,13 +88,17 @@ async def _run(call: ToolCall, origin: ToolExecution.Origin) -> ToolExecution:
 
 async def submit(call: ToolCall, *, origin: ToolExecution.Origin) -> tuple[ToolExecution, bool]:
     """The execution for (session, call_id), queued once however often it is submitted.
-    Returns (execution, created)."""
+    Returns (execution, created). A new call (the usual case) is one INSERT; the
+    unique (session, call_id) turns a repeat into a read of the first."""
     try:
-        execution, created = await ToolExecution.objects.aget_or_create(
+        execution = await ToolExecution.objects.acreate(
             session=call.session,
             call_id=call.call_id,
-            defaults={"tool": call.name, "arguments": call.arguments, "origin": origin},
+            tool=call.name,
+            arguments=call.arguments,
+            origin=origin,
         )
+        created = True
     except IntegrityError:
         execution = await ToolExecution.objects.aget(session=call.session, call_id=call.call_id)
         created = False
@@ -118,37 +125,65 @@ async def _queue(execution: ToolExecution) -> None:
         ) from None
 
 
-async def wait_for(execution: ToolExecution, timeout: float) -> ToolExecution:
-    """The execution once finished, or as it stands at the timeout. Waits on the
-    channel layer: no thread is held and the event loop is never blocked."""
-    layer = get_channel_layer()
-    group = events.execution_group(execution.pk)
-    channel = None
-    with contextlib.suppress(Exception):  # no layer: the re-reads below still see it
-        channel = await layer.new_channel()
-        await layer.group_add(group, channel)
-    deadline = time.monotonic() + timeout
-    try:
+class Waiter:
+    """Waits for one tool call to finish on the channel layer: no thread is held and
+    the event loop is never blocked. Entered before the call is submitted, it hears
+    the worker's message whenever it comes; the row is re-read only when no message
+    came for a while (a message lost with a restarted channel layer) or when there
+    is no layer to listen on."""
+
+    def __init__(self, session_id: str, call_id: str) -> None:
+        self.group = events.execution_group(session_id, call_id)
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+
+    async def __aenter__(self) -> Waiter:
+        with contextlib.suppress(Exception):  # no layer: the re-reads still see it
+            channel = await self.layer.new_channel()
+            await self.layer.group_add(self.group, channel)
+            self.channel = channel
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        if self.channel is not None:
+            with contextlib.suppress(Exception):
+                await self.layer.group_discard(self.group, self.channel)
+
+    async def wait(self, execution: ToolExecution, timeout: float) -> ToolExecution:
+        """The execution once finished, or as it stands at the timeout."""
+        deadline = time.monotonic() + timeout
+        fresh = self.channel is not None  # listening since before it was submitted
         while True:
-            execution = await ToolExecution.objects.aget(pk=execution.pk)
+            if not fresh:
+                execution = await ToolExecution.objects.aget(pk=execution.pk)
+            fresh = False
             remaining = deadline - time.monotonic()
             if execution.is_finished or remaining <= 0:
                 return execution
-            # Woken by the worker's message; the periodic re-read covers a message lost
-            # with a restarted channel layer. A layer that fails at once must not turn
-            # this into a busy loop: then just re-read every second.
+            # A layer that fails at once must not turn this into a busy loop: then
+            # just re-read every second.
             try:
-                if channel is None:
+                if self.channel is None:
                     raise ConnectionError("no channel")
-                await asyncio.wait_for(layer.receive(channel), min(remaining, 5.0))
+                message = await asyncio.wait_for(
+                    self.layer.receive(self.channel), min(remaining, 5.0)
+                )
             except TimeoutError:
-                pass
+                continue
             except Exception:
                 await asyncio.sleep(min(remaining, 1.0))
-    finally:
-        if channel is not None:
-            with contextlib.suppress(Exception):
-                await layer.group_discard(group, channel)
+                continue
+            if events.apply_finished(execution, message):
+                return execution
+            fresh = False
+
+
+async def wait_for(execution: ToolExecution, timeout: float) -> ToolExecution:
+    """The execution once finished, or as it stands at the timeout (for a caller that
+    submitted it already: the row is read first)."""
+    async with Waiter(execution.session_id, execution.call_id) as waiter:
+        execution = await ToolExecution.objects.aget(pk=execution.pk)
+        return await waiter.wait(execution, timeout)
 
 
 def observe(execution: ToolExecution) -> None:

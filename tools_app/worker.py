@@ -3,6 +3,7 @@ and notice calls whose worker died. Synchronous: it runs inside Celery workers."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -27,6 +28,8 @@ log = structlog.get_logger(__name__)
 
 WORKER_LOST = "The worker running this tool stopped before it finished; it was not run again."
 OUT_OF_TIME = "The tool ran out of time."
+# A tool still running after this long is announced as running to its session's pages.
+RUNNING_NOTICE_SECONDS = 0.25
 
 
 def run(execution_id: int, worker: str | None = None) -> None:
@@ -50,7 +53,6 @@ def run(execution_id: int, worker: str | None = None) -> None:
     structlog.contextvars.bind_contextvars(
         session_id=execution.session_id, call_id=execution.call_id
     )
-    _publish(execution)  # running
     started = time.perf_counter()
     try:
         workspace = Workspace.for_session(execution.session_id)
@@ -62,7 +64,7 @@ def run(execution_id: int, worker: str | None = None) -> None:
         return
     try:
         tool = registry.get(execution.tool).build(workspace)
-        result = syncloop.run(tool.execute(execution.arguments))
+        result = syncloop.run(_execute(tool, execution))
     except Exception as exc:
         # An exception is the tool reacting to its input, which the caller chooses: it
         # must not count against the bridge, or any caller could open the breaker for
@@ -80,6 +82,30 @@ def run(execution_id: int, worker: str | None = None) -> None:
         ok=result.success,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+async def _execute(tool, execution: ToolExecution):
+    """Runs the tool. Its session's pages hear that it runs only when it takes a while:
+    they show a call running from the moment the model makes it, so a quick call is
+    announced once, finished."""
+
+    sending = asyncio.Event()
+
+    async def announce() -> None:
+        await asyncio.sleep(RUNNING_NOTICE_SECONDS)
+        sending.set()
+        await events.publish(
+            execution.session_id, events.LiveEvent.TOOL_UPDATE, **_update(execution)
+        )
+
+    announcing = asyncio.ensure_future(announce())
+    try:
+        return await tool.execute(execution.arguments)
+    finally:
+        if sending.is_set():
+            await announcing  # its "running" goes out before the result does
+        else:
+            announcing.cancel()
 
 
 def finish(
@@ -164,16 +190,21 @@ def storable(text: str) -> str:
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
+def _update(execution: ToolExecution) -> dict:
+    """The tool_update live event's fields: where one of the session's calls stands."""
+    return {
+        "call_id": execution.call_id,
+        "tool": execution.tool,
+        "arguments": execution.arguments,
+        "status": execution.status,
+        "output": execution.output[:2000],
+        "error": execution.error,
+    }
+
+
 def _publish(execution: ToolExecution) -> None:
     if execution.is_finished:
-        events.wake_execution_waiters_from_sync(execution.pk)
+        events.wake_execution_waiters_from_sync(execution)
     events.publish_from_sync(
-        execution.session_id,
-        events.LiveEvent.TOOL_UPDATE,
-        call_id=execution.call_id,
-        tool=execution.tool,
-        arguments=execution.arguments,
-        status=execution.status,
-        output=execution.output[:2000],
-        error=execution.error,
+        execution.session_id, events.LiveEvent.TOOL_UPDATE, **_update(execution)
     )

@@ -20,6 +20,9 @@ from voiceplatform import outage
 
 T = TypeVar("T")
 
+# How long a caller waits for a free connection before the wait counts as Redis away.
+POOL_WAIT_SECONDS = 5.0
+
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[str, redis.Redis]] = (
     weakref.WeakKeyDictionary()
 )
@@ -43,9 +46,16 @@ def client() -> redis.Redis | None:
     existing = _clients.get(loop)
     if existing is None or existing[0] != location:
         timeout = settings.REDIS_SOCKET_TIMEOUT_SECONDS
-        found = redis.Redis.from_url(
-            location, socket_timeout=timeout, socket_connect_timeout=timeout
+        # A burst of requests waits its turn for one of a bounded set of connections
+        # (a plain pool refuses past its size, and that would read as an outage).
+        pool = redis.BlockingConnectionPool.from_url(
+            location,
+            max_connections=settings.REDIS_LOOP_CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
         )
+        found = redis.Redis(connection_pool=pool)
         existing = _clients[loop] = (location, found)
     return existing[1]
 

@@ -253,6 +253,9 @@ REDIS_URL = env_secret("REDIS_URL")
 REDIS_RETRY_SECONDS = env_float("REDIS_RETRY_SECONDS", 3.0)
 # A Redis that does not answer within this long counts as down (cache and breakers).
 REDIS_SOCKET_TIMEOUT_SECONDS = env_float("REDIS_SOCKET_TIMEOUT_SECONDS", 0.5)
+# Connections each event loop keeps to Redis for the request paths' own calls
+# (voiceplatform.aredis); more callers than this wait for one.
+REDIS_LOOP_CONNECTIONS = env_int("REDIS_LOOP_CONNECTIONS", 32)
 if REDIS_URL:
     CACHES = {
         "default": {
