@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
 
@@ -52,6 +58,19 @@ def keep_an_event_loop(**kwargs) -> None:
     from voiceplatform import syncloop
 
     syncloop.enable()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def return_database_connections(task=None, **kwargs) -> None:
+    # In a worker, what a request does at its start and end: a connection goes back to
+    # the pool (or is closed, without one), and one that broke is not lent again. An
+    # eager task runs inside its caller, whose connections are the caller's business.
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 @worker_process_shutdown.connect

@@ -639,6 +639,11 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes a prefork worker's whole connection pool around every
+# task unless told to reuse it: each task then opened a new PostgreSQL connection.
+# Tasks return their connections to the pool instead (voiceplatform.celery), and the
+# fixup closes the pool only every this many tasks.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 # A message unacknowledged this long is delivered again: longer than the longest tool.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", TOOL_TIMEOUT_SECONDS + 120),

@@ -131,3 +131,45 @@ async def test_a_live_worker_is_found_by_the_probe(worker):
     from ops_app import health
 
     assert (await health.check("workers")).ok
+
+
+@pytest.fixture
+def pooled_worker(real_celery, tmp_path):
+    """A worker with the production settings: its own connection pool."""
+    process = start_worker(
+        "pooled", tmp_path / "pooled.log", settings_module="voiceplatform.settings"
+    )
+    wait_for_worker("pooled")
+    yield process
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+async def test_a_worker_keeps_its_pooled_connections_from_one_call_to_the_next(
+    pooled_worker, session
+):
+    from django.db import connection
+    from django.utils import timezone
+
+    def backends_started_since(moment) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND backend_start > %s",
+                [moment],
+            )
+            return cursor.fetchone()[0]
+
+    async def run(number: int) -> None:
+        call = ToolCall(session, "bash", f"call_keep_{number}", {"command": "true"})
+        execution = await actions._run(call, ToolExecution.Origin.CLIENT)
+        assert execution.status == ToolExecution.Status.SUCCEEDED
+
+    await run(0)  # the worker's pool opens its connection
+    warmed = timezone.now()
+    for number in range(1, 6):
+        await run(number)
+
+    # Five calls, and no new connection: each borrowed the pool's (Celery used to close
+    # the pool around every task, so each call opened new ones).
+    assert await sync_to_async(backends_started_since)(warmed) == 0
