@@ -69,3 +69,23 @@ async def test_the_moved_hooks_still_set_their_headers_and_refuse_a_form_without
 
     assert refused.status_code == 403
     assert b"CSRF" in refused.content
+
+
+async def test_a_request_goes_to_the_thread_with_the_fewest_requests_in_flight(http):
+    from voiceplatform.asgi import django_asgi_app as handler
+
+    handler._load[:] = [5] * len(handler._load)
+    handler._load[3] = 1
+    names: list[str] = []
+
+    def note_thread(**kwargs):
+        names.append(threading.current_thread().name)
+
+    request_started.connect(note_thread)
+    try:
+        await http.get("/health/live")
+    finally:
+        request_started.disconnect(note_thread)
+        handler._load[:] = [0] * len(handler._load)
+
+    assert names == ["request-3_0"]
