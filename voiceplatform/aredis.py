@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import redis.asyncio as redis
 from django.conf import settings
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from voiceplatform import outage
 
@@ -54,6 +56,9 @@ def client() -> redis.Redis | None:
             timeout=POOL_WAIT_SECONDS,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            # Once more on a fresh connection: one left from before a Redis restart
+            # fails its first command, and Redis is not away for that.
+            retry=Retry(NoBackoff(), 1),
         )
         found = redis.Redis(connection_pool=pool)
         existing = _clients[loop] = (location, found)

@@ -137,7 +137,10 @@ async def test_a_live_worker_is_found_by_the_probe(worker):
 def pooled_worker(real_celery, tmp_path):
     """A worker with the production settings: its own connection pool."""
     process = start_worker(
-        "pooled", tmp_path / "pooled.log", settings_module="voiceplatform.settings"
+        "pooled",
+        tmp_path / "pooled.log",
+        settings_module="voiceplatform.settings",
+        env={"VAR_DIR": str(tmp_path / "var"), "TOOL_WORKSPACE_ROOT": str(tmp_path / "ws")},
     )
     wait_for_worker("pooled")
     yield process
@@ -146,8 +149,9 @@ def pooled_worker(real_celery, tmp_path):
 
 
 async def test_a_worker_keeps_its_pooled_connections_from_one_call_to_the_next(
-    pooled_worker, session
+    pooled_worker, make_session
 ):
+    session = await make_session(status="active", tools=policy.definitions(["glob"]))
     from django.db import connection
     from django.utils import timezone
 
@@ -161,9 +165,9 @@ async def test_a_worker_keeps_its_pooled_connections_from_one_call_to_the_next(
             return cursor.fetchone()[0]
 
     async def run(number: int) -> None:
-        call = ToolCall(session, "bash", f"call_keep_{number}", {"command": "true"})
+        call = ToolCall(session, "glob", f"call_keep_{number}", {"pattern": "*"})
         execution = await actions._run(call, ToolExecution.Origin.CLIENT)
-        assert execution.status == ToolExecution.Status.SUCCEEDED
+        assert execution.status == ToolExecution.Status.SUCCEEDED, execution.output
 
     await run(0)  # the worker's pool opens its connection
     warmed = timezone.now()
