@@ -549,6 +549,8 @@ async def hold_sessions(ours: Ours, sim: str, n: int, plan: Plan, log) -> dict:
         "loop_lag_p50_ms": round(probe["lag_p50_ms"], 1),
         "loop_lag_p99_ms": round(probe["lag_p99_ms"], 1),
         "loop_lag_max_ms": round(probe["lag_max_ms"], 1),
+        "full_gcs": probe["full_gcs"],
+        "full_gc_max_ms": round(probe["full_gc_max_ms"], 1),
         "errors": errors,
     }
 
@@ -780,14 +782,15 @@ def report(results: dict, lat: dict, plan: Plan, out) -> None:
     out("\n== live sessions held by one process (ours-pg) ==")
     out(
         f"{'asked':>6}{'held':>6}{'RSS/session KiB':>17}{'CPU %':>7}{'events/s':>10}"
-        f"{'ws msgs':>9}{'lag p50':>9}{'lag p99':>9}{'lag max':>9}  errors"
+        f"{'ws msgs':>9}{'lag p50':>9}{'lag p99':>9}{'lag max':>9}{'full GCs':>9}  errors"
     )
     for row in results["held"]:
         out(
             f"{row['asked']:>6}{row['held']:>6}{row['rss_per_session_kb']:>17.1f}"
             f"{row['cpu_percent']:>7.1f}{row['events_per_s']:>10.1f}"
             f"{row['websocket_messages']:>9}{row['loop_lag_p50_ms']:>9.1f}"
-            f"{row['loop_lag_p99_ms']:>9.1f}{row['loop_lag_max_ms']:>9.1f}  {row['errors']}"
+            f"{row['loop_lag_p99_ms']:>9.1f}{row['loop_lag_max_ms']:>9.1f}"
+            f"{row.get('full_gcs', 0):>9}  {row['errors']}"
         )
     tools = results["tools"]
     out("\n== tool dispatch (read_file of a tiny file) ==")
