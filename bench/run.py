@@ -663,6 +663,10 @@ async def tool_dispatch(env: dict, logs: Path, plan: Plan, log) -> dict:
 
             await asyncio.gather(*(caller() for _ in range(4 * workers)))
             rate = calls / (time.perf_counter() - started)
+        except RuntimeError as exc:  # a call failed: say so, and keep the rest of the run
+            results["celery"][workers] = {"failed": str(exc)[:200]}
+            log(f"  tools through Celery with {workers} worker process(es): {exc}")
+            continue
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(worker.pid, signal.SIGKILL)
@@ -799,6 +803,9 @@ def report(results: dict, lat: dict, plan: Plan, out) -> None:
     out(f"{'in-process':<28}{t['p50']:>9.2f}{t['p95']:>8.2f}{t['p99']:>8.2f}{'-':>9}")
     for workers, t in tools["celery"].items():
         label = f"celery+redis, {workers} worker(s)"
+        if "failed" in t:
+            out(f"{label:<28}failed: {t['failed']}")
+            continue
         out(f"{label:<28}{t['p50']:>9.2f}{t['p95']:>8.2f}{t['p99']:>8.2f}{t['calls_per_s']:>9.1f}")
         if "p50_stages_ms" in t:
             stages = ", ".join(f"{k} {v:.1f}" for k, v in t["p50_stages_ms"].items())
@@ -883,7 +890,7 @@ def as_json(results: dict, plan: Plan) -> dict:
         "rss_per_session_kb": biggest["rss_per_session_kb"],
         "loop_lag_p99_ms": biggest["loop_lag_p99_ms"],
         "held": results["held"],
-        "tool_dispatch_ms": {"p50": celery_one["p50"], "p99": celery_one["p99"]},
+        "tool_dispatch_ms": {"p50": celery_one.get("p50"), "p99": celery_one.get("p99")},
         "tool_inprocess_ms": results["tools"]["inprocess"]["p50"],
         "tools": {
             "inprocess": results["tools"]["inprocess"],

@@ -39,17 +39,7 @@ class FallbackRedisStorage(pybreaker.CircuitBreakerStorage):
         return f"{self.namespace}:pybreaker:{name}"
 
     def _either(self, on_redis: Callable, on_memory: Callable[[], T]) -> T:
-        if outage.redis.should_try():
-            try:
-                result = on_redis(get_redis_connection("default"))
-            except Exception as exc:
-                if not outage.is_unreachable(exc):
-                    raise
-                outage.redis.failed(exc)
-            else:
-                outage.redis.succeeded()
-                return result
-        return on_memory()
+        return outage.redis.either(lambda: on_redis(get_redis_connection("default")), on_memory)
 
     @property
     def state(self) -> str:

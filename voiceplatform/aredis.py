@@ -68,17 +68,9 @@ def client() -> redis.Redis | None:
 async def either(on_redis: Callable[[redis.Redis], Awaitable[T]], on_memory: Callable[[], T]) -> T:
     """on_redis(client) when Redis is configured and worth trying, else on_memory()."""
     found = client()
-    if found is not None and outage.redis.should_try():
-        try:
-            result = await on_redis(found)
-        except Exception as exc:
-            if not outage.is_unreachable(exc):
-                raise
-            outage.redis.failed(exc)
-        else:
-            outage.redis.succeeded()
-            return result
-    return on_memory()
+    if found is None:
+        return on_memory()
+    return await outage.redis.aeither(lambda: on_redis(found), on_memory)
 
 
 def cache_key(key: str) -> str:

@@ -43,19 +43,13 @@ class FallbackRedisCache(RedisCache):
         self._outage_seen = outage.redis.count
 
     def _either(self, name: str, *args, **kwargs):
-        if outage.redis.should_try():
-            try:
-                result = getattr(super(), name)(*args, **kwargs)
-            except Exception as exc:
-                if not outage.is_unreachable(exc):
-                    raise
-                outage.redis.failed(exc)
-            else:
-                outage.redis.succeeded()
-                self._forget_local_after_outage()
-                return result
+        def on_redis():
+            result = getattr(super(FallbackRedisCache, self), name)(*args, **kwargs)
+            self._forget_local_after_outage()
+            return result
+
         local = {key: value for key, value in kwargs.items() if key not in _REDIS_ONLY}
-        return getattr(self._local, name)(*args, **local)
+        return outage.redis.either(on_redis, lambda: getattr(self._local, name)(*args, **local))
 
     def _forget_local_after_outage(self) -> None:
         if self._outage_seen != outage.redis.count:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 from django.conf import settings
@@ -19,6 +21,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 # What says "Redis is not there" (as opposed to a bad command, which is a bug).
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, socket.timeout, OSError, TimeoutError)
@@ -70,6 +74,36 @@ class Outage:
             seconds = time.monotonic() - self._down_since
             self._down_since = None
         log.warning(f"{self.name}_back", outage_seconds=round(seconds, 1))
+
+    def either(self, on_up: Callable[[], T], on_down: Callable[[], T]) -> T:
+        """on_up() while the dependency is up (or due for a retry); on_down() while it is
+        down, or when on_up finds it unreachable (which starts an outage)."""
+        if self.should_try():
+            try:
+                result = on_up()
+            except Exception as exc:
+                self._unless_unreachable(exc)
+            else:
+                self.succeeded()
+                return result
+        return on_down()
+
+    async def aeither(self, on_up: Callable[[], Awaitable[T]], on_down: Callable[[], T]) -> T:
+        """either, for async on_up."""
+        if self.should_try():
+            try:
+                result = await on_up()
+            except Exception as exc:
+                self._unless_unreachable(exc)
+            else:
+                self.succeeded()
+                return result
+        return on_down()
+
+    def _unless_unreachable(self, exc: Exception) -> None:
+        if not is_unreachable(exc):
+            raise exc
+        self.failed(exc)
 
     def forget(self) -> None:
         """Back to 'up' without a log line (between tests)."""
