@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 
 import structlog
@@ -25,12 +26,30 @@ log = structlog.get_logger(__name__)
 SEND_TIMEOUT_SECONDS = 1.0
 
 
+class _LocalLayer(InMemoryChannelLayer):
+    """Channels' in-memory layer, sweeping expired messages and memberships at most once
+    a second. Its own sweep runs on every receive and group send and walks every channel
+    and group: with a thousand sockets, each waiting on this layer too, that is a
+    thousand walks for one burst of events. Expiry is minutes (messages) to a day
+    (memberships), so a second's delay changes nothing."""
+
+    SWEEP_EVERY_SECONDS = 1.0
+    _swept_at = float("-inf")
+
+    def _clean_expired(self) -> None:
+        now = time.monotonic()
+        if now - self._swept_at < self.SWEEP_EVERY_SECONDS:
+            return
+        self._swept_at = now
+        super()._clean_expired()
+
+
 class FallbackRedisChannelLayer(BaseChannelLayer):
     extensions = ["groups", "flush"]
 
     def __init__(self, **config) -> None:
         self.redis = RedisChannelLayer(**config)
-        self.local = InMemoryChannelLayer(
+        self.local = _LocalLayer(
             expiry=self.redis.expiry,
             group_expiry=self.redis.group_expiry,
             capacity=self.redis.capacity,
