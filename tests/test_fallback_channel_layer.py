@@ -76,3 +76,36 @@ async def test_groups_are_restored_in_a_returning_redis(layer):
     finally:
         client.close()
     assert (await asyncio.wait_for(layer.receive(channel), 5))["n"] == 2
+
+
+async def test_the_in_memory_side_sweeps_expired_entries_at_most_once_a_second(monkeypatch):
+    from channels.layers import InMemoryChannelLayer
+
+    from voiceplatform import channel_layer
+
+    sweeps: list[float] = []
+    monkeypatch.setattr(InMemoryChannelLayer, "_clean_expired", lambda self: sweeps.append(1))
+    now = [1000.0]
+    monkeypatch.setattr(channel_layer.time, "monotonic", lambda: now[0])
+    local = channel_layer._LocalLayer(expiry=60)
+
+    for _ in range(100):  # a burst of receives and sends
+        local._clean_expired()
+    assert len(sweeps) == 1
+
+    now[0] += channel_layer._LocalLayer.SWEEP_EVERY_SECONDS
+    local._clean_expired()
+    assert len(sweeps) == 2
+
+
+async def test_the_in_memory_side_still_drops_an_expired_message():
+    from voiceplatform.channel_layer import _LocalLayer
+
+    local = _LocalLayer(expiry=0.05)
+    channel = await local.new_channel()
+    await local.send(channel, {"type": "old"})
+    await asyncio.sleep(0.1)  # past its expiry
+    await local.send(channel, {"type": "new"})
+
+    # The receive sweeps (the first sweep is never put off) and drops the old message.
+    assert (await local.receive(channel))["type"] == "new"
