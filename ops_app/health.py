@@ -192,6 +192,12 @@ def report_failure(name: str, detail: str) -> None:
     _note(name, Check(FAILING, detail[:200]))
 
 
+def report_ok(name: str, detail: str) -> None:
+    """A request path saw the dependency work: the level says so at once (and what
+    waits for its recovery runs), without waiting for the next probe."""
+    _note(name, Check(OK, detail[:200]))
+
+
 def on_recovery(name: str, callback) -> None:
     """callback() runs (in the event loop, so it must not block) whenever the check
     answers ok after failing, and on its first ok answer in this process."""

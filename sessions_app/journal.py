@@ -323,6 +323,10 @@ async def replay() -> int:
                 written += await _replay_spool()
             except UNREACHABLE as exc:
                 went_away(exc)
+            else:
+                if written:  # the database took every op: it is back, whatever the
+                    # last probe (still waiting on the pool's reconnect) said
+                    health.report_ok("database", "the journal was written to it")
             finally:
                 await sync_to_async(connections.close_all)()
     finally:

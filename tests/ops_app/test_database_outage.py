@@ -146,6 +146,8 @@ def test_with_the_database_away_conversations_go_on_and_their_history_is_written
 
             written = _until(history_written, WRITTEN_WITHIN_SECONDS, every=0.5)
             written_after = time.monotonic() - restored
+            # The replay that wrote it says the database is back: level 1 within moments.
+            _until(lambda: httpx.get(f"{url}/health", timeout=10).json()["level"] == 1, 3)
             health_after = httpx.get(f"{url}/health", timeout=10).json()
         finally:
             stop_server(server)
