@@ -10,6 +10,12 @@ bash scripts/bootstrap.sh
 var_dir=${VAR_DIR:-var}
 mkdir -p "$var_dir"
 pids=()
+# Workspaces are size-capped mounts (tools_app/mounts.py): root may mount them; anyone
+# else may in a user and mount namespace of their own, where the host allows one.
+own_mounts=()
+if [ "$(id -u)" -ne 0 ] && unshare --user --map-current-user --keep-caps --mount true 2>/dev/null; then
+  own_mounts=(unshare --user --map-current-user --keep-caps --mount --propagation private --)
+fi
 stop() {
   trap - TERM INT EXIT
   kill "${pids[@]}" 2>/dev/null || true
@@ -21,11 +27,11 @@ if [ -n "${REDIS_URL:-}" ] && [ "${RUN_WORKER:-1}" = 1 ]; then
   metrics_dir="$var_dir/worker-metrics"
   rm -rf "$metrics_dir" && mkdir -p "$metrics_dir"
   PROMETHEUS_MULTIPROC_DIR="$metrics_dir" \
-    .venv/bin/celery -A voiceplatform worker --beat --schedule "$var_dir/celerybeat-schedule" \
+    "${own_mounts[@]}" .venv/bin/celery -A voiceplatform worker --beat --schedule "$var_dir/celerybeat-schedule" \
     --loglevel warning --hostname "run-$$@%h" &
   pids+=($!)
 fi
-.venv/bin/daphne -b "${HOST:-127.0.0.1}" -p "${PORT:-8000}" voiceplatform.asgi:application &
+"${own_mounts[@]}" .venv/bin/daphne -b "${HOST:-127.0.0.1}" -p "${PORT:-8000}" voiceplatform.asgi:application &
 pids+=($!)
 # Whichever stops first (or a signal to this script) stops the others.
 wait -n

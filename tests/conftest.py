@@ -25,6 +25,8 @@ from tests.support import (
     free_port,
     start_server,
     stop_server,
+    unmount,
+    workspace_mounts,
 )
 
 network_guard.install()
@@ -70,6 +72,16 @@ def _clean_cache():
     outage.redis.forget()
     for breaker in breakers.all_breakers().values():  # failures counted by earlier tests
         breakers.reset(breaker)
+
+
+@pytest.fixture(autouse=True)
+def _unmount_workspaces():
+    """Workspaces are tmpfs mounts when the suite runs as root (tools_app.mounts): those
+    a test made go with it, files and all, so none holds memory past it."""
+    before = workspace_mounts()
+    yield
+    for point in workspace_mounts() - before:
+        unmount(point)
 
 
 @pytest.fixture

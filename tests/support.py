@@ -421,3 +421,19 @@ def load_checklists() -> None:
 
     migration = importlib.import_module("ops_app.migrations.0004_seed_deployment_checklists")
     migration.load(apps, None)
+
+
+def workspace_mounts() -> set[str]:
+    """Mount points of the workspace tmpfs mounts (tools_app.mounts) on this host."""
+    points = set()
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields, _, rest = line.partition(" - ")
+            fstype, source = rest.split()[:2]
+            if fstype == "tmpfs" and source == "workspace":
+                points.add(fields.split()[4].replace("\\040", " "))
+    return points
+
+
+def unmount(point: str) -> None:
+    subprocess.run(["umount", "-l", point], capture_output=True, check=False)

@@ -11,8 +11,9 @@ read-only view of the system's programs and only the parts of /etc they need, a 
 private /tmp, a PID namespace, and the workspace mounted at /workspace: what it prints
 never shows the host's paths (in rlimits mode the workspace's host path is replaced by
 /workspace in its output). Which files bash may touch is the workspace's business
-(tools_app.workspace); its size is bounded by TOOL_WORKSPACE_MAX_BYTES, checked before,
-during and after each call.
+(tools_app.workspace); its size is bounded by TOOL_WORKSPACE_MAX_BYTES: a hard cap where
+the workspace is a sized mount (tools_app.mounts), and measured before, during and after
+each call either way, for a clear report.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 import structlog
 from django.conf import settings
 
-from tools_app import cgroups, seccomp
+from tools_app import cgroups, mounts, seccomp
 from tools_app.workspace import TreeTooDeep, Workspace, sandbox_uid
 
 log = structlog.get_logger(__name__)
@@ -93,6 +94,8 @@ MASKED_PROC = (
     "/proc/interrupts",
 )
 CLONE_NEWNET = 0x40000000
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 # How often a running call's workspace is measured (more rarely when measuring is slow).
 QUOTA_CHECK_SECONDS = 1.0
 
@@ -212,11 +215,17 @@ def describe_limits() -> str:
     scope = cgroups.describe()
     tmp_mib = settings.TOOL_BASH_TMP_BYTES // 2**20
     tmp = f"/tmp {tmp_mib} MiB" if bwrap_works() else "the host's /tmp"  # noqa: S108
+    if mounts.enabled():
+        cap = f"tmpfs, hard cap; all {settings.TOOL_WORKSPACE_TOTAL_BYTES // 2**20} MiB"
+    elif settings.TOOL_WORKSPACE_HARD_CAP:
+        cap = "no hard cap possible: bash off"
+    else:
+        cap = "measured only"
     return (
         f"{scope}: memory {memory} MiB, {settings.TOOL_BASH_MAX_PROCESSES} processes,"
         f" {settings.TOOL_BASH_CPU_QUOTA} CPU; {tmp}; seccomp"
         f" {'on' if seccomp.available() else 'off'}; workspace"
-        f" {settings.TOOL_WORKSPACE_MAX_BYTES // 2**20} MiB"
+        f" {settings.TOOL_WORKSPACE_MAX_BYTES // 2**20} MiB ({cap})"
     )
 
 
@@ -279,6 +288,9 @@ def _limit(
     def apply() -> None:
         # Die with the worker that started us: a killed worker leaves no shell running.
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        # A worker in a namespace of its own keeps its capabilities there (to mount
+        # workspaces); what it starts gets none of them.
+        libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
         if join is not None:
             join()  # before anything else runs: all it starts is inside
         # Without bubblewrap too, a network namespace of its own: nothing to reach.

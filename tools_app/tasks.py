@@ -33,8 +33,10 @@ def fail_lost_executions_task() -> int:
 @shared_task
 def remove_expired_workspaces_task() -> int:
     """Periodic: workspaces of sessions over for longer than their retention (or gone)
-    are deleted; a run that removed any leaves one audit event saying how many."""
+    are deleted, those of other ended sessions shrunk to their contents; a run that
+    removed any leaves one audit event saying how many."""
     removed = retention.remove_expired_workspaces()
+    retention.shrink_ended_workspaces()
     if removed:
         audit.record(
             audit.Action.RETENTION_RUN,

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from ops_app import breakers
 from sessions_app import events
-from tools_app import registry
+from tools_app import mounts, registry
 from tools_app.models import ToolExecution
 from tools_app.workspace import Workspace
 from voiceplatform import syncloop
@@ -56,6 +56,9 @@ def run(execution_id: int, worker: str | None = None) -> None:
     started = time.perf_counter()
     try:
         workspace = Workspace.for_session(execution.session_id)
+    except mounts.StorageFull as exc:  # the host's workspaces are all taken: an answer
+        finish(execution, ok=False, output=exc.strerror, error=exc.strerror)
+        return
     except OSError as exc:  # the worker's own disk: the bridge failing
         log.exception("workspace_unavailable", tool=execution.tool)
         fail_for_the_bridge(

@@ -23,6 +23,8 @@ from urllib.parse import unquote
 
 from django.conf import settings
 
+from tools_app import mounts
+
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 # A walk holds one open directory per level: the bound keeps it well below the usual
 # 1024 open files, and no real project nests this deep.
@@ -56,10 +58,14 @@ class Workspace:
 
     @classmethod
     def for_session(cls, session_id: str) -> Workspace:
+        """The session's workspace, made if missing: a tmpfs of its quota where hard caps
+        are on (mounts.StorageFull when the host's workspaces take all they may)."""
         root = cls.make_root() / session_id
         root.mkdir(exist_ok=True, mode=0o700)
         uid = sandbox_uid(session_id)
-        if uid is not None:
+        if mounts.enabled():
+            mounts.ensure(root, uid)
+        elif uid is not None:
             os.chown(root, uid, uid)
         return cls(root=root, uid=uid)
 
@@ -249,6 +255,7 @@ def remove_workspace(session_id: str) -> bool:
         info = os.stat(session_id, dir_fd=base_fd, follow_symlinks=False)
         if not stat.S_ISDIR(info.st_mode):
             return False
+        mounts.release(Path(settings.TOOL_WORKSPACE_ROOT) / session_id)
         _remove_tree(base_fd, session_id)
     except FileNotFoundError:
         return False

@@ -603,6 +603,11 @@ TOOL_BASH_CGROUP_PARENT = env_str("TOOL_BASH_CGROUP_PARENT")
 # What a session's workspace may hold on disk, and how long it is kept after its end.
 TOOL_WORKSPACE_MAX_BYTES = env_int("TOOL_WORKSPACE_MAX_BYTES", 256 * 1024 * 1024)
 TOOL_WORKSPACE_RETENTION_SECONDS = env_int("TOOL_WORKSPACE_RETENTION_SECONDS", 3600)
+# Each workspace a tmpfs of that size (tools_app.mounts), all of a host's together within
+# TOTAL (they live in memory); off: plain directories, measured only, and bash runs
+# without a hard cap (where mounting is impossible and this is on, bash is refused).
+TOOL_WORKSPACE_HARD_CAP = env_bool("TOOL_WORKSPACE_HARD_CAP", True)
+TOOL_WORKSPACE_TOTAL_BYTES = env_int("TOOL_WORKSPACE_TOTAL_BYTES", 8 * 1024 * 1024 * 1024)
 TOOL_OUTPUT_MAX_BYTES = env_int("TOOL_OUTPUT_MAX_BYTES", 64 * 1024)
 TOOL_READ_MAX_BYTES = env_int("TOOL_READ_MAX_BYTES", 1024 * 1024)
 # bash runs as uid BASE + hash(session) when we are root; 0 turns that off.

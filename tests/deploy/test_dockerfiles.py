@@ -86,6 +86,16 @@ def test_every_target_checks_its_own_process(target):
     assert target == "web" or target in command
 
 
+def test_only_the_worker_runs_in_a_mount_namespace_of_its_own_for_capped_workspaces():
+    entry = exec_form(effective("worker", "ENTRYPOINT"))
+
+    # uid 1000 keeps its capabilities inside its own namespaces only: it may mount each
+    # workspace as a sized tmpfs (tools_app.mounts), nothing on the node.
+    assert entry[0] == "unshare" and entry[-1] == "--"
+    assert {"--user", "--map-current-user", "--keep-caps", "--mount"} <= set(entry)
+    assert effective("web", "ENTRYPOINT") is None and effective("beat", "ENTRYPOINT") is None
+
+
 def test_dependencies_come_from_pyproject_and_the_code_runs_from_app():
     build = " ".join(args for op, args in dockerfile_stages()["build"] if op in ("RUN", "COPY"))
 

@@ -8,6 +8,7 @@ import structlog
 from amplifier_core import ToolResult
 from django.conf import settings
 
+from tools_app import mounts
 from tools_app.builtin.base import WorkspaceTool, failure
 from tools_app.sandbox import isolation, run_bash
 from voiceplatform import private_files
@@ -43,6 +44,13 @@ class BashTool(WorkspaceTool):
     }
 
     async def execute(self, input: dict) -> ToolResult:  # noqa: A002
+        if not mounts.bash_allowed():
+            return failure(
+                "isolation_unavailable",
+                "bash is switched off here: this worker cannot give the workspace a hard "
+                "size cap (it cannot mount; run it as root or with CAP_SYS_ADMIN, or set "
+                "TOOL_WORKSPACE_HARD_CAP=off to accept a measured quota only).",
+            )
         if isolation() == "none":
             return failure(
                 "isolation_unavailable",
