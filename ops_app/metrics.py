@@ -28,6 +28,15 @@ voice_tool_execution_duration_seconds = Histogram(
 voice_tool_execution_total = Counter(
     "voice_tool_execution_total", "Total tool executions", ["tool_name", "status"]
 )
+voice_task_total = Counter(
+    "voice_task_total", "Background tasks by how they ended", ["kind", "status"]
+)
+voice_task_duration_seconds = Histogram(
+    "voice_task_duration_seconds",
+    "Background task time, from its start to its end",
+    ["kind"],
+    buckets=[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0],
+)
 voice_session_cost_usd_total = Counter(
     "voice_session_cost_usd_total",
     "Estimated upstream cost of sessions in US dollars (sessions_app.costs)",

@@ -22,7 +22,7 @@ from sessions_app.callers import Caller
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.signals import session_ended
 from tools_app import actions as tool_actions
-from tools_app import policy
+from tools_app import background, policy
 from voiceplatform.api import client_network
 from voiceplatform.errors import (
     ApiError,
@@ -349,6 +349,9 @@ SIDEBAND_HANDLERS = sideband.Handlers(
     function_call=tool_actions.answer_for_model,
     upstream_ended=_ended_by_upstream,
     transcript=_seen_by_sideband,
+    deliver_task=background.deliver_next,
+    tasks_pending=background.has_pending,
+    task_group=background.nudge_group,
 )
 
 

@@ -21,6 +21,8 @@ class LiveEvent(StrEnum):
     SESSION_STATE = "session.state"
     TRANSCRIPT_ITEM = "transcript.item"
     TOOL_UPDATE = "tool.update"
+    TASK_UPDATE = "task.update"  # a task started, was asked to stop, or ended
+    TASK_PROGRESS = "task.progress"  # a running call's latest progress line
     SIDEBAND_ATTACHED = "sideband.attached"
     SIDEBAND_DETACHED = "sideband.detached"
     SESSION_ENDED = "session.ended"

@@ -24,6 +24,7 @@ from datetime import timedelta
 
 import structlog
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connections
 from django.db.models.functions import Coalesce, Now
@@ -44,6 +45,12 @@ class Handlers:
     upstream_ended: Callable[[str], Awaitable[None]]
     # (session id, events seen on the call): record the transcript
     transcript: Callable[[str, list[dict]], Awaitable[int]]
+    # Background tasks: (session id, send) tells the model how one ended, False when
+    # none is left to tell; (session id) whether any runs or waits to be told; the
+    # channel-layer group told when one of the session's tasks ends.
+    deliver_task: Callable[[str, Callable[[dict], Awaitable[None]]], Awaitable[bool]] | None = None
+    tasks_pending: Callable[[str], Awaitable[bool]] | None = None
+    task_group: Callable[[str], str] | None = None
 
 
 @dataclass
@@ -202,6 +209,8 @@ async def _listen(hold: _Hold, call_id: str, handlers: Handlers) -> bool:
             await _mark(session_id, connected=True)
             log.info("sideband_attached")
             answering: set[str] = set()
+            speaker = _Speaker(connection, session_id, handlers)
+            calls.create_task(speaker.tell_tasks())
             for item in await _unanswered_calls(session_id):
                 log.info("sideband_answers_missed_call", call_id=item["call_id"])
                 _start_answer(calls, connection, session_id, item, handlers, answering)
@@ -218,6 +227,7 @@ async def _listen(hold: _Hold, call_id: str, handlers: Handlers) -> bool:
                     continue
                 if not isinstance(event, dict):
                     continue
+                speaker.saw(event)
                 try:
                     await handlers.transcript(session_id, [event])
                 except Exception as exc:  # a database or Redis hiccup must not end the call
@@ -238,6 +248,90 @@ async def _listen(hold: _Hold, call_id: str, handlers: Handlers) -> bool:
             await _mark(session_id, connected=False)
     log.info("sideband_closed", ended_by_upstream=ended_by_upstream)
     return ended_by_upstream
+
+
+class _Speaker:
+    """Tells the model on the call how its background tasks ended: when one ends (the
+    task's group is told), and when the call is taken over with results untold; always
+    after the model's current response, never on top of it."""
+
+    # Waiting for a response to end gives up after this long (one never announced).
+    RESPONSE_PATIENCE_SECONDS = 20.0
+    # While tasks run or wait to be told, the holder also looks this often (a lost word).
+    RECHECK_SECONDS = 5.0
+
+    def __init__(self, connection, session_id: str, handlers: Handlers) -> None:
+        self.connection = connection
+        self.session_id = session_id
+        self.handlers = handlers
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.told = asyncio.Event()
+
+    def saw(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "response.created":
+            self.idle.clear()
+        elif kind == "response.done":
+            self.idle.set()
+
+    async def tell_tasks(self) -> None:
+        handlers = self.handlers
+        if handlers.deliver_task is None or handlers.tasks_pending is None:
+            return
+        listening = None
+        if handlers.task_group is not None:
+            listening = asyncio.create_task(self._listen(handlers.task_group(self.session_id)))
+        try:
+            pending = await handlers.tasks_pending(self.session_id)
+            while True:
+                if pending:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.told.wait(), self.RECHECK_SECONDS)
+                else:
+                    await self.told.wait()
+                self.told.clear()
+                while await self._tell_one():
+                    pass
+                pending = await handlers.tasks_pending(self.session_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the call goes on; the next holder tells what is left
+            log.warning("sideband_tasks_not_told", error=type(exc).__name__)
+        finally:
+            if listening is not None:
+                listening.cancel()
+
+    async def _tell_one(self) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), self.RESPONSE_PATIENCE_SECONDS)
+        told = await self.handlers.deliver_task(self.session_id, self.connection.send)
+        if told:
+            self.idle.clear()  # it asked for a response: the next waits for its end
+        return told
+
+    async def _listen(self, group: str) -> None:
+        """Wakes tell_tasks when the group hears a task of the session ended (without a
+        layer, tell_tasks' own look every RECHECK_SECONDS finds it)."""
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        channel = None
+        try:
+            channel = await layer.new_channel()
+            await layer.group_add(group, channel)
+            self.told.set()  # anything that ended before we listened
+            while True:
+                await layer.receive(channel)
+                self.told.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("sideband_task_group_lost", error=type(exc).__name__)
+        finally:
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await layer.group_discard(group, channel)
 
 
 async def _mark(session_id: str, *, connected: bool, only_if_marked: bool = False) -> None:

@@ -75,13 +75,18 @@ def _clean_cache():
 
 
 @pytest.fixture(autouse=True)
-def _unmount_workspaces():
+def _unmount_workspaces(tmp_path_factory):
     """Workspaces are tmpfs mounts when the suite runs as root (tools_app.mounts): those
-    a test made go with it, files and all, so none holds memory past it."""
+    a test made go with it, files and all, so none holds memory past it (only this
+    run's: under this checkout's var/ or this run's temporary directory)."""
+    from django.conf import settings
+
+    ours = (str(settings.VAR_DIR) + "/", str(tmp_path_factory.getbasetemp()) + "/")
     before = workspace_mounts()
     yield
     for point in workspace_mounts() - before:
-        unmount(point)
+        if point.startswith(ours):
+            unmount(point)
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ from ops_app import ratelimit
 from ops_app.metrics import voice_tool_execution_duration_seconds, voice_tool_execution_total
 from sessions_app import events, journal
 from sessions_app.models import VoiceSession
+from tools_app import background
 from tools_app.calls import ToolCall, arguments_of, check_call
-from tools_app.models import ToolExecution
+from tools_app.models import Task, ToolExecution
 from tools_app.tasks import execute_tool_task
 from voiceplatform.celery import enqueue
 from voiceplatform.errors import ApiError, Conflict, ErrorCode, ServiceUnavailable
@@ -34,10 +35,11 @@ SIDEBAND_PATIENCE_SECONDS = 2.0
 
 
 async def run_for_client(
-    session: VoiceSession, *, name: str, call_id: str, arguments: object
-) -> ToolExecution:
-    """POST /tools/<name>. While the server holds the call's sideband it runs the
-    model's calls itself; the browser may then only ask for their results."""
+    session: VoiceSession, *, name: str, call_id: str, arguments: object, detach: bool = False
+) -> ToolExecution | Task:
+    """POST /tools/<name>: the finished execution, or the task it became. While the
+    server holds the call's sideband it runs the model's calls itself; the browser may
+    then only ask for their results."""
     await ratelimit.hit(f"tools:{session.pk}", settings.TOOLS_RATE_PER_MINUTE)
     call = await check_call(session, name=name, call_id=call_id, arguments=arguments)
     if session.sideband_connected:
@@ -47,7 +49,7 @@ async def run_for_client(
                 "This call was not made by the model on this session's call.",
                 code=ErrorCode.UNKNOWN_CALL,
             )
-    return await _run(call, ToolExecution.Origin.CLIENT)
+    return await _run(call, ToolExecution.Origin.CLIENT, detach=detach)
 
 
 async def answer_for_model(session_id: str, item: dict) -> str:
@@ -68,6 +70,8 @@ async def answer_for_model(session_id: str, item: dict) -> str:
         if exc.code == ErrorCode.TOOLS_UNAVAILABLE:
             return exc.message  # already words for the model to say
         return f"Error: {exc.message}"
+    if isinstance(execution, Task):
+        return background.started_message(execution)
     if not execution.is_finished:
         return "Error: the tool did not finish in time."
     if execution.status == ToolExecution.Status.FAILED:
@@ -75,12 +79,25 @@ async def answer_for_model(session_id: str, item: dict) -> str:
     return execution.output
 
 
-async def _run(call: ToolCall, origin: ToolExecution.Origin) -> ToolExecution:
+async def _run(
+    call: ToolCall, origin: ToolExecution.Origin, *, detach: bool = False
+) -> ToolExecution | Task:
+    """The call's finished execution; or, for a call that goes on in the background
+    (long-running, asked to, or not done within TASK_DETACH_AFTER_SECONDS), its task."""
     # Listening before submitting: the worker's word that it finished cannot be missed,
     # and it carries the result, so the row is not read again.
     async with Waiter(call.session.pk, call.call_id) as waiter:
         execution, created = await submit(call, origin=origin)
-        execution = await waiter.wait(execution, settings.TOOL_TIMEOUT_SECONDS)
+        repeat = Task.objects.filter(execution=execution).select_related("execution")
+        if not created and (task := await repeat.afirst()):
+            return task  # posted again: the same task
+        at_once = background.detaches_at_once(
+            call.name, long_running=call.long_running, asked=detach
+        )
+        window = 0.0 if at_once else settings.TASK_DETACH_AFTER_SECONDS
+        execution = await waiter.wait(execution, min(window, settings.TOOL_TIMEOUT_SECONDS))
+    if not execution.is_finished:
+        return await background.detach(execution)
     if created:
         observe(execution)
     return execution
@@ -115,7 +132,17 @@ async def submit(call: ToolCall, *, origin: ToolExecution.Origin) -> tuple[ToolE
     return execution, created
 
 
+_in_process: set[asyncio.Task] = set()
+
+
 async def _queue(execution: ToolExecution) -> None:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        # In-process (the embedded default) the call runs on a thread of its own while
+        # its caller waits for it, as a worker's caller does: so it can be detached.
+        running = asyncio.create_task(_run_in_process(execution))
+        _in_process.add(running)
+        running.add_done_callback(_in_process.discard)
+        return
     try:
         await enqueue(execute_tool_task, execution.pk)
     except Exception as exc:
@@ -123,6 +150,13 @@ async def _queue(execution: ToolExecution) -> None:
         raise ServiceUnavailable(
             "Tools cannot be queued right now.", code=ErrorCode.TOOLS_UNAVAILABLE, retry_after=5
         ) from None
+
+
+async def _run_in_process(execution: ToolExecution) -> None:
+    try:
+        await enqueue(execute_tool_task, execution.pk)
+    except Exception:  # the call's row says how it ended; nothing waits on this
+        log.exception("tool_failed_in_process", execution=execution.pk)
 
 
 class Waiter:

@@ -14,3 +14,5 @@ class ToolCallBody(Body):
     # Checked against the tool's own JSON schema, which says more than a type could (an
     # object, as the document says).
     arguments: Annotated[Any, Field(json_schema_extra={"type": "object"})]
+    # Run it in the background at once (a task), whatever the tool.
+    detach: bool = False

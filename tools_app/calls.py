@@ -25,6 +25,7 @@ class ToolCall:
     name: str
     call_id: str
     arguments: dict[str, Any]
+    long_running: bool = False  # its tool is declared so (a task from the start)
 
 
 async def check_call(session: VoiceSession, *, name: Any, call_id: Any, arguments: Any) -> ToolCall:
@@ -57,7 +58,13 @@ async def check_call(session: VoiceSession, *, name: Any, call_id: Any, argument
         raise BadRequest(
             f"Invalid arguments for {name}: {problem}", code=ErrorCode.INVALID_ARGUMENTS
         )
-    return ToolCall(session=session, name=name, call_id=call_id, arguments=arguments)
+    return ToolCall(
+        session=session,
+        name=name,
+        call_id=call_id,
+        arguments=arguments,
+        long_running=spec.long_running,
+    )
 
 
 async def _audit_refusal(session: VoiceSession, name: Any, call_id: str, code: ErrorCode) -> None:

@@ -1,13 +1,15 @@
-"""Tool executions: one row per (session, call_id), whatever door it came through."""
+"""Tool executions: one row per (session, call_id), whatever door it came through; and
+tasks: the executions that went on in the background while the conversation did."""
 
 from __future__ import annotations
+
+import secrets
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from sessions_app.models import ApiKey, VoiceSession
-from tools_app import registry
 
 
 class ToolExecution(models.Model):
@@ -39,6 +41,10 @@ class ToolExecution(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_seconds = models.FloatField(null=True, blank=True)
+    # The task this call is a step of (an agent's own tool calls), if any.
+    task = models.ForeignKey(
+        "Task", null=True, blank=True, related_name="steps", on_delete=models.CASCADE
+    )
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -62,6 +68,108 @@ class ToolExecution(models.Model):
             "output": self.output,
             "error": self.error
             or (None if self.is_finished else "The tool did not finish in time."),
+        }
+
+
+def new_task_id() -> str:
+    return "task_" + secrets.token_urlsafe(9)
+
+
+class TaskQuerySet(models.QuerySet):
+    def running(self) -> TaskQuerySet:
+        return self.filter(status=Task.Status.RUNNING)
+
+    def undelivered(self) -> TaskQuerySet:
+        """Finished, and not yet told to the model on the call."""
+        return self.exclude(status=Task.Status.RUNNING).filter(delivery=Task.Delivery.PENDING)
+
+
+class Task(models.Model):
+    """A tool call that went on in the background: the model heard at once that it
+    started, and hears how it ended when it does (tools_app.tasks_flow)."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Kind(models.TextChoices):
+        TOOL = "tool"
+        AGENT = "agent"
+
+    class Delivery(models.TextChoices):
+        PENDING = "pending"  # finished; to be told to the model on the call
+        SPOKEN = "spoken"  # told to the model on the call
+        KEPT = "kept"  # the call had ended: kept on the session and shown, not spoken
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_task_id, editable=False)
+    session = models.ForeignKey(VoiceSession, related_name="tasks", on_delete=models.CASCADE)
+    execution = models.OneToOneField(
+        ToolExecution, related_name="as_task", on_delete=models.CASCADE
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.TOOL)
+    tool = models.CharField(max_length=80)
+    agent = models.CharField(max_length=80, blank=True)
+    summary = models.CharField(max_length=200, blank=True)  # what it is, for its card
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    progress = models.TextField(blank=True)  # the last progress line
+    output = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.CharField(max_length=150, blank=True)
+    delivery = models.CharField(max_length=8, choices=Delivery.choices, default=Delivery.PENDING)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    steps_count = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["session", "delivery"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pk} {self.tool} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status != self.Status.RUNNING
+
+    def as_started(self) -> dict:
+        """POST /tools/<name>'s answer for a call that became a task (202)."""
+        return {
+            "call_id": self.execution.call_id,
+            "tool": self.tool,
+            "status": "running",
+            "task_id": self.pk,
+        }
+
+    def to_dict(self) -> dict:
+        """What GET /session/<id>/tasks/<task_id> and the live events say of it."""
+        return {
+            "task_id": self.pk,
+            "call_id": self.execution.call_id if self.execution_id else None,
+            "tool": self.tool,
+            "kind": self.kind,
+            "agent": self.agent or None,
+            "summary": self.summary,
+            "status": self.status,
+            "progress": self.progress,
+            "output": self.output if self.is_finished else None,
+            "error": self.error or None,
+            "cancelled_by": self.cancelled_by or None,
+            "steps": self.steps_count,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }
 
 
@@ -94,6 +202,9 @@ class ToolGrant(models.Model):
     def clean(self) -> None:
         if not isinstance(self.tools, list) or not all(isinstance(t, str) for t in self.tools):
             raise ValidationError({"tools": "A list of tool names."})
+        # The registry's tools read these models (task_control): models stay below it.
+        from tools_app import registry
+
         unknown = sorted(set(self.tools) - set(registry.all_tools()) - {"*"})
         if unknown:
             raise ValidationError({"tools": f"Unknown tools: {', '.join(unknown)}."})

@@ -37,7 +37,6 @@ MS_NODEV = 0x4
 MS_REMOUNT = 0x20
 MNT_DETACH = 0x2
 PAGE = 4096
-LOCK_NAME = ".mounts.lock"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -193,7 +192,7 @@ def _round_up(size: int) -> int:
 def _locked(base: Path) -> Iterator[None]:
     """One process at a time sizes the workspaces under base (worker processes of a host
     share them)."""
-    fd = os.open(base / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)  # the root itself is the lock
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -25,6 +25,8 @@ class ToolSpec:
     description: str
     input_schema: dict
     build: Callable[[Workspace], Any]  # -> an object with async execute(input)
+    # A call of it goes on in the background at once (tools_app.background).
+    long_running: bool = False
 
     def function_definition(self) -> dict:
         """The realtime API's function-tool shape."""
@@ -93,7 +95,9 @@ def _installed_specs() -> list[ToolSpec]:
 @functools.cache
 def all_tools() -> dict[str, ToolSpec]:
     specs = {
-        cls.name: ToolSpec(cls.name, cls.description, cls.input_schema, cls)
+        cls.name: ToolSpec(
+            cls.name, cls.description, cls.input_schema, cls, getattr(cls, "long_running", False)
+        )
         for cls in BUILTIN_TOOLS
     }
     for spec in _installed_specs():

@@ -27,6 +27,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -229,12 +230,21 @@ def describe_limits() -> str:
     )
 
 
+class Stop:
+    """A call asked to stop (from the worker's loop; read by the thread running it)."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.forced = threading.Event()
+
+
 @dataclass(frozen=True)
 class BashResult:
     exit_code: int | None
     output: str
     truncated: bool
     timed_out: bool
+    cancelled: bool = False
     # The workspace's size after the call (None: it could not be measured), and whether
     # the call was stopped for growing it past TOOL_WORKSPACE_MAX_BYTES.
     workspace_bytes: int | None = 0
@@ -359,6 +369,8 @@ class _Drained:
     size: int = 0
     timed_out: bool = False
     over_quota: bool = False
+    cancelled: bool = False
+    kill_at: float = 0.0
 
     def take(self, chunk: bytes) -> None:
         if self.size < self.cap:
@@ -445,13 +457,32 @@ def _start(
     return process
 
 
-def _drain(process: subprocess.Popen, cap: int, deadline: float, watch: _QuotaWatch) -> _Drained:
+def _drain(
+    process: subprocess.Popen,
+    cap: int,
+    deadline: float,
+    watch: _QuotaWatch,
+    stop: Stop | None = None,
+    on_output: Callable[[bytes], None] | None = None,
+) -> _Drained:
     """Reads the process's output until every writer is gone, the shell is done, more
-    than cap bytes came, the deadline passed or the workspace went over its quota."""
+    than cap bytes came, the deadline passed, the workspace went over its quota, or the
+    call was stopped (SIGTERM to its process group first; after
+    TASK_CANCEL_GRACE_SECONDS, or when forced, the caller kills what is left)."""
     drained = _Drained(cap)
     while True:
+        if stop is not None and stop.requested.is_set():
+            if not drained.cancelled:
+                drained.cancelled = True
+                drained.kill_at = time.monotonic() + settings.TASK_CANCEL_GRACE_SECONDS
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGTERM)
+            if stop.forced.is_set() or time.monotonic() > drained.kill_at:
+                return drained
         chunk = process.stdout.read(65536)
         if chunk:
+            if on_output is not None:
+                on_output(chunk)
             drained.take(chunk)
             if drained.truncated:
                 return drained  # enough: the rest would be thrown away
@@ -515,7 +546,14 @@ def neutral_paths(text: str, workspace: Workspace) -> str:
     return text
 
 
-def run_bash(workspace: Workspace, command: str, timeout: float) -> BashResult:
+def run_bash(
+    workspace: Workspace,
+    command: str,
+    timeout: float,
+    *,
+    stop: Stop | None = None,
+    on_output: Callable[[bytes], None] | None = None,
+) -> BashResult:
     """Runs command in the workspace; output (stdout+stderr) capped, everything it
     started killed at the timeout and again when the shell exits (no stragglers).
 
@@ -537,7 +575,12 @@ def run_bash(workspace: Workspace, command: str, timeout: float) -> BashResult:
         )
         try:
             drained = _drain(
-                process, settings.TOOL_OUTPUT_MAX_BYTES, time.monotonic() + timeout, watch
+                process,
+                settings.TOOL_OUTPUT_MAX_BYTES,
+                time.monotonic() + timeout,
+                watch,
+                stop,
+                on_output,
             )
         finally:
             _kill_stragglers(process, workspace, cgroup)
@@ -545,8 +588,9 @@ def run_bash(workspace: Workspace, command: str, timeout: float) -> BashResult:
         if cgroup is not None:
             cgroup.kill()
             cgroup.remove()
-    stopped = drained.timed_out or drained.over_quota
+    stopped = drained.timed_out or drained.over_quota or drained.cancelled
     return BashResult(
+        cancelled=drained.cancelled,
         exit_code=None if stopped else process.returncode,
         output=neutral_paths(drained.text(), workspace),
         truncated=drained.truncated,

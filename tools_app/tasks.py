@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from asgiref.sync import sync_to_async
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.dispatch import receiver
 
 from ops_app import audit
-from tools_app import retention, worker
+from sessions_app.signals import session_ended
+from tools_app import background, retention, worker
 from tools_app.models import ToolExecution
 
 
@@ -22,12 +25,19 @@ def execute_tool_task(self, execution_id: int) -> None:
 
 @shared_task
 def fail_lost_executions_task() -> int:
-    """Periodic: executions whose worker vanished do not stay 'running' forever, and
-    those whose queueing was lost are queued again."""
+    """Periodic: executions whose worker vanished do not stay 'running' forever, those
+    whose queueing was lost are queued again, and tasks past their time are stopped."""
     failed, stranded = worker.fail_lost()
     for execution_id in stranded:
         execute_tool_task.delay(execution_id)
+    background.stop_overdue()
     return failed
+
+
+@receiver(session_ended)
+async def keep_untold_task_results(sender, *, session_id: str, **kwargs) -> None:
+    """The call ended: results of its tasks not told to the model are kept and shown."""
+    await sync_to_async(background.keep_undelivered)(session_id)
 
 
 @shared_task

@@ -12,12 +12,14 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from ops_app import breakers
 from sessions_app import events
-from tools_app import mounts, registry
+from tools_app import background, mounts, registry
+from tools_app.builtin.base import WorkspaceTool, failure
 from tools_app.models import ToolExecution
 from tools_app.workspace import Workspace
 from voiceplatform import syncloop
@@ -30,6 +32,9 @@ WORKER_LOST = "The worker running this tool stopped before it finished; it was n
 OUT_OF_TIME = "The tool ran out of time."
 # A tool still running after this long is announced as running to its session's pages.
 RUNNING_NOTICE_SECONDS = 0.25
+# A call still running this long is watched for its task's cancellation, this often.
+CANCEL_CHECK_AFTER_SECONDS = 0.5
+CANCEL_CHECK_SECONDS = 0.5
 
 
 def run(execution_id: int, worker: str | None = None) -> None:
@@ -66,7 +71,10 @@ def run(execution_id: int, worker: str | None = None) -> None:
         )
         return
     try:
-        tool = registry.get(execution.tool).build(workspace)
+        spec = registry.get(execution.tool)
+        if spec.long_running:  # a task from the start: its steps need it to exist
+            background.task_for_worker(execution)
+        tool = spec.build(workspace)
         result = syncloop.run(_execute(tool, execution))
     except Exception as exc:
         # An exception is the tool reacting to its input, which the caller chooses: it
@@ -102,13 +110,48 @@ async def _execute(tool, execution: ToolExecution):
         )
 
     announcing = asyncio.ensure_future(announce())
+    loop = asyncio.get_running_loop()
+    progress = background.Throttle(
+        lambda line: asyncio.run_coroutine_threadsafe(background.report(execution, line), loop)
+    )
+    if isinstance(tool, WorkspaceTool):
+        tool.session_id = execution.session_id
+        tool.progress = progress
+    running = asyncio.ensure_future(tool.execute(execution.arguments))
+    watching = asyncio.ensure_future(_stop_when_cancelled(tool, execution, running))
     try:
-        return await tool.execute(execution.arguments)
+        return await running
+    except asyncio.CancelledError:
+        if not running.cancelled():
+            raise
+        return failure("cancelled", "The task was cancelled before it finished.")
     finally:
+        watching.cancel()
+        progress.flush()
         if sending.is_set():
             await announcing  # its "running" goes out before the result does
         else:
             announcing.cancel()
+
+
+async def _stop_when_cancelled(tool, execution: ToolExecution, running: asyncio.Future) -> None:
+    """Watches a call that runs for a while for its task's cancellation: asks the tool
+    to stop, and stops it by force when it has not after TASK_CANCEL_GRACE_SECONDS."""
+    await asyncio.sleep(CANCEL_CHECK_AFTER_SECONDS)
+    while True:  # a read every half second, only while a call runs that long
+        if await sync_to_async(background.cancel_requested)(execution.pk):
+            break
+        await asyncio.sleep(CANCEL_CHECK_SECONDS)
+    log.info("tool_cancelling", execution=execution.pk)
+    getattr(tool, "cancel", lambda: None)()
+    grace = settings.TASK_CANCEL_GRACE_SECONDS
+    done, _ = await asyncio.wait({running}, timeout=grace)
+    if done:
+        return
+    getattr(tool, "kill", lambda: None)()
+    done, _ = await asyncio.wait({running}, timeout=grace)
+    if not done:
+        running.cancel()
 
 
 def finish(
@@ -136,6 +179,7 @@ def finish(
     for name, value in fields.items():
         setattr(execution, name, value)
     _publish(execution)  # the waiting caller first: the breaker's count can follow
+    background.complete(execution)
     breakers.record(breakers.amplifier(), infrastructure_ok)
     return True
 
@@ -151,7 +195,8 @@ def fail_lost() -> tuple[int, list[int]]:
     is gone and the broker will not deliver them again). Returns how many, and the ids
     of executions whose queueing was lost, to be queued again."""
     now = timezone.now()
-    cutoff = now - timedelta(seconds=settings.TOOL_TIMEOUT_SECONDS + 60)
+    longest = max(settings.TOOL_TIMEOUT_SECONDS, settings.TASK_MAX_SECONDS)
+    cutoff = now - timedelta(seconds=longest + 60)
     lost = ToolExecution.objects.filter(status=ToolExecution.Status.RUNNING, started_at__lt=cutoff)
     failed = sum(fail_for_the_bridge(execution, WORKER_LOST) for execution in lost)
     stranded = ToolExecution.objects.filter(

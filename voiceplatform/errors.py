@@ -50,6 +50,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_PROVIDER = "unknown_provider"
     UNKNOWN_BREAKER = "unknown_breaker"
     TOOL_NOT_ALLOWED = "tool_not_allowed"
+    UNKNOWN_TASK = "unknown_task"
     # The state it finds
     CONFLICT = "conflict"
     SESSION_ENDED = "session_ended"
@@ -57,6 +58,7 @@ class ErrorCode(StrEnum):
     RECORDING_EXISTS = "recording_exists"
     CALL_ID_REUSED = "call_id_reused"
     UNKNOWN_CALL = "unknown_call"
+    TASK_FINISHED = "task_finished"
     # Limits and service levels
     RATE_LIMITED = "rate_limited"
     TOO_MANY_LIVE_SESSIONS = "too_many_live_sessions"

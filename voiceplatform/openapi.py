@@ -260,6 +260,53 @@ def _answer_schemas() -> dict[str, Any]:
                 "error": {"type": ["string", "null"]},
             },
         },
+        "TaskStarted": {
+            "type": "object",
+            "required": ["call_id", "tool", "status", "task_id"],
+            "additionalProperties": False,
+            "properties": {
+                "call_id": string,
+                "tool": string,
+                "status": {"type": "string", "enum": ["running", *TASK_ENDS]},
+                "task_id": string,
+            },
+        },
+        "Task": {
+            "type": "object",
+            "required": [
+                "task_id",
+                "call_id",
+                "tool",
+                "kind",
+                "agent",
+                "summary",
+                "status",
+                "progress",
+                "output",
+                "error",
+                "cancelled_by",
+                "steps",
+                "created_at",
+                "finished_at",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "task_id": string,
+                "call_id": {"type": ["string", "null"]},
+                "tool": string,
+                "kind": {"type": "string", "enum": ["tool", "agent"]},
+                "agent": {"type": ["string", "null"]},
+                "summary": string,
+                "status": {"type": "string", "enum": ["running", *TASK_ENDS]},
+                "progress": string,
+                "output": {"type": ["string", "null"]},
+                "error": {"type": ["string", "null"]},
+                "cancelled_by": {"type": ["string", "null"]},
+                "steps": {"type": "integer", "minimum": 0},
+                "created_at": {"type": ["string", "null"], "format": "date-time"},
+                "finished_at": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
         "Check": {
             "type": "object",
             "required": ["status", "detail", "ms"],
@@ -337,6 +384,8 @@ SESSION_HEADER = {
     "schema": {"type": "string"},
 }
 TOKEN = [{"sessionToken": []}]
+TASK_ID = _path_parameter("task_id", "The task's id, as its start gave it.")
+TASK_ENDS = ["succeeded", "failed", "cancelled"]
 
 
 def _paths() -> dict[str, Any]:
@@ -494,7 +543,36 @@ def _paths() -> dict[str, Any]:
                         _ref("ToolResult"),
                         "The call's result; a tool's own failure is status failed.",
                     ),
+                    "202": _json(
+                        _ref("TaskStarted"),
+                        "The call goes on in the background as a task (long-running, "
+                        "asked to with detach, or not done within a few seconds).",
+                    ),
                     **_errors(400, 401, 403, 404, 409, 415),
+                },
+            }
+        },
+        "/session/{session_id}/tasks/{task_id}": {
+            "get": {
+                "operationId": "readTask",
+                "summary": "A background task of the session: status, progress, result.",
+                "security": TOKEN,
+                "parameters": [SESSION_ID, TASK_ID, SESSION_HEADER],
+                "responses": {
+                    "200": _json(_ref("Task"), "The task as it stands."),
+                    **_errors(401, 403, 404),
+                },
+            }
+        },
+        "/session/{session_id}/tasks/{task_id}/cancel": {
+            "post": {
+                "operationId": "cancelTask",
+                "summary": "Stop a running task (gracefully, then by force).",
+                "security": TOKEN,
+                "parameters": [SESSION_ID, TASK_ID, SESSION_HEADER],
+                "responses": {
+                    "202": _json(_ref("Task"), "Asked to stop; it ends cancelled."),
+                    **_errors(401, 403, 404, 409),
                 },
             }
         },

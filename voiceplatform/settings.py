@@ -613,6 +613,15 @@ TOOL_READ_MAX_BYTES = env_int("TOOL_READ_MAX_BYTES", 1024 * 1024)
 # bash runs as uid BASE + hash(session) when we are root; 0 turns that off.
 TOOL_SANDBOX_UID_BASE = env_int("TOOL_SANDBOX_UID_BASE", 200_000)
 TOOL_ISOLATION = env_str("TOOL_ISOLATION", "auto")  # auto (bwrap when it works) | rlimits
+# Tasks (tools_app.background): a call not finished within DETACH_AFTER goes on in the
+# background (at once for long-running tools, and those named in TASK_TOOLS); a task
+# outlives neither its session's end plus GRACE nor MAX; a cancelled one is killed
+# CANCEL_GRACE after it was asked to stop.
+TASK_DETACH_AFTER_SECONDS = env_float("TASK_DETACH_AFTER_SECONDS", 3.0)
+TASK_TOOLS = env_list("TASK_TOOLS", "")
+TASK_GRACE_SECONDS = env_int("TASK_GRACE_SECONDS", 60)
+TASK_MAX_SECONDS = env_int("TASK_MAX_SECONDS", 900)
+TASK_CANCEL_GRACE_SECONDS = env_float("TASK_CANCEL_GRACE_SECONDS", 5.0)
 # Tool names per kind of caller; "*" is every registered tool.
 TOOLS_FOR_ANONYMOUS = env_list("TOOLS_FOR_ANONYMOUS", "" if PRODUCTION else "*")
 TOOLS_FOR_USERS = env_list("TOOLS_FOR_USERS", "*")
@@ -651,7 +660,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 # A message unacknowledged this long is delivered again: longer than the longest tool.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", TOOL_TIMEOUT_SECONDS + 120),
+    "visibility_timeout": env_int(
+        "CELERY_VISIBILITY_TIMEOUT", max(TOOL_TIMEOUT_SECONDS, TASK_MAX_SECONDS) + 120
+    ),
     # How often workers look for messages a dead worker left unacknowledged:
     # about interval x throttle seconds.
     "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
@@ -663,8 +674,9 @@ CELERY_BEAT_SCHEDULER = "voiceplatform.heartbeat:HeartbeatScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 10
 CELERY_TASK_ANNOTATIONS = {
     "tools_app.tasks.execute_tool_task": {
-        "soft_time_limit": TOOL_TIMEOUT_SECONDS,
-        "time_limit": TOOL_TIMEOUT_SECONDS + 30,
+        # A background task (an agent) may run up to TASK_MAX_SECONDS.
+        "soft_time_limit": max(TOOL_TIMEOUT_SECONDS, TASK_MAX_SECONDS),
+        "time_limit": max(TOOL_TIMEOUT_SECONDS, TASK_MAX_SECONDS) + 30,
     }
 }
 # Without a broker (embedded default) the server itself runs this schedule on a thread.

@@ -26,6 +26,15 @@ _TOOL_TRIGGERS: list[tuple[re.Pattern[str], str, Callable[[re.Match[str]], dict]
         "web_search",
         lambda m: {"query": m.group(1)},
     ),
+    # Background work: a command, an agent; how it goes; stop it.
+    (re.compile(r"\brun [`'\"](.+?)[`'\"]", re.I), "bash", lambda m: {"command": m.group(1)}),
+    (
+        re.compile(r"\bask the (\w+) agent to (.+)", re.I),
+        "delegate",
+        lambda m: {"agent": m.group(1).lower(), "instruction": m.group(2)},
+    ),
+    (re.compile(r"\bhow is (?:it|the task) going\b", re.I), "task_status", lambda m: {}),
+    (re.compile(r"\b(?:stop|cancel) (?:that|the task)\b", re.I), "cancel_task", lambda m: {}),
 ]
 
 
@@ -48,6 +57,7 @@ class Conversation:
     _unanswered: str | None = None
     _outputs: dict[str, str] = field(default_factory=dict)
     _awaiting: dict[str, str] = field(default_factory=dict)
+    _notices: list[str] = field(default_factory=list)  # system messages not yet reported
     spoke: bool = False
 
     def _next_id(self, prefix: str) -> str:
@@ -118,10 +128,20 @@ class Conversation:
                 if isinstance(part, dict) and part.get("type") == "input_text"
             ]
             self._unanswered = " ".join(texts).strip()
+        elif item.get("type") == "message" and item.get("role") == "system":
+            self._notices.extend(
+                part.get("text", "")
+                for part in item.get("content") or []
+                if isinstance(part, dict) and part.get("type") == "input_text"
+            )
         await self.emit({"type": "conversation.item.added", "item": item})
         await self.emit({"type": "conversation.item.done", "item": item})
 
     async def _response_create(self, event: dict) -> None:
+        if self._notices:  # told something by the server: the model reports it
+            notice = self._notices.pop(0)
+            await self._reply(f"An update: {' '.join(notice.split())[:300]}")
+            return
         if self._outputs:
             output = self._outputs.pop(next(iter(self._outputs)))
             await self._reply(f"Here is what I found: {output[:300]}")

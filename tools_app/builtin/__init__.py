@@ -2,6 +2,7 @@
 
 from tools_app.builtin.bash import BashTool
 from tools_app.builtin.files import EditFileTool, GlobTool, GrepTool, ReadFileTool, WriteFileTool
+from tools_app.builtin.task_control import CancelTaskTool, TaskStatusTool
 from tools_app.builtin.web import WebFetchTool, WebSearchTool
 
 BUILTIN_TOOLS = (
@@ -13,4 +14,6 @@ BUILTIN_TOOLS = (
     GrepTool,
     WebSearchTool,
     WebFetchTool,
+    TaskStatusTool,
+    CancelTaskTool,
 )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from amplifier_core import ToolResult
 
+from tools_app.sandbox import Stop
 from tools_app.workspace import Workspace
 
 
@@ -22,9 +24,24 @@ class WorkspaceTool:
     name: ClassVar[str]
     description: ClassVar[str]
     input_schema: ClassVar[dict]
+    # Goes on in the background at once when called (tools_app.background).
+    long_running: ClassVar[bool] = False
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
+        # Set by the worker that runs it: whose call it is, where its progress lines go.
+        self.session_id: str = workspace.root.name
+        self.progress: Callable[[str], None] | None = None
+        self.stopping = Stop()
+
+    def cancel(self) -> None:
+        """Asked to stop: gracefully first (a tool that cannot is stopped by force)."""
+        self.stopping.requested.set()
+
+    def kill(self) -> None:
+        """Stop now."""
+        self.stopping.requested.set()
+        self.stopping.forced.set()
 
     async def execute(self, input: dict[str, Any]) -> ToolResult:  # noqa: A002 (contract)
         raise NotImplementedError

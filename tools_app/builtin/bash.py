@@ -10,7 +10,7 @@ from django.conf import settings
 
 from tools_app import mounts
 from tools_app.builtin.base import WorkspaceTool, failure
-from tools_app.sandbox import isolation, run_bash
+from tools_app.sandbox import isolation, neutral_paths, run_bash
 from voiceplatform import private_files
 
 log = structlog.get_logger(__name__)
@@ -71,8 +71,21 @@ class BashTool(WorkspaceTool):
             input.get("timeout") or settings.TOOL_BASH_TIMEOUT_SECONDS,
             settings.TOOL_BASH_MAX_TIMEOUT_SECONDS,
         )
-        result = await asyncio.to_thread(run_bash, self.workspace, input["command"], timeout)
+        result = await asyncio.to_thread(
+            run_bash,
+            self.workspace,
+            input["command"],
+            timeout,
+            stop=self.stopping,
+            on_output=self._progress_lines() if self.progress else None,
+        )
         quota = settings.TOOL_WORKSPACE_MAX_BYTES // MIB
+        if result.cancelled:
+            return failure(
+                "cancelled",
+                "The command was cancelled before it finished.\n" + result.output,
+                output=result.output,
+            )
         if result.stopped_over_quota:
             return failure(
                 "workspace_full",
@@ -111,3 +124,19 @@ class BashTool(WorkspaceTool):
                 exit_code=result.exit_code,
             )
         return ToolResult(success=True, output=result.output)
+
+    def _progress_lines(self):
+        """What bash prints, as progress: its last complete line per chunk."""
+        progress = self.progress
+        tail = b""
+
+        def seen(chunk: bytes) -> None:
+            nonlocal tail
+            *lines, tail = (tail + chunk).split(b"\n")
+            tail = tail[-4096:]
+            for line in reversed(lines):
+                if line.strip():
+                    progress(neutral_paths(line.decode("utf-8", "replace"), self.workspace))
+                    return
+
+        return seen
