@@ -4,15 +4,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ops_app', '0005_audit_action_export'),
+        ("ops_app", "0005_audit_action_export"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('maintenance_on', 'Maintenance On'), ('maintenance_off', 'Maintenance Off'), ('level_forced', 'Level Forced'), ('level_released', 'Level Released'), ('breaker_reset', 'Breaker Reset'), ('checklist_started', 'Checklist Started'), ('checklist_ticked', 'Checklist Ticked'), ('checklist_completed', 'Checklist Completed'), ('admin_add', 'Admin Add'), ('admin_change', 'Admin Change'), ('admin_delete', 'Admin Delete'), ('login', 'Login'), ('login_failed', 'Login Failed'), ('logout', 'Logout'), ('locked_out', 'Locked Out'), ('tool_refused', 'Tool Refused'), ('webhook_refused', 'Webhook Refused'), ('rate_limited', 'Rate Limited'), ('retention_run', 'Retention Run'), ('checklist_rechecked', 'Checklist Rechecked'), ('export', 'Export'), ('task_cancelled', 'Task Cancelled')], db_index=True, max_length=40),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("maintenance_on", "Maintenance On"),
+                    ("maintenance_off", "Maintenance Off"),
+                    ("level_forced", "Level Forced"),
+                    ("level_released", "Level Released"),
+                    ("breaker_reset", "Breaker Reset"),
+                    ("checklist_started", "Checklist Started"),
+                    ("checklist_ticked", "Checklist Ticked"),
+                    ("checklist_completed", "Checklist Completed"),
+                    ("admin_add", "Admin Add"),
+                    ("admin_change", "Admin Change"),
+                    ("admin_delete", "Admin Delete"),
+                    ("login", "Login"),
+                    ("login_failed", "Login Failed"),
+                    ("logout", "Logout"),
+                    ("locked_out", "Locked Out"),
+                    ("tool_refused", "Tool Refused"),
+                    ("webhook_refused", "Webhook Refused"),
+                    ("rate_limited", "Rate Limited"),
+                    ("retention_run", "Retention Run"),
+                    ("checklist_rechecked", "Checklist Rechecked"),
+                    ("export", "Export"),
+                    ("task_cancelled", "Task Cancelled"),
+                ],
+                db_index=True,
+                max_length=40,
+            ),
         ),
     ]
