@@ -222,12 +222,17 @@ def describe_limits() -> str:
         cap = "no hard cap possible: bash off"
     else:
         cap = "measured only"
-    return (
+    line = (
         f"{scope}: memory {memory} MiB, {settings.TOOL_BASH_MAX_PROCESSES} processes,"
         f" {settings.TOOL_BASH_CPU_QUOTA} CPU; {tmp}; seccomp"
         f" {'on' if seccomp.available() else 'off'}; workspace"
         f" {settings.TOOL_WORKSPACE_MAX_BYTES // 2**20} MiB ({cap})"
     )
+    if isolation() == "rlimits":
+        # Without bubblewrap only the filter keeps bash from the host's Unix sockets.
+        sockets = "refused" if seccomp.available() else "REACHABLE (no libseccomp)"
+        line += f"; host Unix sockets {sockets}"
+    return line
 
 
 class Stop:
@@ -292,7 +297,8 @@ def _limit(
     # a worker's own uid gets room for that many more than it runs now.
     nproc = procs if root else _tasks_of(uid) + procs
     join = cgroup.joiner() if cgroup is not None else None
-    load_filter = seccomp.loader() if filter_here else None
+    # Only without bubblewrap: there the host's Unix sockets are on paths bash sees.
+    load_filter = seccomp.loader(unix_sockets=False) if filter_here else None
     libc = ctypes.CDLL(None)
 
     def apply() -> None:

@@ -15,6 +15,13 @@ flag (Docker's mask); clone3 passes its flags in memory a filter cannot read, so
 with ENOSYS, which makes the C library fall back to clone (Docker does the same). Calls
 from another ABI (32-bit x86, x32) kill the process: the filter is for the native one.
 
+Without bubblewrap (TOOL_ISOLATION=rlimits) bash sees the host's file system, and with
+it the host's Unix sockets (the database's, /run/...): a network namespace does not stop
+those. There the filter also refuses to make AF_UNIX sockets (socket() with EACCES), and
+socketpair() of the datagram kind, whose sockets may be sent from or re-connected to any
+path; a stream pair (asyncio's wake-up pipe, multiprocessing) is connected for good and
+still works. Under bubblewrap no host socket is in view, and these are allowed.
+
 The filter is compiled once per process with libseccomp (ctypes, no binding needed) and
 handed to bubblewrap (--seccomp FD), or loaded before exec without it.
 """
@@ -105,8 +112,17 @@ CLONE_NAMESPACE_FLAGS = (
     0x40000000,
 )
 
+# Unix sockets, for a process that sees the host's file system: socket(AF_UNIX, ...) and
+# socketpair(AF_UNIX, SOCK_DGRAM or SOCK_RAW, which is a datagram one for AF_UNIX).
+AF_UNIX = 1
+SOCK_TYPE_MASK = 0xF
+UNIX_DATAGRAM_TYPES = (2, 3)
+
 SCMP_ACT_ALLOW = 0x7FFF0000
 SCMP_CMP_MASKED_EQ = 7
+# The kernel reads int arguments from the low 32 bits: compare only those, so that set
+# high bits cannot slip past the rule.
+INT_MASK = 0xFFFFFFFF
 NR_SCMP_ERROR = -1
 
 
@@ -149,8 +165,9 @@ def _library() -> ctypes.CDLL:
 
 
 @functools.cache
-def program() -> bytes:
-    """The filter as raw BPF (struct sock_filter[]), what bwrap --seccomp reads."""
+def program(*, unix_sockets: bool = True) -> bytes:
+    """The filter as raw BPF (struct sock_filter[]), what bwrap --seccomp reads;
+    unix_sockets=False also refuses Unix sockets (see the module's docstring)."""
     lib = _library()
     ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
     if not ctx:
@@ -171,6 +188,15 @@ def program() -> bytes:
         for flag in CLONE_NAMESPACE_FLAGS:
             add(_errno(errno.EPERM), "clone", (0, SCMP_CMP_MASKED_EQ, flag, flag))
         add(_errno(errno.ENOSYS), "clone3")
+        if not unix_sockets:
+            add(_errno(errno.EACCES), "socket", (0, SCMP_CMP_MASKED_EQ, INT_MASK, AF_UNIX))
+            for kind in UNIX_DATAGRAM_TYPES:
+                add(
+                    _errno(errno.EACCES),
+                    "socketpair",
+                    (0, SCMP_CMP_MASKED_EQ, INT_MASK, AF_UNIX),
+                    (1, SCMP_CMP_MASKED_EQ, SOCK_TYPE_MASK, kind),
+                )
         read_fd, write_fd = os.pipe()
         try:
             # A filter is a few hundred instructions of 8 bytes: far below a pipe's buffer.
@@ -218,10 +244,10 @@ PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 
 
-def loader():
+def loader(*, unix_sockets: bool = True):
     """A function that loads the filter into the calling process (for a child between
     fork and exec, without bubblewrap). Everything is prepared here, in the parent."""
-    data = program()
+    data = program(unix_sockets=unix_sockets)
     buffer = ctypes.create_string_buffer(data, len(data))
     fprog = _SockFprog(len(data) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     libc = ctypes.CDLL(None, use_errno=True)

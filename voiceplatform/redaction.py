@@ -2,8 +2,8 @@
 outputs are replaced by "[redacted:<kind>]" before they are stored.
 
 Two switches (settings, read on each call): REDACT_SECRETS (API keys, tokens,
-passwords, private keys, card numbers) and REDACT_PII (e-mail addresses, phone
-numbers). Patterns lean towards leaving text alone: identifiers (sess_…, call_…,
+passwords, also in URLs, private keys, card numbers) and REDACT_PII (e-mail addresses,
+phone numbers). Patterns lean towards leaving text alone: identifiers (sess_…, call_…,
 item_…), timestamps, dates, IP addresses, versions and column output are not touched;
 tests/redaction_corpus.json lists what is caught and what is left.
 
@@ -25,12 +25,17 @@ def _label(kind: str) -> str:
     return f"[redacted:{kind}]"
 
 
+# PEM (RSA, EC, OPENSSH, PKCS#8, ENCRYPTED) and PGP armour ("PRIVATE KEY BLOCK").
 _PRIVATE_KEY = re.compile(
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S
+    r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----.*?"
+    r"(?:-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.S,
 )
 # Key formats with a recognisable prefix: ours (vpk_<lookup>_<secret>), OpenAI (sk-,
 # sk-proj-; at least one digit, so words like "sk-learn-based-pipelines" stay), webhook
-# secrets, AWS access key ids, GitHub, Slack, Google and Stripe keys.
+# secrets, AWS access key ids, GitHub, GitLab, Slack, Google, Stripe, Hugging Face and
+# npm keys. Hugging Face and npm keys end where a word does, so identifiers such as
+# hf_hub_download or npm_config_registry stay.
 _API_KEY = re.compile(
     r"(?<![\w-])(?:"
     r"vpk_[0-9a-f]{16}_[A-Za-z0-9_-]{20,}"
@@ -39,15 +44,18 @@ _API_KEY = re.compile(
     r"|(?:AKIA|ASIA)[0-9A-Z]{16}"
     r"|gh[pousr]_[A-Za-z0-9]{36,}"
     r"|github_pat_[A-Za-z0-9_]{40,}"
+    r"|glpat-[A-Za-z0-9_-]{20,}(?:\.[A-Za-z0-9_-]+)*"
     r"|xox[abprs]-[A-Za-z0-9-]{10,}"
     r"|AIza[0-9A-Za-z_-]{35}"
     r"|[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|hf_[A-Za-z0-9]{30,}(?![\w-])"
+    r"|npm_[A-Za-z0-9]{36}(?![\w-])"
     r")"
 )
-# Bearer and Basic credentials (with a digit: "Bearer responsibilities" is prose), JSON
-# Web Tokens and Django-signed tokens such as our session tokens (payload:time:sig).
+# Bearer, Basic and Token credentials (with a digit: "Bearer responsibilities" is prose),
+# JSON Web Tokens and Django-signed tokens such as our session tokens (payload:time:sig).
 _BEARER = re.compile(
-    r"(?i)(?<![\w-])((?:bearer|authorization:\s*basic)\s+)"
+    r"(?i)(?<![\w-])((?:bearer|authorization:\s*(?:basic|token))\s+)"
     r"(?=[A-Za-z._~+/-]*\d)[A-Za-z0-9._~+/-]{16,}=*"
 )
 _JWT = re.compile(
@@ -66,17 +74,24 @@ _ASSIGNED = re.compile(
     r"(?![\w-])[\"']?\s*[:=]\s*[\"']?)"
     rf"(?={_VALUE}*[^A-Za-z\s\"'`,;\\\[\]<>(){{}}]){_VALUE}{{6,}}"
 )
+# The password in a URL's user information (postgres://user:password@host/db,
+# redis://:password@host); the scheme, user and host stay. As in URL parsers the host
+# follows the last "@" before the path, so a password may hold an "@"; a port is not a
+# password, as a path and not "@" follows it. No "[" in the user, so an already
+# redacted key before "@" is left alone.
+_URL_PASSWORD = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s:/?#@\[\]]*:)[^\s/?#]+(?=@)")
 _EMAIL = re.compile(
     r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@(?!\d+x\.)"  # not icon@2x.png
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
 )
 # Card numbers: 13-19 digits together, or grouped as printed (4-4-4-4[-1..3], 4-6-5,
-# 4-6-4) with one kind of separator; issuer digit 2-6 and a valid Luhn check digit.
+# 4-6-4) with one kind of separator (space, dash or dot); issuer digit 2-6 and a valid
+# Luhn check digit.
 _CARD = re.compile(
     r"(?<![\w.+-])(?<!\d[.,])(?:"
     r"\d{13,19}"
-    r"|\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?"
-    r"|\d{4}([ -])\d{6}\2\d{4,5}"
+    r"|\d{4}([ .-])\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?"
+    r"|\d{4}([ .-])\d{6}\2\d{4,5}"
     r")(?![\w-]|[.,]\d)"
 )
 # Phone numbers: international (+ and 8-15 digits, single separators), national with
@@ -129,6 +144,7 @@ _RULES: tuple[tuple[str, re.Pattern, str | Callable[[re.Match], str]], ...] = (
     ("api_key", _API_KEY, _label("api_key")),
     ("token", _JWT, _label("token")),
     ("token", _BEARER, r"\1" + _label("token")),
+    ("secret", _URL_PASSWORD, r"\1" + _label("secret")),
     ("secret", _ASSIGNED, r"\1" + _label("secret")),
     ("email", _EMAIL, _label("email")),
     ("card", _CARD, _card),

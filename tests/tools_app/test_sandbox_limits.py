@@ -8,12 +8,15 @@ import asyncio
 import os
 import re
 import secrets
+import shutil
+import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tools_app import cgroups, sandbox
+from tools_app import cgroups, sandbox, seccomp
 from tools_app.builtin import BashTool, WriteFileTool
 from tools_app.sandbox import isolation
 from tools_app.workspace import MAX_WALK_DEPTH, Workspace
@@ -220,6 +223,71 @@ def test_ordinary_commands_still_work_under_the_filter(workspace):
     )
 
 
+@pytest.fixture
+def host_sockets():
+    """A listening stream socket and a datagram socket on the host, as the database's
+    would be: in a directory anyone may pass, each writable by all, so that only the
+    sandbox stands between bash and them."""
+    directory = Path(tempfile.mkdtemp(prefix="vp-host-sockets-"))
+    directory.chmod(0o755)
+    stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stream.bind(str(directory / "stream.sock"))
+    stream.listen(8)
+    datagram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    datagram.bind(str(directory / "datagram.sock"))
+    datagram.setblocking(False)
+    for name in ("stream.sock", "datagram.sock"):
+        (directory / name).chmod(0o777)
+    yield directory, datagram
+    stream.close()
+    datagram.close()
+    shutil.rmtree(directory)
+
+
+REACH_SOCKETS = """python3 -c '
+import socket, sys
+where = sys.argv[1]
+def attempt(name, reach):
+    try:
+        reach()
+        print(name, "reached")
+    except OSError as exc:
+        print(name, "refused", exc.errno)
+def connect():
+    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(where + "/stream.sock")
+def send():
+    # a datagram pair is connected, but may still send to (or re-connect to) any path
+    one, _ = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    one.sendto(b"hello", where + "/datagram.sock")
+attempt("stream", connect)
+attempt("datagram", send)
+' """
+
+
+def test_bash_cannot_reach_the_hosts_unix_sockets(workspace, host_sockets):
+    directory, datagram = host_sockets
+
+    result = bash(workspace, REACH_SOCKETS + str(directory))
+
+    assert "stream refused" in result.output, result.output
+    assert "datagram refused" in result.output, result.output
+    with pytest.raises(BlockingIOError):
+        datagram.recv(64)
+
+
+def test_what_uses_no_host_socket_still_works_beside_the_socket_rules(workspace):
+    result = bash(
+        workspace,
+        "ls -ld . | wc -l; echo piped | tr a-z A-Z; python3 -c 'print(1)'; "
+        "python3 -c 'import asyncio; asyncio.run(asyncio.sleep(0)); print(\"loop\")'; "
+        'python3 -c \'import socket; a, b = socket.socketpair(); a.send(b"pair"); '
+        "print(b.recv(4).decode())'",
+    )
+
+    assert result.success, result.output
+    assert result.output.split() == ["1", "PIPED", "1", "loop", "pair"]
+
+
 def test_bash_sees_only_what_it_needs_of_etc_and_not_the_hosts_command_line(workspace, under_bwrap):
     host_cmdline = Path("/proc/cmdline").read_text().strip()
 
@@ -370,3 +438,16 @@ def test_the_start_up_line_says_which_limits_are_active(monkeypatch):
     assert with_host.startswith(expected)
     assert without.startswith("rlimits per process (no writable cgroup)")
     assert "memory 512 MiB" in without and "workspace 256 MiB" in without
+
+
+def test_the_start_up_line_says_whether_rlimits_mode_keeps_bash_from_host_sockets(
+    settings, monkeypatch
+):
+    settings.TOOL_ISOLATION = "rlimits"
+    with_filter = sandbox.describe_limits()
+    monkeypatch.setattr(seccomp, "available", lambda: False)
+    without_filter = sandbox.describe_limits()
+
+    assert with_filter.endswith("; host Unix sockets refused")
+    assert "seccomp off" in without_filter
+    assert without_filter.endswith("; host Unix sockets REACHABLE (no libseccomp)")

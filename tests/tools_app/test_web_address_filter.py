@@ -20,11 +20,20 @@ from tools_app.builtin.web import is_public_address
         "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
         "64:ff9b:1::a9fe:a9fe",  # local-use NAT64
         "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "::ffff:0:a9fe:a9fe",  # IPv4-translated (RFC 2765) 169.254.169.254
+        "::ffff:0:10.0.0.1",  # IPv4-translated 10.0.0.1
+        "::ffff:0:127.0.0.1",  # IPv4-translated 127.0.0.1
+        "64:ff9b::10.0.0.1",  # NAT64 of 10.0.0.1
+        "64:ff9b::c0a8:101",  # NAT64 of 192.168.1.1
+        "2002:c0a8:0101::1",  # 6to4 of 192.168.1.1
+        "2002:7f00:0001:1::1",  # 6to4 of 127.0.0.1
         "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
         "2002:0a00:0001::1",  # 6to4 of 10.0.0.1
         "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
         "fd00::1",
         "fe80::1",
+        "fec0::1",  # deprecated site-local (RFC 3879)
+        "feff:ffff::1",  # the top of site-local's /10
         "ff02::1",
     ],
 )

@@ -50,22 +50,32 @@ class WebSearchTool(WorkspaceTool):
         return ToolResult(success=True, output="\n".join(lines) or "No results.")
 
 
-# NAT64 prefixes carry an IPv4 address the translator connects to; the local-use one
-# (RFC 8215) has no fixed layout to read it from, so it is refused outright.
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+# IPv6 forms whose last 32 bits are an IPv4 address that a translator, a tunnel or the
+# host's own stack ends up talking to: IPv4-mapped, IPv4-translated (RFC 2765 SIIT),
+# NAT64's well-known prefix (RFC 6052) and IPv4-compatible. The embedded address is
+# judged like a plain one. 6to4 (bits 16-48) and Teredo (the client, inverted) are read
+# by ipaddress itself.
+_LAST_32_BITS_IPV4 = tuple(
+    ipaddress.ip_network(prefix)
+    for prefix in ("::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96", "::/96")
+)
+# The local-use NAT64 prefix (RFC 8215) has no fixed layout to read the IPv4 address
+# from, and the deprecated site-local range (RFC 3879) is routed inside a site only:
+# both are refused outright (ipaddress counts site-local as global).
+_NEVER_PUBLIC = tuple(ipaddress.ip_network(prefix) for prefix in ("64:ff9b:1::/48", "fec0::/10"))
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 form stands for (mapped, 6to4, Teredo, NAT64,
-    IPv4-compatible), or None for a plain IPv6 address."""
-    if ip.ipv4_mapped or ip.sixtofour:
-        return ip.ipv4_mapped or ip.sixtofour
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 form stands for (mapped, translated, NAT64,
+    IPv4-compatible, 6to4, Teredo); none for a plain IPv6 address."""
+    found = []
+    if any(ip in prefix for prefix in _LAST_32_BITS_IPV4):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour:
+        found.append(ip.sixtofour)
     if ip.teredo:
-        return ip.teredo[1]
-    if ip in _NAT64 or int(ip) >> 32 == 0:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+        found.extend(ip.teredo)  # the server and the client
+    return found
 
 
 def is_public_address(address: str) -> bool:
@@ -73,10 +83,9 @@ def is_public_address(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     candidates = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip in _LOCAL_NAT64:
+        if any(ip in prefix for prefix in _NEVER_PUBLIC):
             return False
-        if embedded := _embedded_ipv4(ip):
-            candidates.append(embedded)
+        candidates.extend(_embedded_ipv4(ip))
     return all(each.is_global and not each.is_multicast for each in candidates)
 
 
