@@ -207,7 +207,9 @@ class ResponsesProvider:
                 if text:
                     content.append(TextBlock(text=text))
             elif kind == "function_call":
-                call = ToolCall(id=item.call_id, name=item.name, arguments=_arguments(item.arguments))
+                call = ToolCall(
+                    id=item.call_id, name=item.name, arguments=_arguments(item.arguments)
+                )
                 calls.append(call)
                 content.append(ToolCallBlock(id=call.id, name=call.name, input=call.arguments))
         return ChatResponse(

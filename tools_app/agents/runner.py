@@ -133,7 +133,9 @@ class _Bridge:
     async def _usage(self, event: str, data: dict) -> HookResult:
         usage = data.get("usage") or {}
         return await self._call(
-            self.hooks.on_usage, int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+            self.hooks.on_usage,
+            int(usage.get("input_tokens", 0)),
+            int(usage.get("output_tokens", 0)),
         )
 
     async def _complete(self, event: str, data: dict) -> HookResult:

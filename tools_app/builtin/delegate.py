@@ -83,7 +83,10 @@ class DelegateTool(WorkspaceTool):
         if not agents:
             return cls.input_schema
         agent = {**cls.input_schema["properties"]["agent"], "enum": agents}
-        return {**cls.input_schema, "properties": {**cls.input_schema["properties"], "agent": agent}}
+        return {
+            **cls.input_schema,
+            "properties": {**cls.input_schema["properties"], "agent": agent},
+        }
 
     async def execute(self, input: dict) -> ToolResult:  # noqa: A002
         if problem := schema_problem(self.input_schema, input):
@@ -96,7 +99,8 @@ class DelegateTool(WorkspaceTool):
         if bundle is None:
             known = ", ".join(catalog.names()) or "none are installed"
             return failure(
-                "unknown_agent", f"There is no agent named {input['agent'][:64]!r} (agents: {known})."
+                "unknown_agent",
+                f"There is no agent named {input['agent'][:64]!r} (agents: {known}).",
             )
         allowed = await _session_tool_names(self.workspace.root.name)
         names = [name for name in bundle.tools if name in allowed and name != self.name]
