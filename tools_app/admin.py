@@ -1,10 +1,18 @@
 """Tool runs for support staff: read-only, by tool and status (the session page shows
-them in place in its conversation: sessions_app.history)."""
+them in place in its conversation: sessions_app.history); and, from their list, the
+agents delegate can run, with the bundles that were refused and why."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
 
+from tools_app import registry
+from tools_app.agents import bundles
 from tools_app.models import ToolExecution, ToolGrant
 from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
 
@@ -24,6 +32,26 @@ class ToolExecutionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ("tool", "status", "origin", "created_at")
     search_fields = ("call_id", "session__id")
     list_select_related = ("session",)
+
+    def get_urls(self):
+        agents = path(
+            "agents/", self.admin_site.admin_view(self.agents_view), name="tools_app_agents"
+        )
+        return [agents, *super().get_urls()]
+
+    def agents_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        catalog = bundles.catalog(registry.modules_for_agents())
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Agents",
+            "directory": settings.AGENTS_DIR,
+            "agents": [catalog.agents[name] for name in catalog.names()],
+            "refused": sorted(catalog.refused.items()),
+        }
+        return TemplateResponse(request, "admin/tools_app/toolexecution/agents.html", context)
 
 
 @admin.register(ToolGrant)

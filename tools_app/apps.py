@@ -8,7 +8,8 @@ class ToolsConfig(AppConfig):
     def ready(self) -> None:
         # Load installed Amplifier modules once, at start-up: mounting them is async and
         # imports code, neither of which belongs on a request's event loop.
-        from tools_app import control, registry  # noqa: F401  (control: what workers answer)
+        # control: what workers answer; checks: refused agent bundles.
+        from tools_app import checks, control, registry  # noqa: F401
         from voiceplatform import private_files
 
         registry.all_tools()

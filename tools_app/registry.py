@@ -1,22 +1,34 @@
 """The tools we know: the built-ins plus any installed Amplifier tool module
-(entry-point group `amplifier.modules`), each built per execution for a workspace."""
+(entry-point group `amplifier.modules`), each built per execution for a workspace;
+and the Amplifier module ids an agent's bundle may name for them."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-import jsonschema
 import structlog
 
+from tools_app.agents import bundles
 from tools_app.builtin import BUILTIN_TOOLS
+from tools_app.builtin.base import schema_problem
+from tools_app.builtin.delegate import DelegateTool, Toolbox
 from tools_app.workspace import Workspace
 
 log = structlog.get_logger(__name__)
+
+# Amplifier's standard tool modules, served by our sandboxed built-ins (a bundle may
+# also name a built-in by its tool name, or an installed module by its entry point).
+BUILTIN_MODULES = {
+    "tool-bash": ("bash",),
+    "tool-filesystem": ("read_file", "write_file", "edit_file", "glob", "grep"),
+    "tool-search": ("glob", "grep"),
+    "tool-web": ("web_search", "web_fetch"),
+}
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,7 @@ class ToolSpec:
     build: Callable[[Workspace], Any]  # -> an object with async execute(input)
     # A call of it goes on in the background at once (tools_app.background).
     long_running: bool = False
+    module: str | None = None  # the installed Amplifier module it comes from
 
     def function_definition(self) -> dict:
         """The realtime API's function-tool shape."""
@@ -39,15 +52,7 @@ class ToolSpec:
 
     def problem_with(self, arguments: Any) -> str | None:
         """A clear message if arguments break the schema, else None."""
-        if not isinstance(arguments, dict):
-            return "arguments must be a JSON object."
-        error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(self.input_schema).iter_errors(arguments)
-        )
-        if error is None:
-            return None
-        where = ".".join(str(part) for part in error.absolute_path) or "arguments"
-        return f"{where}: {error.message[:300]}"
+        return schema_problem(self.input_schema, arguments)
 
 
 class _Collector:
@@ -87,9 +92,31 @@ def _installed_specs() -> list[ToolSpec]:
                     tool.description,
                     getattr(tool, "input_schema", None) or {"type": "object"},
                     build,
+                    module=entry_point.name,
                 )
             )
     return specs
+
+
+def _modules_of(specs: dict[str, ToolSpec]) -> dict[str, tuple[str, ...]]:
+    found: dict[str, tuple[str, ...]] = dict(BUILTIN_MODULES)
+    for spec in specs.values():
+        if spec.module:
+            found[spec.module] = (*found.get(spec.module, ()), spec.name)
+        elif spec.name != DelegateTool.name:  # an agent delegates to no other
+            found.setdefault(spec.name, (spec.name,))
+    return found
+
+
+def _delegate_spec(modules: dict[str, tuple[str, ...]]) -> ToolSpec:
+    toolbox = Toolbox(modules=modules_for_agents, build=build_tools)
+    return ToolSpec(
+        DelegateTool.name,
+        DelegateTool.description,
+        DelegateTool.schema_for(bundles.catalog(modules).names()),
+        functools.partial(DelegateTool, toolbox=toolbox),
+        long_running=DelegateTool.long_running,
+    )
 
 
 @functools.cache
@@ -102,8 +129,19 @@ def all_tools() -> dict[str, ToolSpec]:
     }
     for spec in _installed_specs():
         specs.setdefault(spec.name, spec)  # a built-in keeps its name
+    specs[DelegateTool.name] = _delegate_spec(_modules_of(specs))
     return specs
 
 
 def get(name: str) -> ToolSpec | None:
     return all_tools().get(name)
+
+
+def modules_for_agents() -> dict[str, tuple[str, ...]]:
+    """Module id -> the tool names it gives an agent."""
+    return _modules_of(all_tools())
+
+
+def build_tools(workspace: Workspace, names: Iterable[str]) -> dict[str, Any]:
+    """The named tools, built for workspace (unknown names are left out)."""
+    return {name: spec.build(workspace) for name in names if (spec := get(name)) is not None}

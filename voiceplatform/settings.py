@@ -547,6 +547,16 @@ MODEL_PRICES_DEFAULT = {
         "audio_cached_input": 0.30,
         "audio_output": 20.00,
     },
+    # The agents' model (AGENT_MODEL) answers in text only: its audio prices are its
+    # text prices, never used.
+    "gpt-5-mini": {
+        "text_input": 0.25,
+        "text_cached_input": 0.025,
+        "text_output": 2.00,
+        "audio_input": 0.25,
+        "audio_cached_input": 0.025,
+        "audio_output": 2.00,
+    },
 }
 PRICE_KINDS = tuple(MODEL_PRICES_DEFAULT["gpt-realtime"])
 
@@ -629,6 +639,15 @@ TOOLS_FOR_API_KEYS = env_list("TOOLS_FOR_API_KEYS", "*")
 WEB_SEARCH_URL = env_str("WEB_SEARCH_URL")
 WEB_SEARCH_API_KEY = env_secret("WEB_SEARCH_API_KEY")
 WEB_FETCH_ALLOW_PRIVATE = env_bool("WEB_FETCH_ALLOW_PRIVATE", False)
+# Agents (tools_app.agents): Amplifier bundles, Markdown with YAML front matter, one a
+# file in AGENTS_DIR; run by `delegate` against AGENT_MODEL (Responses API, same
+# upstream and key as the voice model). A bundle's own caps may only be lower.
+AGENTS_DIR = Path(env_str("AGENTS_DIR", str(BASE_DIR / "agents")))
+AGENT_MODEL = env_str("AGENT_MODEL", "gpt-5-mini")
+AGENT_MAX_STEPS = env_int("AGENT_MAX_STEPS", 20)
+AGENT_MAX_TOKENS = env_int("AGENT_MAX_TOKENS", 200_000)
+AGENT_MAX_SECONDS = env_int("AGENT_MAX_SECONDS", 600)
+AGENT_REQUEST_TIMEOUT_SECONDS = env_float("AGENT_REQUEST_TIMEOUT_SECONDS", 120.0)
 AMPLIFIER_BREAKER_FAILURES = env_int("AMPLIFIER_BREAKER_FAILURES", 3)
 AMPLIFIER_BREAKER_RESET_SECONDS = env_int("AMPLIFIER_BREAKER_RESET_SECONDS", 10)
 # The OpenAI breaker (seed 7.3): open after 5 failed upstream calls, half-open after 30 s.

@@ -6,6 +6,7 @@ from . import views
 
 urlpatterns = [
     path("v1/realtime/client_secrets", views.client_secrets),
+    path("v1/responses", views.create_response),
     path("v1/realtime/calls", views.calls),
     path(
         "v1/realtime/calls/<str:call_id>/<str:action>",

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from standardwebhooks.webhooks import Webhook
 
-from . import peer
+from . import peer, responses
 from .auth import bearer_token, has_server_key
 from .state import STATE, Fault
 
@@ -132,6 +132,27 @@ async def client_secrets(request: HttpRequest) -> HttpResponse:
     session = {"id": "sess_sim_" + secrets.token_hex(8), "object": "realtime.session", **session}
     value, expires_at = STATE.issue_secret(session, ttl)
     return JsonResponse({"value": value, "expires_at": expires_at, "session": session})
+
+
+@csrf_exempt
+async def create_response(request: HttpRequest) -> HttpResponse:
+    """The Responses API, played by the script in responses.py (the agents' model)."""
+    if request.method != "POST":
+        return _error(405, "Method not allowed.", "method_not_allowed")
+    if not _server_key_ok(request):
+        return _unauthorized()
+    if failed := await _fault("responses"):
+        return failed
+    body = _json_body(request)
+    if body is None:
+        return _error(400, "The body must be a JSON object.", "invalid_json")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return _error(400, "model is required.", "missing_required_parameter")
+    if not isinstance(body.get("input"), str | list):
+        return _error(400, "input must be a string or a list of items.", "invalid_value")
+    if body.get("stream"):
+        return _error(400, "The simulator does not stream responses.", "unsupported_value")
+    return JsonResponse(responses.respond(body))
 
 
 @csrf_exempt

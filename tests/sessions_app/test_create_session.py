@@ -27,6 +27,7 @@ async def test_it_creates_a_session_with_an_ephemeral_secret_and_a_token(api, si
     assert body["degradation_level"] == 1
     assert body["tools"] == [
         "bash",
+        "delegate",
         "edit_file",
         "glob",
         "grep",

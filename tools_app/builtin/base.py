@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import jsonschema
 from amplifier_core import ToolResult
 
 from tools_app.sandbox import Stop
@@ -16,6 +17,19 @@ def failure(kind: str, message: str, **details: Any) -> ToolResult:
     return ToolResult(
         success=False, output=message, error={"type": kind, "message": message, **details}
     )
+
+
+def schema_problem(schema: dict, arguments: Any) -> str | None:
+    """A clear message if arguments break a tool's input schema, else None."""
+    if not isinstance(arguments, dict):
+        return "arguments must be a JSON object."
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(arguments)
+    )
+    if error is None:
+        return None
+    where = ".".join(str(part) for part in error.absolute_path) or "arguments"
+    return f"{where}: {error.message[:300]}"
 
 
 class WorkspaceTool:

@@ -1,0 +1,2 @@
+"""Amplifier agents: bundles, our provider, orchestrator and context modules, and the
+runner the delegate tool (and the task machinery) calls."""
