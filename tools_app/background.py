@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from decimal import Decimal
 
 import structlog
 from asgiref.sync import sync_to_async
@@ -29,9 +30,11 @@ from ops_app import audit
 from ops_app.metrics import voice_task_duration_seconds, voice_task_total
 from sessions_app import events
 from sessions_app.models import VoiceSession
+from tools_app.agents.runner import AgentHooks
 from tools_app.models import Task, ToolExecution
 from voiceplatform import syncloop
 from voiceplatform.errors import Conflict, ErrorCode, NotFound
+from voiceplatform.redaction import redact, storable
 
 log = structlog.get_logger(__name__)
 
@@ -238,16 +241,72 @@ def cancel_requested(execution_id: int) -> bool:
     ).exists()
 
 
-def count_usage(task: Task, *, input_tokens: int, output_tokens: int, cost_usd) -> None:
-    """An agent's tokens and cost, on its task and on its session."""
+def count_usage(execution_id: int, *, input_tokens: int, output_tokens: int, cost_usd) -> None:
+    """An agent's tokens and cost, on its task and on its session (beside the voice
+    model's: the session's cost is what the conversation cost)."""
+    cost_usd = Decimal(str(cost_usd))
+    task = Task.objects.filter(execution_id=execution_id).first()
+    if task is None:
+        return
     Task.objects.filter(pk=task.pk).update(
         input_tokens=F("input_tokens") + input_tokens,
         output_tokens=F("output_tokens") + output_tokens,
         cost_usd=F("cost_usd") + cost_usd,
     )
     VoiceSession.objects.filter(pk=task.session_id).update(
+        input_tokens=F("input_tokens") + input_tokens,
+        output_tokens=F("output_tokens") + output_tokens,
+        total_tokens=F("total_tokens") + input_tokens + output_tokens,
         cost_usd=F("cost_usd") + cost_usd,
     )
+
+
+def agent_hooks(execution: ToolExecution) -> AgentHooks:
+    """What an agent's run reports, for the task of execution: each step as progress on
+    its page and as a ToolExecution of its own, tied to the task."""
+    started: dict[str, tuple[int, float]] = {}
+
+    async def task() -> Task | None:
+        return await Task.objects.filter(execution_id=execution.pk).afirst()
+
+    async def on_progress(text: str) -> None:
+        await report(execution, text)
+
+    async def on_tool_start(call_id: str, name: str, arguments: dict) -> None:
+        owner = await task()
+        step = await ToolExecution.objects.acreate(
+            session_id=execution.session_id,
+            call_id=f"{owner.pk if owner else execution.call_id}:{call_id}"[:80],
+            tool=name[:80],
+            arguments=arguments if isinstance(arguments, dict) else {},
+            origin=ToolExecution.Origin.AGENT,
+            status=ToolExecution.Status.RUNNING,
+            started_at=timezone.now(),
+            task=owner,
+            worker=execution.worker,
+        )
+        started[call_id] = (step.pk, time.monotonic())
+        if owner is not None:
+            await Task.objects.filter(pk=owner.pk).aupdate(steps_count=F("steps_count") + 1)
+        await report(execution, f"{name}: {summary_of(name, arguments)}")
+
+    async def on_tool_end(call_id: str, name: str, result) -> None:
+        pk, began = started.pop(call_id, (None, time.monotonic()))
+        if pk is None:
+            return
+        output = result.output if isinstance(result.output, str) else str(result.output or "")
+        error = (result.error or {}).get("message", "") if not result.success else ""
+        cap = settings.TOOL_OUTPUT_MAX_BYTES
+        ok, failed = ToolExecution.Status.SUCCEEDED, ToolExecution.Status.FAILED
+        await ToolExecution.objects.filter(pk=pk).aupdate(
+            status=ok if result.success else failed,
+            output=redact(storable(output[:cap])),
+            error=redact(storable(str(error)[:2000])),
+            finished_at=timezone.now(),
+            duration_seconds=time.monotonic() - began,
+        )
+
+    return AgentHooks(on_progress=on_progress, on_tool_start=on_tool_start, on_tool_end=on_tool_end)
 
 
 # --- delivery, by the process holding the call's sideband ---------------------------

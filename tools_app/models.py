@@ -22,6 +22,7 @@ class ToolExecution(models.Model):
     class Origin(models.TextChoices):
         SIDEBAND = "sideband"  # the server saw the model's call on the call itself
         CLIENT = "client"  # the browser relayed it to POST /tools/<name>
+        AGENT = "agent"  # an agent's own step, within its task
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED)
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
+from amplifier_core import CancellationToken
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
@@ -20,11 +21,12 @@ from ops_app import breakers
 from sessions_app import events
 from tools_app import background, mounts, registry
 from tools_app.builtin.base import WorkspaceTool, failure
+from tools_app.builtin.delegate import DelegateTool
 from tools_app.models import ToolExecution
 from tools_app.workspace import Workspace
 from voiceplatform import syncloop
 from voiceplatform.celery import app as celery_app
-from voiceplatform.redaction import redact
+from voiceplatform.redaction import redact, storable
 
 log = structlog.get_logger(__name__)
 
@@ -117,6 +119,9 @@ async def _execute(tool, execution: ToolExecution):
     if isinstance(tool, WorkspaceTool):
         tool.session_id = execution.session_id
         tool.progress = progress
+    if isinstance(tool, DelegateTool):
+        tool.hooks = background.agent_hooks(execution)
+        tool.cancellation = CancellationToken()
     running = asyncio.ensure_future(tool.execute(execution.arguments))
     watching = asyncio.ensure_future(_stop_when_cancelled(tool, execution, running))
     try:
@@ -126,6 +131,14 @@ async def _execute(tool, execution: ToolExecution):
             raise
         return failure("cancelled", "The task was cancelled before it finished.")
     finally:
+        if isinstance(tool, DelegateTool) and tool.last_result is not None:
+            spent = tool.last_result
+            await sync_to_async(background.count_usage)(
+                execution.pk,
+                input_tokens=spent.input_tokens,
+                output_tokens=spent.output_tokens,
+                cost_usd=spent.cost_usd,
+            )
         watching.cancel()
         progress.flush()
         if sending.is_set():
@@ -231,11 +244,6 @@ def as_output(result: Any) -> str:
     if output is None:
         return ""
     return output if isinstance(output, str) else json.dumps(output, default=str)
-
-
-def storable(text: str) -> str:
-    """Text PostgreSQL can hold: no NUL characters, no lone surrogates."""
-    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def _update(execution: ToolExecution) -> dict:

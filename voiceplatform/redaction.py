@@ -182,3 +182,8 @@ def redact_fields(fields: dict, names: tuple[str, ...] = ("text",)) -> dict:
         name: redact(value, kinds) if name in names and isinstance(value, str) else value
         for name, value in fields.items()
     }
+
+
+def storable(text: str) -> str:
+    """Text PostgreSQL can hold: no NUL characters, no lone surrogates."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")

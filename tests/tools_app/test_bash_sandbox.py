@@ -163,7 +163,7 @@ def test_without_working_isolation_bash_is_refused(workspace, settings, monkeypa
 
 
 def test_a_nul_byte_in_output_is_stored(workspace):
-    from tools_app.worker import storable
+    from voiceplatform.redaction import storable
 
     result = bash(workspace, "printf 'a\\0b'")
 

@@ -14,7 +14,7 @@ from tests.factories import bearer
 from tests.support import eventually
 from tools_app import background, policy, sandbox
 from tools_app.models import Task, ToolExecution
-from tools_app.workspace import sandbox_uid
+from tools_app.workspace import Workspace, sandbox_uid
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -192,3 +192,59 @@ async def test_tasks_past_their_session_and_grace_are_stopped(api, make_live_ses
 
     assert stopped == 1
     assert ended["status"] == "cancelled" and ended["cancelled_by"].startswith("system")
+
+
+async def test_delegate_runs_an_agent_as_a_task_whose_steps_files_and_cost_are_kept(
+    api, make_session, simulator
+):
+    session = await make_session(
+        status="active", tools=policy.definitions(["delegate", "write_file", "read_file"])
+    )
+    instruction = "Create a file called plan.md with the first steps"
+
+    started = await call(
+        api, session, "delegate", "call_agent", {"agent": "coder", "instruction": instruction}
+    )
+    ended = await finished(api, session, started.json()["task_id"], timeout=30)
+    steps = [s async for s in ToolExecution.objects.filter(task_id=started.json()["task_id"])]
+    task = await Task.objects.aget(pk=started.json()["task_id"])
+    await session.arefresh_from_db()
+
+    assert started.status_code == 202  # an agent is a task from the start
+    assert ended["status"] == "succeeded" and ended["kind"] == "agent"
+    assert [s.tool for s in steps] == ["write_file"] and steps[0].origin == "agent"
+    assert steps[0].status == "succeeded" and ended["steps"] == 1
+    assert await asyncio.to_thread(
+        lambda: (Workspace.for_session(session.pk).root / "plan.md").exists()
+    )
+    assert task.input_tokens > 0 and task.cost_usd > 0
+    assert session.cost_usd >= task.cost_usd
+
+
+async def test_an_agent_is_cancelled_mid_step_and_runs_no_further(api, make_session, simulator):
+    session = await make_session(
+        status="active", tools=policy.definitions(["delegate", "bash", "write_file"])
+    )
+    started = await call(
+        api,
+        session,
+        "delegate",
+        "call_slow_agent",
+        {"agent": "coder", "instruction": "Take your time, then run `touch done.txt`"},
+    )
+    task_id = started.json()["task_id"]
+
+    async def stepping():
+        return await ToolExecution.objects.filter(task_id=task_id).aexists()
+
+    assert await eventually(stepping, timeout=20)
+    cancelled = await api.post(
+        f"/session/{session.pk}/tasks/{task_id}/cancel", headers=bearer(session)
+    )
+    ended = await finished(api, session, task_id, timeout=30)
+
+    assert cancelled.status_code == 202
+    assert ended["status"] == "cancelled"
+    assert not await asyncio.to_thread(
+        lambda: (Workspace.for_session(session.pk).root / "done.txt").exists()
+    )

@@ -77,6 +77,18 @@ class DelegateTool(WorkspaceTool):
         self.toolbox = toolbox
         self.last_result: AgentResult | None = None
 
+    def cancel(self) -> None:
+        """Stop after the current step (amplifier-core's graceful cancellation)."""
+        super().cancel()
+        if self.cancellation is not None:
+            self.cancellation.request_graceful()
+
+    def kill(self) -> None:
+        """Drop the step in flight (and what its tools run is stopped with it)."""
+        super().kill()
+        if self.cancellation is not None:
+            self.cancellation.request_immediate()
+
     @classmethod
     def schema_for(cls, agents: list[str]) -> dict:
         """The input schema, naming the agents there are."""
@@ -102,7 +114,7 @@ class DelegateTool(WorkspaceTool):
                 "unknown_agent",
                 f"There is no agent named {input['agent'][:64]!r} (agents: {known}).",
             )
-        allowed = await _session_tool_names(self.workspace.root.name)
+        allowed = await _session_tool_names(self.session_id)
         names = [name for name in bundle.tools if name in allowed and name != self.name]
         tools = await asyncio.to_thread(self.toolbox.build, self.workspace, names)
         denied = sorted(set(bundle.tools) - set(tools))
