@@ -181,6 +181,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "ops_app.middleware.MetricsBeforeMiddleware",
     "voiceplatform.middleware.RequestContextMiddleware",
+    "voiceplatform.middleware.RefuseNulMiddleware",
     "voiceplatform.middleware.ProbeHostMiddleware",
     "ops_app.middleware.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
