@@ -30,7 +30,7 @@ from voiceplatform.errors import ErrorCode, Unauthorized
 async def metrics(request: HttpRequest) -> HttpResponse:
     expected = settings.METRICS_BEARER_TOKEN
     if expected and not secrets.compare_digest(
-        bearer_token(request).encode("utf-8", "replace"), expected.encode()
+        bearer_token(request.headers).encode("utf-8", "replace"), expected.encode()
     ):
         raise Unauthorized(
             "Send Authorization: Bearer <METRICS_BEARER_TOKEN>.", code=ErrorCode.UNAUTHORIZED

@@ -11,7 +11,7 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from django.core.files.base import ContentFile
+from django.core.files import File
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -397,8 +397,9 @@ async def record_transcript(
     return changed if applied else sum(1 for e in relevant if transcripts.changes_for(e))
 
 
-async def store_recording(session: VoiceSession, audio: bytes, extension: str) -> None:
-    """Keeps the client's recording of the conversation, once its session allows it."""
+def check_recording_wanted(session: VoiceSession) -> None:
+    """409 unless the session may still take a recording (as it was loaded: before
+    reading an upload; store_recording decides for good)."""
     grace = timedelta(seconds=settings.RECORDING_UPLOAD_GRACE_SECONDS)
     if not session.is_live and (
         session.ended_at is None or session.ended_at + grace < timezone.now()
@@ -407,11 +408,35 @@ async def store_recording(session: VoiceSession, audio: bytes, extension: str) -
             "The session ended too long ago to take a recording.", code=ErrorCode.SESSION_ENDED
         )
     if session.recording:
-        raise Conflict("This session already has a recording.", code=ErrorCode.RECORDING_EXISTS)
-    await sync_to_async(session.recording.save)(
-        f"{session.pk}.{extension}", ContentFile(audio), save=False
+        raise _recording_exists()
+
+
+async def store_recording(session: VoiceSession, audio: File, extension: str) -> None:
+    """Keeps the client's recording of the conversation, once its session allows it.
+
+    One per session: the session's recording is claimed in the database (a conditional
+    UPDATE) before anything is stored, so of uploads racing for one session the losers
+    get a 409 and store nothing; a claim whose storing fails is given back."""
+    check_recording_wanted(session)
+    field = session.recording.field
+    name = field.generate_filename(session, f"{session.pk}.{extension}")
+    claimed = await VoiceSession.objects.filter(pk=session.pk, recording="").aupdate(
+        recording=name, updated_at=timezone.now()
     )
-    await session.asave(update_fields=["recording", "updated_at"])
+    if not claimed:
+        raise _recording_exists()
+    try:
+        stored = await sync_to_async(field.storage.save)(name, audio, max_length=field.max_length)
+    except BaseException:
+        await VoiceSession.objects.filter(pk=session.pk, recording=name).aupdate(recording="")
+        raise
+    if stored != name:  # the storage kept it under another name (one was taken)
+        await VoiceSession.objects.filter(pk=session.pk, recording=name).aupdate(recording=stored)
+    session.recording = stored
+
+
+def _recording_exists() -> Conflict:
+    return Conflict("This session already has a recording.", code=ErrorCode.RECORDING_EXISTS)
 
 
 async def end_session(

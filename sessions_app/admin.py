@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Sum
 from django.http import HttpResponse, StreamingHttpResponse
@@ -78,7 +79,13 @@ class BoundedRelatedFilter(admin.RelatedFieldListFilter):
         choices = [(row.pk, str(row)) for row in rows[: self.LIMIT]]
         chosen = self.lookup_val[0] if self.lookup_val else None
         if chosen and all(str(pk) != chosen for pk, _ in choices):
-            row = rows.filter(pk=chosen).first() if chosen.isdigit() else None
+            # Not isdigit(): it passes "²", which no id is (the admin then says the
+            # filter is wrong, rather than failing here).
+            try:
+                chosen_pk = model._meta.pk.to_python(chosen)
+            except ValidationError:
+                chosen_pk = None
+            row = rows.filter(pk=chosen_pk).first() if chosen_pk is not None else None
             if row is not None:
                 choices.append((row.pk, str(row)))
         return choices

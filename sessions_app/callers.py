@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -45,7 +46,7 @@ def _csrf_failure(request: HttpRequest) -> bool:
 
 async def session_creator(request: HttpRequest) -> Caller:
     """The caller of /session, or 401/403."""
-    raw_key = bearer_token(request)
+    raw_key = bearer_token(request.headers)
     if raw_key:
         key = await ApiKey.objects.active().filter(key_hash=ApiKey.hash(raw_key)).afirst()
         if key is None:
@@ -66,15 +67,22 @@ async def session_creator(request: HttpRequest) -> Caller:
     )
 
 
-async def session_for_token(request: HttpRequest, session_id: str | None = None) -> VoiceSession:
-    """The session the bearer token is bound to; it must be the one named in the URL
-    (and in X-Voice-Session-Id, when sent) and must not have outlived its lifetime."""
-    token_session = tokens.session_id_from(bearer_token(request))
-    named = [n for n in (session_id, request.headers.get("X-Voice-Session-Id")) if n]
+def token_session_id(headers: Mapping[str, str], session_id: str | None = None) -> str:
+    """The session the bearer token in headers is bound to; it must be the one named in
+    the URL (and in X-Voice-Session-Id, when sent) and must not have outlived its
+    lifetime. Headers alone, no database: an api_view's before_body check."""
+    token_session = tokens.session_id_from(bearer_token(headers))
+    named = [n for n in (session_id, headers.get("X-Voice-Session-Id")) if n]
     if any(name != token_session for name in named):
         raise Forbidden(
             "The session token belongs to another session.", code=ErrorCode.WRONG_SESSION
         )
+    return token_session
+
+
+async def session_for_token(request: HttpRequest, session_id: str | None = None) -> VoiceSession:
+    """The session the bearer token is bound to (token_session_id), which must exist."""
+    token_session = token_session_id(request.headers, session_id)
     session = await journal.lookup(token_session)
     if session is None:
         raise NotFound("No such session.", code=ErrorCode.SESSION_NOT_FOUND)

@@ -20,7 +20,11 @@ from voiceplatform.errors import ApiError, ErrorCode, Forbidden, NotFound
 
 VIEW_SESSIONS = "sessions_app.view_voicesession"
 CHUNK = 64 * 1024
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# ASCII digits only (\d would take any script's, which RFC 9110 does not).
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+# A byte position this long is past the end of any file: longer ones are read as this
+# rather than parsed (int() of thousands of digits is slow, and refused past 4300).
+_POSITION_DIGITS = 18
 
 
 @staff_member_required
@@ -61,19 +65,21 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
     match = _RANGE.fullmatch(header.strip())
     if match is None or not any(match.groups()):
         return None
-    first, last = match.groups()
-    if not first:  # the last N bytes
-        suffix = int(last)
-        if suffix == 0:
+    start, last = (_position(digits) if digits else None for digits in match.groups())
+    if start is None:  # the last N bytes
+        if last == 0:
             raise _unsatisfiable(size)
-        return max(size - suffix, 0), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if last and int(last) < start:
+        return max(size - last, 0), size - 1
+    if last is not None and last < start:
         return None  # not a valid range: ignored
     if start >= size:
         raise _unsatisfiable(size)
-    return start, end
+    return start, size - 1 if last is None else min(last, size - 1)
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _POSITION_DIGITS else 10**_POSITION_DIGITS
 
 
 def _unsatisfiable(size: int) -> ApiError:

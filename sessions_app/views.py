@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from sessions_app import actions, callers, offers, webhooks
 from sessions_app.bodies import EventsBody, SessionBody
 from sessions_app.models import VoiceSession
-from voiceplatform.api import api_view, client_ip, parse_body, read_body
+from voiceplatform.api import api_view, client_ip, parse_body, read_body, spool_body
 from voiceplatform.errors import BadRequest, ErrorCode, NotFound
 
 
@@ -93,17 +93,20 @@ RECORDING_TYPES = {
 }
 
 
-@api_view("POST")
+@api_view("POST", before_body=callers.token_session_id)
 async def upload_recording(request: HttpRequest, session_id: str) -> JsonResponse:
-    audio = read_body(
-        request, max_bytes=settings.RECORDING_MAX_BYTES, content_types=tuple(RECORDING_TYPES)
-    )
-    extension, looks_right = RECORDING_TYPES.get(request.content_type, ("", None))
-    if not audio or looks_right is None or not looks_right(audio[:16]):
-        raise BadRequest(
-            "The body is not a recording (webm, ogg, m4a or wav audio).",
-            code=ErrorCode.INVALID_RECORDING,
-        )
     session = await callers.session_for_token(request, session_id)
-    await actions.store_recording(session, audio, extension)
-    return JsonResponse({"session_id": session.pk, "bytes": len(audio)}, status=201)
+    actions.check_recording_wanted(session)
+    with await spool_body(
+        request, max_bytes=settings.RECORDING_MAX_BYTES, content_types=tuple(RECORDING_TYPES)
+    ) as audio:
+        extension, looks_right = RECORDING_TYPES.get(request.content_type, ("", None))
+        head = audio.read(16)
+        audio.seek(0)
+        if looks_right is None or not looks_right(head):
+            raise BadRequest(
+                "The body is not a recording (webm, ogg, m4a or wav audio).",
+                code=ErrorCode.INVALID_RECORDING,
+            )
+        await actions.store_recording(session, audio, extension)
+    return JsonResponse({"session_id": session.pk, "bytes": audio.size}, status=201)

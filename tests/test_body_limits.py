@@ -8,6 +8,9 @@ import json
 
 import pytest
 
+from sessions_app import tokens
+from tests.factories import VoiceSessionFactory, async_create
+
 CHUNK = 64 * 1024
 
 
@@ -59,6 +62,10 @@ async def _post(path: str, upload: Upload, headers: dict[str, str]) -> tuple[int
     return start["status"], dict(start["headers"]), body
 
 
+def _token(session_id: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {tokens.issue(session_id)}"}
+
+
 @pytest.mark.parametrize(
     ("path", "content_type", "cap"),
     [
@@ -73,7 +80,9 @@ async def test_it_stops_reading_a_chunked_body_past_the_cap(settings, path, cont
     limit = getattr(settings, cap)
     upload = Upload(total=300 * 1024 * 1024)
 
-    status, headers, body = await _post(path, upload, {"content-type": content_type})
+    status, headers, body = await _post(
+        path, upload, {"content-type": content_type, **_token("sess_x")}
+    )
 
     assert status == 413 and headers[b"content-type"] == b"application/json"
     assert json.loads(body)["error"]["code"] == "payload_too_large"
@@ -94,16 +103,47 @@ async def test_it_refuses_a_declared_length_past_the_cap_without_reading():
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_body_within_its_routes_cap_reaches_the_view(settings):
-    # Past the JSON cap, within the recording cap: the view reads it all and answers.
+async def test_a_body_within_its_routes_cap_reaches_the_view(settings, tmp_path):
+    # Past the JSON cap, within the recording cap: the view reads it all and stores it.
+    settings.MEDIA_ROOT = tmp_path
+    session = await async_create(VoiceSessionFactory)(status="active")
     upload = Upload(total=settings.JSON_MAX_BYTES * 4, head=b"OggS")
 
     status, _, body = await _post(
-        "/session/sess_x/recording", upload, {"content-type": "audio/ogg"}
+        f"/session/{session.pk}/recording",
+        upload,
+        {"content-type": "audio/ogg", **_token(session.pk)},
     )
 
     assert upload.pulled == upload.total
-    assert status == 401 and json.loads(body)["error"]["code"] == "missing_token"
+    assert status == 201 and json.loads(body)["bytes"] == upload.total
+    await session.arefresh_from_db()
+    assert session.recording.size == upload.total
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("authorization", "status", "code"),
+    [
+        ({}, 401, "missing_token"),
+        ({"authorization": "Bearer forged.token.value"}, 401, "invalid_token"),
+        (_token("sess_other"), 403, "wrong_session"),
+    ],
+)
+async def test_an_upload_the_caller_may_not_make_is_refused_before_any_body_is_read(
+    settings, authorization, status, code, declared
+):
+    upload = Upload(total=settings.RECORDING_MAX_BYTES)
+    length = {"content-length": str(upload.total)} if declared else {}
+
+    answered, _, body = await _post(
+        "/session/sess_x/recording",
+        upload,
+        {"content-type": "audio/ogg", **length, **authorization},
+    )
+
+    assert answered == status and json.loads(body)["error"]["code"] == code
+    assert upload.pulled == 0
 
 
 @pytest.mark.django_db(transaction=True)

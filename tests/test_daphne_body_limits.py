@@ -111,3 +111,69 @@ def test_a_body_within_the_cap_still_reaches_the_app(daphne):
             answer += data
 
     assert answer.startswith(b"HTTP/1.1 400") and b"invalid_voice" in answer
+
+
+def _answer(sock: socket.socket) -> bytes:
+    answer = b""
+    while data := sock.recv(65536):
+        answer += data
+    return answer
+
+
+def test_an_upload_without_a_token_is_refused_before_its_body_is_sent(daphne):
+    _, port = daphne
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /session/sess_x/recording HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: audio/ogg\r\nContent-Length: %d\r\n\r\n" % (20 * MIB)
+        )
+        answer = _answer(sock)  # the body is never sent: the answer comes without it
+
+    assert answer.startswith(b"HTTP/1.1 401") and b'"missing_token"' in answer
+
+
+def test_a_chunked_upload_with_a_forged_token_is_refused_after_its_first_chunk(daphne):
+    _, port = daphne
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /session/sess_x/recording HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer forged.token.value\r\n"
+            b"Content-Type: audio/ogg\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4\r\nOggS\r\n"
+        )
+        answer = _answer(sock)  # the rest of the body is never sent
+
+    assert answer.startswith(b"HTTP/1.1 401") and b'"invalid_token"' in answer
+
+
+def test_a_small_upload_sent_whole_without_a_token_still_gets_its_answer(daphne):
+    # A client that writes its whole body before reading: the refusal lets it finish.
+    _, port = daphne
+    body = b"OggS" + bytes(16 * 1024)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /session/sess_x/recording HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: audio/ogg\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        sock.sendall(body)
+        answer = _answer(sock)
+
+    assert answer.startswith(b"HTTP/1.1 401") and b'"missing_token"' in answer
+
+
+def test_an_upload_without_a_token_that_goes_on_sending_is_cut_off(daphne):
+    _, port = daphne
+    total, chunk, sent = 20 * MIB, bytes(256 * 1024), 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /session/sess_x/recording HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: audio/ogg\r\nContent-Length: %d\r\n\r\n" % total
+        )
+        try:
+            while sent < total:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped listening: what we wanted
+
+    assert sent < total

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import pydantic
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.http import HttpRequest
 from django.views.decorators.csrf import csrf_exempt
 
@@ -22,10 +24,15 @@ from voiceplatform.errors import (
 )
 
 
-def api_view(*methods: str) -> Callable:
+def api_view(*methods: str, before_body: Callable[..., object] | None = None) -> Callable:
     """An async JSON endpoint: wrong methods get a JSON 405. CSRF is not checked by
     middleware here: these endpoints authenticate with bearer tokens; a view that also
-    accepts the login cookie checks CSRF itself (see sessions_app.callers)."""
+    accepts the login cookie checks CSRF itself (see sessions_app.callers).
+
+    before_body(headers, **url_kwargs) raises the ApiError that refuses a request from
+    its headers alone: the body limits (voiceplatform.body_limits, daphne_limits) run it
+    before any of the body is read, so a caller who may not upload costs no upload. The
+    view still makes its own, full check."""
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -38,6 +45,7 @@ def api_view(*methods: str) -> Callable:
             return await view(request, *args, **kwargs)
 
         wrapper.api_methods = methods  # what GET /api/openapi.json must document
+        wrapper.before_body = before_body
         return csrf_exempt(wrapper)
 
     return decorate
@@ -45,19 +53,65 @@ def api_view(*methods: str) -> Callable:
 
 def read_body(request: HttpRequest, *, max_bytes: int, content_types: tuple[str, ...]) -> bytes:
     """The raw body, after checking its declared type and size."""
+    _check_declared_length(request, max_bytes)
+    body = request.body
+    if len(body) > max_bytes:
+        raise _too_large(max_bytes)
+    if body and request.content_type not in content_types:
+        raise _unsupported(content_types)
+    return body
+
+
+SPOOL_CHUNK = 64 * 1024
+
+
+async def spool_body(
+    request: HttpRequest, *, max_bytes: int, content_types: tuple[str, ...]
+) -> TemporaryUploadedFile:
+    """The raw body copied to a temporary file a chunk at a time, never whole in memory
+    (for bodies of megabytes), after checking its declared type and size. The caller
+    closes it, which deletes it; storage may move it instead of copying."""
+    _check_declared_length(request, max_bytes)
+    if request.content_type and request.content_type not in content_types:
+        raise _unsupported(content_types)  # before reading any of it
+    return await sync_to_async(_spool)(request, max_bytes, content_types)
+
+
+def _spool(
+    request: HttpRequest, max_bytes: int, content_types: tuple[str, ...]
+) -> TemporaryUploadedFile:
+    spooled = TemporaryUploadedFile("body", request.content_type, 0, None)
+    try:
+        while chunk := request.read(SPOOL_CHUNK):
+            spooled.size += len(chunk)
+            if spooled.size > max_bytes:
+                raise _too_large(max_bytes)
+            spooled.write(chunk)
+        if spooled.size and request.content_type not in content_types:
+            raise _unsupported(content_types)  # a body, of no declared type
+        spooled.seek(0)
+    except BaseException:
+        spooled.close()
+        raise
+    return spooled
+
+
+def _check_declared_length(request: HttpRequest, max_bytes: int) -> None:
     declared = request.headers.get("Content-Length") or "0"
     try:
         length = int(declared)
     except ValueError:
         raise BadRequest("Content-Length is not a number.") from None
     if length > max_bytes:
-        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
-    body = request.body
-    if len(body) > max_bytes:
-        raise PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
-    if body and request.content_type not in content_types:
-        raise UnsupportedMediaType(f"Send Content-Type: {' or '.join(content_types)}.")
-    return body
+        raise _too_large(max_bytes)
+
+
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The body is larger than {max_bytes} bytes.")
+
+
+def _unsupported(content_types: tuple[str, ...]) -> UnsupportedMediaType:
+    return UnsupportedMediaType(f"Send Content-Type: {' or '.join(content_types)}.")
 
 
 class Body(pydantic.BaseModel):
@@ -200,6 +254,8 @@ def client_network(ip: str | None) -> str | None:
     return str(address)
 
 
-def bearer_token(request: HttpRequest) -> str:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+def bearer_token(headers: Mapping[str, str]) -> str:
+    """The token of `Authorization: Bearer <token>` in headers (a request's, or the
+    case-insensitive ones body_limits reads before the body), or ""."""
+    scheme, _, value = headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""

@@ -11,7 +11,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
 from voiceplatform import dbpool
-from voiceplatform.errors import ApiError, ServiceUnavailable, render
+from voiceplatform.errors import ApiError, BadRequest, ServiceUnavailable, render
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +87,39 @@ class ProbeHostMiddleware:
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         self._accept_any_host(request)
         return await self.get_response(request)
+
+
+class RefuseNulMiddleware:
+    """A URL with a NUL character in its path or query gets a 400, before any view.
+
+    No real client sends one, and PostgreSQL can neither store nor compare one: every
+    lookup that passes it on (an admin search or filter, an object id, a session file's
+    name) would fail as a 500. Checked once here rather than in each of them.
+    """
+
+    async_capable = True
+    sync_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    @staticmethod
+    def _refusal(request: HttpRequest) -> HttpResponse | None:
+        # A query string decodes to NUL only from "%00" (or a raw NUL byte).
+        query = request.META.get("QUERY_STRING", "")
+        if "\x00" in request.path or "%00" in query or "\x00" in query:
+            return render(BadRequest("The URL may not contain NUL characters."))
+        return None
+
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self._refusal(request) or self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        return self._refusal(request) or await self.get_response(request)
 
 
 class ApiErrorMiddleware:

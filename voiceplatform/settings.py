@@ -181,6 +181,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "ops_app.middleware.MetricsBeforeMiddleware",
     "voiceplatform.middleware.RequestContextMiddleware",
+    "voiceplatform.middleware.RefuseNulMiddleware",
     "voiceplatform.middleware.ProbeHostMiddleware",
     "ops_app.middleware.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -453,7 +454,9 @@ CLIENT_STATS_INTERVAL_SECONDS = env_int("CLIENT_STATS_INTERVAL_SECONDS", 10)
 # before Django reads them (voiceplatform.body_limits); every other route, the admin
 # included, at REQUEST_MAX_BYTES (Django's own default upload cap).
 REQUEST_MAX_BYTES = env_int("REQUEST_MAX_BYTES", 2_621_440)
-DATA_UPLOAD_MAX_MEMORY_SIZE = RECORDING_MAX_BYTES + 1024
+# What a view may read into memory (request.body): the largest of those caps. A recording
+# is spooled to a temporary file instead (voiceplatform.api.spool_body).
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(REQUEST_MAX_BYTES, JSON_MAX_BYTES, SDP_MAX_BYTES)
 
 
 # --- retention and redaction ----------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.files.storage import FileSystemStorage
 from django.utils import timezone
 
 from tests.factories import bearer
@@ -136,3 +138,67 @@ async def test_a_recording_long_after_the_end_is_refused(api, make_session):
     )
 
     assert response.status_code == 409
+
+
+async def _upload(api, session, audio=WEBM):
+    return await api.post(
+        f"/session/{session.pk}/recording",
+        audio,
+        content_type="audio/webm",
+        headers=bearer(session),
+    )
+
+
+async def test_uploads_racing_for_one_session_store_one_recording_and_nothing_else(
+    api, settings, tmp_path, make_session
+):
+    settings.MEDIA_ROOT = tmp_path
+    session = await make_session(status="active")
+
+    responses = await asyncio.gather(*(_upload(api, session, WEBM + bytes([n])) for n in range(4)))
+
+    assert sorted(response.status_code for response in responses) == [201, 409, 409, 409]
+    refused = [
+        response.json()["error"]["code"] for response in responses if response.status_code == 409
+    ]
+    assert refused == ["recording_exists"] * 3
+    await session.arefresh_from_db()
+    stored = sorted(
+        str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file()
+    )
+    assert stored == [session.recording.name]
+
+
+async def test_a_recording_that_could_not_be_stored_may_be_sent_again(
+    api, settings, tmp_path, make_session, monkeypatch
+):
+    settings.MEDIA_ROOT = tmp_path
+    session = await make_session(status="active")
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FileSystemStorage, "save", full)
+        with pytest.raises(OSError):
+            await _upload(api, session)
+    again = await _upload(api, session)
+
+    assert again.status_code == 201
+    await session.arefresh_from_db()
+    assert await sync_to_async(session.recording.read)() == WEBM
+
+
+async def test_a_recording_is_spooled_to_a_file_not_read_into_memory(
+    api, settings, tmp_path, make_session
+):
+    settings.MEDIA_ROOT = tmp_path
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024  # what a view may read into memory
+    session = await make_session(status="active")
+    audio = WEBM + bytes(256 * 1024)
+
+    response = await _upload(api, session, audio)
+
+    assert response.status_code == 201 and response.json()["bytes"] == len(audio)
+    await session.arefresh_from_db()
+    assert await sync_to_async(session.recording.read)() == audio

@@ -72,3 +72,11 @@ def test_files_no_session_owns_are_not_served(admin_client, name):
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("path", ["recordings/a%00b.ogg", "transcripts/%00.txt"])
+def test_a_file_name_with_a_nul_character_is_a_400(admin_client, exported, path):
+    response = admin_client.get(f"/media/{path}")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"

@@ -271,11 +271,78 @@ def test_a_range_past_the_end_is_a_416_in_json(support, recording, header):
     assert response["Content-Range"] == "bytes */1024"
 
 
-@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "bytes=9-2", "lines=1-2", "bytes=x-"])
+@pytest.mark.parametrize(
+    "header", ["bytes=0-1,5-6", "bytes=9-2", "lines=1-2", "bytes=x-", "bytes=\u0661\u0660-"]
+)
 def test_a_range_we_do_not_serve_gets_the_whole_file(support, recording, header):
     response = support.get(recording.recording.url, headers={"Range": header})
 
     assert response.status_code == 200
+
+
+MANY = 5000  # digits: past what int() parses from text
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "content_range"),
+    [
+        ("bytes=" + "9" * MANY + "-", 416, "bytes */1024"),
+        ("bytes=" + "9" * MANY + "-" + "9" * MANY, 416, "bytes */1024"),
+        ("bytes=0-" + "9" * MANY, 206, "bytes 0-1023/1024"),
+        ("bytes=-" + "9" * MANY, 206, "bytes 0-1023/1024"),
+        ("bytes=" + "0" * MANY + "5-" + "0" * MANY + "9", 206, "bytes 5-9/1024"),
+    ],
+)
+def test_a_range_with_thousands_of_digits_is_answered_as_any_other(
+    support, recording, header, status, content_range
+):
+    response = support.get(recording.recording.url, headers={"Range": header})
+
+    assert response.status_code == status
+    assert response["Content-Range"] == content_range
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"{LIST}?q=a%00b",
+        f"{LIST}?tool=bash%00",
+        f"{LIST}?status=%00",
+        f"{LIST}?x%00=1",
+        "/admin/tools_app/toolexecution/?tool=%00",
+        "/admin/tools_app/toolexecution/?session__id__exact=sess_%00",
+        f"{LIST}sess_%00/change/",
+    ],
+)
+def test_a_nul_character_in_a_search_filter_or_id_is_a_400(support, url):
+    response = support.get(url)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("filter_name", ["user__id__exact", "api_key__id__exact"])
+@pytest.mark.parametrize("digit", ["\u00b2", "\u2075"])  # superscript 2 and 5
+def test_a_filter_id_in_digits_no_id_is_made_of_says_the_filter_is_wrong(
+    admin_client, filter_name, digit
+):
+    ApiKeyFactory()  # a filter shows (and reads its id) once it has a choice
+
+    response = admin_client.get(LIST, {filter_name: digit})
+
+    assert response.status_code == 302 and response["Location"].endswith("?e=1")
+
+
+ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x660 + digit) for digit in range(10)))
+
+
+def test_a_filter_id_in_another_scripts_decimal_digits_filters_by_that_number(support):
+    session = _conversation("hello", user=User.objects.create_user("olga"))
+
+    response = support.get(LIST, {"user__id__exact": str(session.user_id).translate(ARABIC_INDIC)})
+
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == [session]
 
 
 def test_support_reads_history_but_not_keys_grants_users_or_audit(support):
