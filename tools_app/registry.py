@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonschema
 import structlog
+from django.conf import settings
 
 from tools_app.builtin import BUILTIN_TOOLS
 from tools_app.workspace import Workspace
@@ -25,6 +26,7 @@ class ToolSpec:
     description: str
     input_schema: dict
     build: Callable[[Workspace], Any]  # -> an object with async execute(input)
+    slow: bool = True  # an installed module's tool may take any time
 
     def function_definition(self) -> dict:
         """The realtime API's function-tool shape."""
@@ -93,7 +95,7 @@ def _installed_specs() -> list[ToolSpec]:
 @functools.cache
 def all_tools() -> dict[str, ToolSpec]:
     specs = {
-        cls.name: ToolSpec(cls.name, cls.description, cls.input_schema, cls)
+        cls.name: ToolSpec(cls.name, cls.description, cls.input_schema, cls, slow=cls.slow)
         for cls in BUILTIN_TOOLS
     }
     for spec in _installed_specs():
@@ -103,3 +105,10 @@ def all_tools() -> dict[str, ToolSpec]:
 
 def get(name: str) -> ToolSpec | None:
     return all_tools().get(name)
+
+
+def queue_for(name: str) -> str:
+    """The Celery queue a call of this tool waits in: quick tools apart from slow ones,
+    so a file read is not stuck behind minute-long commands."""
+    spec = get(name)
+    return settings.TOOL_QUEUE_SLOW if spec is None or spec.slow else settings.TOOL_QUEUE_FAST

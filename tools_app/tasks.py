@@ -6,7 +6,7 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from ops_app import audit
-from tools_app import retention, worker
+from tools_app import registry, retention, worker
 from tools_app.models import ToolExecution
 
 
@@ -25,8 +25,8 @@ def fail_lost_executions_task() -> int:
     """Periodic: executions whose worker vanished do not stay 'running' forever, and
     those whose queueing was lost are queued again."""
     failed, stranded = worker.fail_lost()
-    for execution_id in stranded:
-        execute_tool_task.delay(execution_id)
+    for execution_id, tool in stranded:
+        execute_tool_task.apply_async((execution_id,), queue=registry.queue_for(tool))
     return failed
 
 

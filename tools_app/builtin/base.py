@@ -22,6 +22,9 @@ class WorkspaceTool:
     name: ClassVar[str]
     description: ClassVar[str]
     input_schema: ClassVar[dict]
+    # May run for seconds to minutes (a command, the network): queued apart from the
+    # quick ones (tools_app.registry.queue_for).
+    slow: ClassVar[bool] = False
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
