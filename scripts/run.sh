@@ -24,6 +24,8 @@ stop() {
 trap stop TERM INT EXIT
 if [ -n "${REDIS_URL:-}" ] && [ "${RUN_WORKER:-1}" = 1 ]; then
   # With WORKER_METRICS_PORT set, the worker serves what its pool processes observe.
+  # Without -Q it consumes every queue in CELERY_TASK_QUEUES: tasks, and the tool calls'
+  # fast and slow queues, taken in turn (CELERY_WORKER_CONCURRENCY processes).
   metrics_dir="$var_dir/worker-metrics"
   rm -rf "$metrics_dir" && mkdir -p "$metrics_dir"
   PROMETHEUS_MULTIPROC_DIR="$metrics_dir" \

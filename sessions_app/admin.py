@@ -167,7 +167,9 @@ class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
 
     def _conversation(self, request, session: VoiceSession) -> dict:
         items = list(session.items.order_by("created_at", "id"))
-        runs = list(session.tool_executions.order_by("created_at", "id"))
+        # Each run's arguments cut in the database: the page stays bounded however
+        # much a session's calls sent.
+        runs = list(session.tool_executions.with_arguments_shown().order_by("created_at", "id"))
         links = {
             "webhooks": reverse("admin:sessions_app_webhookevent_changelist")
             + f"?session__id__exact={session.pk}",

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from ops_app import audit
 from sessions_app.models import ConversationItem, VoiceSession
-from tools_app.models import ToolExecution
+from tools_app.models import ToolExecution, shown_arguments
 from voiceplatform.api import client_ip
 from voiceplatform.spreadsheet import cell, row_writer
 
@@ -63,6 +63,12 @@ TOOL_CALL_FIELDS = (
     "created_at",
     "started_at",
     "finished_at",
+)
+# A tool call's arguments are read cut to a bound in the database (ToolExecution's
+# with_arguments_shown): the object itself when it is short, else its first characters.
+SHOWN_FIELDS = tuple(name for name in TOOL_CALL_FIELDS if name != "arguments") + (
+    "arguments_head",
+    "arguments_chars",
 )
 # Who started the session, in words, besides the ids among the fields.
 CALLER_KEYS = ("user", "api_key_name", "caller")
@@ -202,8 +208,8 @@ def _sessions(queryset: QuerySet[VoiceSession]) -> Iterator[tuple[Row, list[Row]
     )
     while chunk := list(islice(rows, CHUNK_SIZE)):
         ids = [row["id"] for row in chunk]
-        items = _by_session(ConversationItem, ids, ITEM_FIELDS)
-        tool_calls = _by_session(ToolExecution, ids, TOOL_CALL_FIELDS)
+        items = _by_session(ConversationItem.objects.all(), ids, ITEM_FIELDS)
+        tool_calls = _by_session(ToolExecution.objects.with_arguments_shown(), ids, SHOWN_FIELDS)
         for row in chunk:
             user, key_name = row.pop(username), row.pop("api_key__name")
             row["user"], row["api_key_name"] = user, key_name
@@ -216,17 +222,20 @@ def _sessions(queryset: QuerySet[VoiceSession]) -> Iterator[tuple[Row, list[Row]
             yield row, items.pop(row["id"], []), tool_calls.pop(row["id"], [])
 
 
-def _by_session(
-    model: type[models.Model], ids: list[str], names: tuple[str, ...]
-) -> dict[str, list[Row]]:
+def _by_session(queryset: QuerySet, ids: list[str], names: tuple[str, ...]) -> dict[str, list[Row]]:
     grouped: dict[str, list[Row]] = defaultdict(list)
     rows = (
-        model._default_manager.filter(session_id__in=ids)
+        queryset.filter(session_id__in=ids)
         .order_by("created_at", "id")
         .values_list("session_id", *names)
     )
     for session_id, *values in rows:
-        grouped[session_id].append(dict(zip(names, values, strict=True)))
+        row = dict(zip(names, values, strict=True))
+        if "arguments_head" in row:
+            row["arguments"] = shown_arguments(
+                row.pop("arguments_head"), row.pop("arguments_chars")
+            )
+        grouped[session_id].append(row)
     return grouped
 
 

@@ -12,7 +12,7 @@ from django.db.models.functions import Coalesce
 
 from sessions_app.models import ConversationItem as Item
 from sessions_app.models import VoiceSession
-from tools_app.models import ToolExecution
+from tools_app.models import ToolExecution, shown_arguments
 
 # Longer outputs and arguments are shown collapsed, their first line as a summary.
 LONG = 200
@@ -118,7 +118,8 @@ def _tool_call(at: datetime, name: str, call_id: str, arguments: str) -> Entry:
 def timeline(session: VoiceSession, items: list[Item], runs: list[ToolExecution]) -> list[Entry]:
     """The conversation in order: turns, tool calls in place (with their run's status,
     duration, output and error, whichever door ran them), and how it connected and
-    ended. Times are relative to the start of the call."""
+    ended. Times are relative to the start of the call. runs are read with their
+    arguments cut (ToolExecution.objects.with_arguments_shown())."""
     by_call = {run.call_id: run for run in runs}
     outputs = {
         item.call_id: item.text for item in items if item.kind == Item.Kind.FUNCTION_CALL_OUTPUT
@@ -144,7 +145,7 @@ def timeline(session: VoiceSession, items: list[Item], runs: list[ToolExecution]
         entry.output = outputs.get(entry.call_id, "")
         if run is not None:
             entry.name = entry.name or run.tool
-            entry.arguments = entry.arguments or _arguments(run.arguments)
+            entry.arguments = entry.arguments or _arguments(run)
             entry.status = run.status
             entry.duration = run.duration_seconds
             entry.output = run.output or entry.output
@@ -164,8 +165,12 @@ def timeline(session: VoiceSession, items: list[Item], runs: list[ToolExecution]
     return entries
 
 
-def _arguments(arguments) -> str:
-    return json.dumps(arguments, ensure_ascii=False) if arguments else ""
+def _arguments(run: ToolExecution) -> str:
+    """A run's arguments as read cut to a bound (ToolExecution's with_arguments_shown)."""
+    shown = shown_arguments(run.arguments_head, run.arguments_chars)
+    if isinstance(shown, str):
+        return shown
+    return json.dumps(shown, ensure_ascii=False) if shown else ""
 
 
 def audio_quality(stats: dict) -> str:

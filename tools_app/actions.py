@@ -5,25 +5,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from datetime import timedelta
 
 import structlog
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ops_app import ratelimit
 from ops_app.metrics import voice_tool_execution_duration_seconds, voice_tool_execution_total
 from sessions_app import events, journal
 from sessions_app.models import VoiceSession
-from tools_app import background
+from tools_app import background, registry
 from tools_app.calls import ToolCall, arguments_of, check_call
 from tools_app.models import Task, ToolExecution
 from tools_app.tasks import execute_tool_task
 from voiceplatform.celery import enqueue
-from voiceplatform.errors import ApiError, Conflict, ErrorCode, ServiceUnavailable
+from voiceplatform.errors import (
+    ApiError,
+    Conflict,
+    ErrorCode,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +42,8 @@ log = structlog.get_logger(__name__)
 QUEUE_AGAIN_AFTER_SECONDS = 5
 # The browser may see the model's call a moment before the sideband has recorded it.
 SIDEBAND_PATIENCE_SECONDS = 2.0
+# When a caller at its share of the workers may try again: most calls take seconds.
+RUNNING_RETRY_AFTER_SECONDS = 5
 
 
 async def run_for_client(
@@ -105,18 +117,12 @@ async def _run(
 
 async def submit(call: ToolCall, *, origin: ToolExecution.Origin) -> tuple[ToolExecution, bool]:
     """The execution for (session, call_id), queued once however often it is submitted.
-    Returns (execution, created). A new call (the usual case) is one INSERT; the
-    unique (session, call_id) turns a repeat into a read of the first."""
+    Returns (execution, created). A repeat is a read of the first, never refused; a new
+    call must fit its session's and its caller's share of the workers (429
+    too_many_running) and what the session may send in arguments (409)."""
     try:
-        execution = await ToolExecution.objects.acreate(
-            session=call.session,
-            call_id=call.call_id,
-            tool=call.name,
-            arguments=call.arguments,
-            origin=origin,
-        )
-        created = True
-    except IntegrityError:
+        execution, created = await sync_to_async(_admit, thread_sensitive=True)(call, origin)
+    except IntegrityError:  # made meanwhile where nothing serialises (not PostgreSQL)
         execution = await ToolExecution.objects.aget(session=call.session, call_id=call.call_id)
         created = False
     if not created and (execution.tool != call.name or execution.arguments != call.arguments):
@@ -132,6 +138,78 @@ async def submit(call: ToolCall, *, origin: ToolExecution.Origin) -> tuple[ToolE
     return execution, created
 
 
+def _admit(call: ToolCall, origin: ToolExecution.Origin) -> tuple[ToolExecution, bool]:
+    """(execution, created): the call's execution, made if there is room for it. One
+    caller's submissions take turns (a transaction lock on PostgreSQL), so the counts
+    it checks cannot be overrun by calls posted all at once."""
+    session = call.session
+    caller, mine = _caller(session)
+    with transaction.atomic():
+        _take_turn(caller)
+        existing = ToolExecution.objects.filter(session=session, call_id=call.call_id).first()
+        if existing is not None:
+            return existing, False
+        size = call.arguments_bytes
+        sent = ToolExecution.objects.filter(session=session).aggregate(
+            bytes=Coalesce(Sum("arguments_bytes"), 0)
+        )["bytes"]
+        if sent + size > settings.TOOL_ARGUMENTS_MAX_BYTES_PER_SESSION:
+            raise Conflict(
+                "This session's tool calls have sent as much in arguments as a session may"
+                f" ({settings.TOOL_ARGUMENTS_MAX_BYTES_PER_SESSION} bytes).",
+                code=ErrorCode.TOOL_ARGUMENTS_FULL,
+            )
+        held = (
+            ToolExecution.objects.in_flight()
+            .filter(mine)
+            .aggregate(caller=Count("pk"), session=Count("pk", filter=Q(session=session)))
+        )
+        if held["session"] >= settings.TOOLS_MAX_RUNNING_PER_SESSION:
+            _refuse_running(f"This session already has {held['session']} tool calls")
+        if held["caller"] >= settings.TOOLS_MAX_RUNNING_PER_CALLER:
+            _refuse_running(f"This caller's sessions already have {held['caller']} tool calls")
+        execution = ToolExecution.objects.create(
+            session=session,
+            call_id=call.call_id,
+            tool=call.name,
+            arguments=call.arguments,
+            arguments_bytes=size,
+            origin=origin,
+        )
+    return execution, True
+
+
+def _caller(session: VoiceSession) -> tuple[str, Q]:
+    """Who made the session (its API key or user, else its client address, an IPv6 /64,
+    else the session alone) and the filter of all their sessions' calls."""
+    if session.api_key_id:
+        return f"api_key:{session.api_key_id}", Q(session__api_key_id=session.api_key_id)
+    if session.user_id:
+        return f"user:{session.user_id}", Q(session__user_id=session.user_id)
+    if session.client_network:
+        network = session.client_network
+        return f"network:{network}", Q(session__client_network=network)
+    return f"session:{session.pk}", Q(session_id=session.pk)
+
+
+def _take_turn(caller: str) -> None:
+    if connection.vendor != "postgresql":
+        return  # SQLite (the embedded default) writes one transaction at a time anyway
+    key = hashlib.blake2b(f"tools:{caller}".encode(), digest_size=8).digest()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(key, signed=True)])
+
+
+def _refuse_running(held: str) -> None:
+    log.info("tool_call_refused", reason="too_many_running", held=held)
+    raise TooManyRequests(
+        f"{held} queued or running, the most allowed; wait for one to finish before"
+        " making another.",
+        code=ErrorCode.TOO_MANY_RUNNING,
+        retry_after=RUNNING_RETRY_AFTER_SECONDS,
+    )
+
+
 _in_process: set[asyncio.Task] = set()
 
 
@@ -144,7 +222,7 @@ async def _queue(execution: ToolExecution) -> None:
         running.add_done_callback(_in_process.discard)
         return
     try:
-        await enqueue(execute_tool_task, execution.pk)
+        await enqueue(execute_tool_task, execution.pk, queue=registry.queue_for(execution.tool))
     except Exception as exc:
         log.warning("tool_not_queued", execution=execution.pk, error=type(exc).__name__)
         raise ServiceUnavailable(

@@ -4,6 +4,8 @@ agents delegate can run, with the bundles that were refused and why."""
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -13,7 +15,7 @@ from django.urls import path
 
 from tools_app import registry
 from tools_app.agents import bundles
-from tools_app.models import ToolExecution, ToolGrant
+from tools_app.models import ToolExecution, ToolGrant, shown_arguments
 from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
 
 
@@ -32,6 +34,18 @@ class ToolExecutionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ("tool", "status", "origin", "created_at")
     search_fields = ("call_id", "session__id")
     list_select_related = ("session",)
+    # The arguments are shown cut to a bound, read cut from the database, and the list
+    # loads no output: a page stays small whatever the calls sent.
+    exclude = ("arguments",)
+    readonly_fields = ("arguments_shown",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_arguments_shown().defer("output", "error")
+
+    @admin.display(description="arguments")
+    def arguments_shown(self, obj: ToolExecution) -> str:
+        shown = shown_arguments(obj.arguments_head, obj.arguments_chars)
+        return shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False)
 
     def get_urls(self):
         agents = path(

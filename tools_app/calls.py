@@ -4,6 +4,7 @@ typed API errors: HTTP renders them, the sideband tells the model their message.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,14 @@ from ops_app.models import AuditEvent
 from sessions_app.models import VoiceSession
 from tools_app import registry
 from voiceplatform.api import parse_json
-from voiceplatform.errors import BadRequest, Conflict, ErrorCode, Forbidden, NotFound
+from voiceplatform.errors import (
+    BadRequest,
+    Conflict,
+    ErrorCode,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+)
 
 MAX_CALL_ID = 80
 
@@ -27,11 +35,20 @@ class ToolCall:
     arguments: dict[str, Any]
     long_running: bool = False  # its tool is declared so (a task from the start)
 
+    @property
+    def arguments_bytes(self) -> int:
+        return arguments_size(self.arguments)
+
+
+def arguments_size(arguments: Any) -> int:
+    """What arguments weigh: compact JSON in UTF-8, however the caller spaced them."""
+    return len(json.dumps(arguments, ensure_ascii=False, separators=(",", ":")).encode())
+
 
 async def check_call(session: VoiceSession, *, name: Any, call_id: Any, arguments: Any) -> ToolCall:
     """The call, if this session may make it now; otherwise the reason, in this order:
     409 ended, 400 call_id, 404 unknown tool, 503 voice only (level 3 or 4), 403 not this
-    session's, 503 degraded,
+    session's, 503 degraded, 413 arguments over TOOL_ARGUMENTS_MAX_BYTES,
     400 arguments that break the tool's schema."""
     if not session.is_live:
         raise Conflict(f"The session has {session.status}.", code=ErrorCode.SESSION_ENDED)
@@ -54,6 +71,14 @@ async def check_call(session: VoiceSession, *, name: Any, call_id: Any, argument
             f"The tool '{name}' is not allowed in this session.", code=ErrorCode.TOOL_NOT_ALLOWED
         )
     degradation.refuse_tools(level)
+    # Before the schema: a huge body is refused for its size, not walked.
+    size = arguments_size(arguments)
+    if size > settings.TOOL_ARGUMENTS_MAX_BYTES:
+        raise PayloadTooLarge(
+            f"The arguments are {size} bytes; a tool call may send at most "
+            f"{settings.TOOL_ARGUMENTS_MAX_BYTES}.",
+            code=ErrorCode.ARGUMENTS_TOO_LARGE,
+        )
     if problem := spec.problem_with(arguments):
         raise BadRequest(
             f"Invalid arguments for {name}: {problem}", code=ErrorCode.INVALID_ARGUMENTS

@@ -3,13 +3,48 @@ tasks: the executions that went on in the background while the conversation did.
 
 from __future__ import annotations
 
+import json
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Cast, Length, Substr
 
 from sessions_app.models import ApiKey, VoiceSession
+
+# What a page or an export shows of one call's arguments, as JSON text: enough to see
+# what the call did; the rest is left in the database, never loaded.
+ARGUMENTS_SHOWN_CHARS = 4096
+
+
+class ToolExecutionQuerySet(models.QuerySet):
+    def in_flight(self) -> ToolExecutionQuerySet:
+        """Calls queued or running: each holds, or waits for, a worker (an agent's own
+        steps run within its task's call, on its worker)."""
+        return self.filter(
+            status__in=(ToolExecution.Status.QUEUED, ToolExecution.Status.RUNNING)
+        ).exclude(origin=ToolExecution.Origin.AGENT)
+
+    def with_arguments_shown(self, chars: int = ARGUMENTS_SHOWN_CHARS) -> ToolExecutionQuerySet:
+        """Without the arguments themselves: their first chars as JSON text
+        (arguments_head) and their whole length (arguments_chars), cut in the database,
+        so a page or an export holds a bounded share of each call whatever it was sent."""
+        text = Cast("arguments", models.TextField())
+        return self.defer("arguments").annotate(
+            arguments_head=Substr(text, 1, chars), arguments_chars=Length(text)
+        )
+
+
+def shown_arguments(head: str | None, chars: int | None) -> Any:
+    """The arguments as with_arguments_shown() read them: the object itself when it was
+    read whole, else its first characters saying how long it was."""
+    if head is None:
+        return None
+    if chars is not None and chars <= len(head):
+        return json.loads(head)
+    return f"{head}… [cut: {chars} characters in all]"
 
 
 class ToolExecution(models.Model):
@@ -32,6 +67,9 @@ class ToolExecution(models.Model):
     call_id = models.CharField(max_length=80)
     tool = models.CharField(max_length=80)
     arguments = models.JSONField(default=dict)
+    # Their size as compact JSON in UTF-8 (tools_app.calls): a session's calls may send
+    # only so much in all (0 for calls made before it was counted).
+    arguments_bytes = models.PositiveIntegerField(default=0)
     origin = models.CharField(max_length=12, choices=Origin.choices, default=Origin.CLIENT)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     output = models.TextField(blank=True)
@@ -46,6 +84,8 @@ class ToolExecution(models.Model):
     task = models.ForeignKey(
         "Task", null=True, blank=True, related_name="steps", on_delete=models.CASCADE
     )
+
+    objects = ToolExecutionQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import structlog
+from django.conf import settings
 
 from tools_app.agents import bundles
 from tools_app.builtin import BUILTIN_TOOLS
@@ -40,6 +41,7 @@ class ToolSpec:
     # A call of it goes on in the background at once (tools_app.background).
     long_running: bool = False
     module: str | None = None  # the installed Amplifier module it comes from
+    slow: bool = True  # an installed module's tool may take any time
 
     def function_definition(self) -> dict:
         """The realtime API's function-tool shape."""
@@ -123,7 +125,12 @@ def _delegate_spec(modules: dict[str, tuple[str, ...]]) -> ToolSpec:
 def all_tools() -> dict[str, ToolSpec]:
     specs = {
         cls.name: ToolSpec(
-            cls.name, cls.description, cls.input_schema, cls, getattr(cls, "long_running", False)
+            cls.name,
+            cls.description,
+            cls.input_schema,
+            cls,
+            long_running=getattr(cls, "long_running", False),
+            slow=cls.slow,
         )
         for cls in BUILTIN_TOOLS
     }
@@ -145,3 +152,10 @@ def modules_for_agents() -> dict[str, tuple[str, ...]]:
 def build_tools(workspace: Workspace, names: Iterable[str]) -> dict[str, Any]:
     """The named tools, built for workspace (unknown names are left out)."""
     return {name: spec.build(workspace) for name in names if (spec := get(name)) is not None}
+
+
+def queue_for(name: str) -> str:
+    """The Celery queue a call of this tool waits in: quick tools apart from slow ones,
+    so a file read is not stuck behind minute-long commands."""
+    spec = get(name)
+    return settings.TOOL_QUEUE_SLOW if spec is None or spec.slow else settings.TOOL_QUEUE_FAST

@@ -9,7 +9,7 @@ from django.dispatch import receiver
 
 from ops_app import audit
 from sessions_app.signals import session_ended
-from tools_app import background, retention, worker
+from tools_app import background, registry, retention, worker
 from tools_app.models import ToolExecution
 
 
@@ -28,8 +28,8 @@ def fail_lost_executions_task() -> int:
     """Periodic: executions whose worker vanished do not stay 'running' forever, those
     whose queueing was lost are queued again, and tasks past their time are stopped."""
     failed, stranded = worker.fail_lost()
-    for execution_id in stranded:
-        execute_tool_task.delay(execution_id)
+    for execution_id, tool in stranded:
+        execute_tool_task.apply_async((execution_id,), queue=registry.queue_for(tool))
     background.stop_overdue()
     return failed
 

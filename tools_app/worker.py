@@ -203,10 +203,10 @@ def fail_for_the_bridge(execution: ToolExecution, message: str) -> bool:
     return finish(execution, ok=False, output=message, error=message, infrastructure_ok=False)
 
 
-def fail_lost() -> tuple[int, list[int]]:
+def fail_lost() -> tuple[int, list[tuple[int, str]]]:
     """Marks failed the executions 'running' longer than any tool may run (their worker
     is gone and the broker will not deliver them again). Returns how many, and the ids
-    of executions whose queueing was lost, to be queued again."""
+    and tools of executions whose queueing was lost, to be queued again."""
     now = timezone.now()
     longest = max(settings.TOOL_TIMEOUT_SECONDS, settings.TASK_MAX_SECONDS)
     cutoff = now - timedelta(seconds=longest + 60)
@@ -214,7 +214,7 @@ def fail_lost() -> tuple[int, list[int]]:
     failed = sum(fail_for_the_bridge(execution, WORKER_LOST) for execution in lost)
     stranded = ToolExecution.objects.filter(
         status=ToolExecution.Status.QUEUED, created_at__lt=now - timedelta(seconds=60)
-    ).values_list("pk", flat=True)
+    ).values_list("pk", "tool")
     return failed, list(stranded)
 
 

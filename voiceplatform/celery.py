@@ -22,14 +22,15 @@ app.autodiscover_tasks()
 app.steps["worker"].add("voiceplatform.heartbeat.WorkerHeartbeat")
 
 
-async def enqueue(task, *args) -> None:
+async def enqueue(task, *args, queue: str | None = None) -> None:
     """Queues a task from async code without blocking the event loop (publishing to the
-    broker, or running it in-process in the embedded default, is blocking work)."""
+    broker, or running it in-process in the embedded default, is blocking work); to
+    queue, when named, rather than the task's default."""
     from asgiref.sync import sync_to_async
 
     # Not the shared thread: an in-process task may run for minutes (a bash tool), and
     # the shared thread serialises every request's database access.
-    await sync_to_async(task.delay, thread_sensitive=False)(*args)
+    await sync_to_async(task.apply_async, thread_sensitive=False)(args, queue=queue)
 
 
 # Metrics observed in workers (sessions the sweep ends, upstream errors met there)

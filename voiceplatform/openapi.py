@@ -34,7 +34,10 @@ ERRORS = {
     409: ("Conflict", "The session's state does not allow this (ended, already connected)."),
     413: ("PayloadTooLarge", "The body is larger than this endpoint takes."),
     415: ("UnsupportedMediaType", "The body's Content-Type is not one this endpoint takes."),
-    429: ("TooManyRequests", "A rate or live-session limit was reached; see Retry-After."),
+    429: (
+        "TooManyRequests",
+        "A rate, live-session or running-call limit was reached; see Retry-After.",
+    ),
     502: ("BadGateway", "The realtime upstream failed or gave an unusable answer."),
     503: ("ServiceUnavailable", "Maintenance, draining, degraded service or at capacity."),
     504: ("GatewayTimeout", "The realtime upstream did not answer in time."),

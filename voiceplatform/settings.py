@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -400,6 +401,20 @@ SESSION_TRANSCRIPT_MAX_CHARS = env_int("SESSION_TRANSCRIPT_MAX_CHARS", 2 * 1024 
 SESSION_EVENTS_PER_MINUTE = env_int("SESSION_EVENTS_PER_MINUTE", 240)
 # POST /tools/<name> per session, and signed webhooks per sender address, a minute.
 TOOLS_RATE_PER_MINUTE = env_int("TOOLS_RATE_PER_MINUTE", 60)
+# Tool calls one session, and one caller (its API key or user, else its client address),
+# may have queued or running at once (429 too_many_running): one session cannot hold
+# every worker. Keep the per-session cap below a worker's concurrency.
+TOOLS_MAX_RUNNING_PER_SESSION = env_int("TOOLS_MAX_RUNNING_PER_SESSION", 3)
+TOOLS_MAX_RUNNING_PER_CALLER = env_int("TOOLS_MAX_RUNNING_PER_CALLER", 6)
+# One call's arguments (compact JSON, UTF-8 bytes; 413 arguments_too_large), and all of
+# one session's calls' together (409 tool_arguments_full). 128 KiB holds write_file's
+# content for a source file of a few thousand lines, edit_file's two strings, and a
+# bash script far beyond what a spoken turn dictates; 2 MiB a session is the
+# transcript's own cap (SESSION_TRANSCRIPT_MAX_CHARS), which the model's calls also fill.
+TOOL_ARGUMENTS_MAX_BYTES = env_int("TOOL_ARGUMENTS_MAX_BYTES", 128 * 1024)
+TOOL_ARGUMENTS_MAX_BYTES_PER_SESSION = env_int(
+    "TOOL_ARGUMENTS_MAX_BYTES_PER_SESSION", 2 * 1024 * 1024
+)
 WEBHOOK_RATE_PER_MINUTE = env_int("WEBHOOK_RATE_PER_MINUTE", 600)
 POD_NAME = env_str("POD_NAME") or env_str("HOSTNAME") or "local"
 # Who sets the VOICE_AFFINITY cookie: "app" (/session names this pod, for a proxy that
@@ -672,9 +687,21 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+# Tool calls queue by how long their tool may take (tools_app.registry): a file read
+# never waits behind a queue of bash commands and web fetches, as a worker takes from
+# its queues in turn. A worker started without -Q consumes every queue listed here.
+TOOL_QUEUE_FAST = f"{CELERY_TASK_DEFAULT_QUEUE}.tools-fast"
+TOOL_QUEUE_SLOW = f"{CELERY_TASK_DEFAULT_QUEUE}.tools-slow"
+CELERY_TASK_QUEUES = [
+    Queue(name, routing_key=name)
+    for name in (CELERY_TASK_DEFAULT_QUEUE, TOOL_QUEUE_FAST, TOOL_QUEUE_SLOW)
+]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Pool processes a worker runs (its --concurrency wins): one more than a session may
+# hold, so one session's slow calls never take a whole worker.
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", TOOLS_MAX_RUNNING_PER_SESSION + 1)
 # Celery's Django fixup closes a prefork worker's whole connection pool around every
 # task unless told to reuse it: each task then opened a new PostgreSQL connection.
 # Tasks return their connections to the pool instead (voiceplatform.celery), and the

@@ -96,6 +96,17 @@ def test_only_the_worker_runs_in_a_mount_namespace_of_its_own_for_capped_workspa
     assert effective("web", "ENTRYPOINT") is None and effective("beat", "ENTRYPOINT") is None
 
 
+def test_the_worker_image_and_the_run_command_consume_every_queue():
+    worker = exec_form(effective("worker", "CMD"))
+    run = (ROOT / "scripts/run.sh").read_text()
+    started = next(line for line in run.splitlines() if "celery -A voiceplatform worker" in line)
+
+    # Without -Q a worker consumes every queue in CELERY_TASK_QUEUES.
+    for words in (worker, started.split()):
+        assert not {"-Q", "--queues", "-X", "--exclude-queues"} & set(words)
+        assert "-c" not in words and "--concurrency" not in words  # CELERY_WORKER_CONCURRENCY
+
+
 def test_dependencies_come_from_pyproject_and_the_code_runs_from_app():
     build = " ".join(args for op, args in dockerfile_stages()["build"] if op in ("RUN", "COPY"))
 

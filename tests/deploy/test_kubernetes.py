@@ -115,14 +115,29 @@ def test_custom_resources_carry_their_required_fields(objects):
     assert named(objects, "Deployment", spec["scaleTargetRef"]["name"])
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
     assert all(trigger["type"] and "metadata" in trigger for trigger in spec["triggers"])
-    (queue,) = [t for t in spec["triggers"] if t["type"] == "redis"]
-    assert queue["metadata"]["listName"] == settings.CELERY_TASK_DEFAULT_QUEUE
-    assert int(queue["metadata"]["listLength"]) > 0
-    auth = named(objects, "TriggerAuthentication", queue["authenticationRef"]["name"])
+    queues = [t for t in spec["triggers"] if t["type"] == "redis"]
+    # Every queue a worker consumes, the tool calls' fast and slow ones included.
+    assert [queue["metadata"]["listName"] for queue in queues] == [
+        queue.name for queue in settings.CELERY_TASK_QUEUES
+    ]
     secret_keys = set(yaml.safe_load(SECRET_TEMPLATE.read_text())["stringData"])
-    for ref in auth["spec"]["secretTargetRef"]:
-        assert ref["parameter"] in ("address", "password")
-        assert ref["name"] == "voice-secrets" and ref["key"] in secret_keys
+    for queue in queues:
+        assert int(queue["metadata"]["listLength"]) > 0
+        auth = named(objects, "TriggerAuthentication", queue["authenticationRef"]["name"])
+        for ref in auth["spec"]["secretTargetRef"]:
+            assert ref["parameter"] in ("address", "password")
+            assert ref["name"] == "voice-secrets" and ref["key"] in secret_keys
+
+
+def test_workers_consume_every_queue_with_more_processes_than_a_session_may_hold(objects):
+    (container,) = named(objects, "Deployment", "voice-worker")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    args = container["args"]
+
+    # Without -Q a worker consumes every queue in CELERY_TASK_QUEUES.
+    assert not {"-Q", "--queues", "-X", "--exclude-queues"} & set(args)
+    assert int(args[args.index("--concurrency") + 1]) > settings.TOOLS_MAX_RUNNING_PER_SESSION
 
 
 # --- pods: identity, privileges, resources --------------------------------------------------

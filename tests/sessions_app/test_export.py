@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -259,3 +260,35 @@ def test_the_number_of_queries_grows_with_the_chunks_not_the_sessions(monkeypatc
     monkeypatch.setattr(export, "CHUNK_SIZE", 10)
     # Five chunks of ten instead of one: two more queries (items, tool calls) for each.
     assert queries(50) == queries(5) + 2 * 4
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("chunks_of", [export.jsonl_chunks, export.csv_chunks])
+def test_a_tool_calls_huge_arguments_are_exported_cut_never_read_whole(chunks_of):
+    session = VoiceSessionFactory(status="ended")
+    ToolExecution.objects.create(
+        session=session,
+        call_id="call_big",
+        tool="write_file",
+        arguments={"file_path": "a.txt", "content": "q" * 200_000},
+    )
+    ToolExecution.objects.create(
+        session=session, call_id="call_small", tool="read_file", arguments={"file_path": "a.txt"}
+    )
+    selected = VoiceSession.objects.filter(pk=session.pk)
+
+    with CaptureQueriesContext(connection) as captured:
+        body = b"".join(chunks_of(selected)).decode("utf-8-sig")
+
+    assert "q" * 5000 not in body
+    assert "q" * 1000 in body and "characters in all]" in body
+    assert len(body) < 20_000
+    if chunks_of is export.jsonl_chunks:
+        [record] = jsonl_records(body.encode())
+        big, small = record["tool_calls"]
+        assert big["arguments"].startswith('{"content": "qqq')
+        assert small["arguments"] == {"file_path": "a.txt"}
+    # The cut is made by the database: no query reads the arguments column whole.
+    tool_queries = [q["sql"] for q in captured if "tools_app_toolexecution" in q["sql"]]
+    assert tool_queries
+    assert not any(re.search(r'"arguments"[^)]', sql) for sql in tool_queries)

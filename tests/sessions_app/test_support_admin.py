@@ -4,6 +4,7 @@ ranges, and the Support group's reach."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -379,3 +380,33 @@ def test_the_support_group_holds_only_view_permissions_on_history():
         "view_toolexecution",
         "view_webhookevent",
     }
+
+
+def test_a_tool_calls_huge_arguments_are_shown_cut_on_the_session_and_tool_pages(support):
+    session = _conversation("write it down")
+    huge = ToolExecution.objects.create(
+        session=session,
+        call_id="call_huge",
+        tool="write_file",
+        arguments={"file_path": "a.txt", "content": "q" * 200_000},
+        status=ToolExecution.Status.SUCCEEDED,
+    )
+    support.force_login(User.objects.create_superuser("root", password="x"))
+    tool_page = reverse("admin:tools_app_toolexecution_change", args=[huge.pk])
+    tool_list = reverse("admin:tools_app_toolexecution_changelist")
+
+    with CaptureQueriesContext(connection) as captured:
+        pages = [support.get(url) for url in (_page(session), tool_page, tool_list)]
+
+    for response in pages:
+        html = response.content.decode()
+        assert response.status_code == 200
+        assert "q" * 5000 not in html and len(html) < 100_000
+    assert (
+        "q" * 1000 in pages[0].content.decode()
+        and "characters in all]" in pages[1].content.decode()
+    )
+    # No query reads the arguments column whole: they are cut in the database.
+    tool_queries = [q["sql"] for q in captured if '"tools_app_toolexecution"' in q["sql"]]
+    assert tool_queries
+    assert not any(re.search(r'"arguments"[^)]', sql) for sql in tool_queries)

@@ -117,6 +117,30 @@ async def test_a_whole_worker_killed_mid_tool_is_picked_up_by_the_next_one(
     assert finished.worker.startswith("w2@")  # claimed by the worker that died
 
 
+async def test_a_quick_call_does_not_wait_behind_slow_calls_queued_before_it(worker, make_session):
+    # One pool process: while it runs a slow call, two more wait in the queue.
+    busy = await make_session(status="active", tools=policy.definitions(["bash"]))
+    other = await make_session(status="active", tools=policy.definitions(["read_file"]))
+    slow = []
+    for n in range(3):
+        call = ToolCall(busy, "bash", f"call_slow_{n}", {"command": "sleep 2"})
+        slow.append((await actions.submit(call, origin="client"))[0])
+
+    async def first_running():
+        return (await ToolExecution.objects.aget(pk=slow[0].pk)).status == "running"
+
+    assert await eventually(first_running, timeout=20)
+    quick, _ = await actions.submit(
+        ToolCall(other, "read_file", "call_quick", {"file_path": "notes.txt"}), origin="client"
+    )
+    quick = await actions.wait_for(quick, timeout=30)
+    slow = [await actions.wait_for(execution, timeout=30) for execution in slow]
+
+    assert quick.is_finished and all(execution.is_finished for execution in slow)
+    # It ran as soon as the first slow call let go, before the ones queued earlier.
+    assert slow[0].finished_at <= quick.started_at < slow[1].started_at < slow[2].started_at
+
+
 async def test_with_no_worker_alive_sessions_start_without_tools(api, real_celery, simulator):
     from ops_app import health
 

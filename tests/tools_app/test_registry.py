@@ -58,3 +58,28 @@ def test_an_installed_amplifier_module_is_loaded_and_runs_in_the_workspace(insta
     assert spec.description == "Says the text loudly."
     assert result.output == f"HI (in {workspace.root})"
     assert spec.problem_with({}) == "arguments: 'text' is a required property"
+
+
+def test_quick_tools_queue_apart_from_slow_ones_and_a_worker_consumes_both(settings):
+    from voiceplatform.celery import app
+
+    fast = {
+        name
+        for name in registry.all_tools()
+        if registry.queue_for(name) == settings.TOOL_QUEUE_FAST
+    }
+    slow = {
+        name
+        for name in registry.all_tools()
+        if registry.queue_for(name) == settings.TOOL_QUEUE_SLOW
+    }
+
+    assert {"read_file", "write_file", "edit_file", "glob", "grep"} <= fast
+    assert {"bash", "web_search", "web_fetch"} <= slow and not fast & slow
+    assert registry.queue_for("an_unknown_module_tool") == settings.TOOL_QUEUE_SLOW
+    # What a worker started without -Q consumes.
+    assert {
+        settings.CELERY_TASK_DEFAULT_QUEUE,
+        settings.TOOL_QUEUE_FAST,
+        settings.TOOL_QUEUE_SLOW,
+    } <= set(app.amqp.queues)

@@ -40,6 +40,9 @@ class WorkspaceTool:
     input_schema: ClassVar[dict]
     # Goes on in the background at once when called (tools_app.background).
     long_running: ClassVar[bool] = False
+    # May run for seconds to minutes (a command, the network): queued apart from the
+    # quick ones (tools_app.registry.queue_for).
+    slow: ClassVar[bool] = False
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace

@@ -19,6 +19,7 @@ MIB = 2**20
 
 class BashTool(WorkspaceTool):
     name = "bash"
+    slow = True
     description = (
         "Run a bash command in the conversation's private workspace directory. No network. "
         "Output is limited; long-running commands are stopped at the timeout."

@@ -18,6 +18,7 @@ FETCH_SECONDS = 30
 
 class WebSearchTool(WorkspaceTool):
     name = "web_search"
+    slow = True
     description = "Search the web; returns titles, addresses and snippets."
     input_schema = {
         "type": "object",
@@ -126,6 +127,7 @@ def _pinned(url: str, address: str) -> tuple[str, dict, dict]:
 
 class WebFetchTool(WorkspaceTool):
     name = "web_fetch"
+    slow = True
     description = "Fetch a public web page and return its text (first 64 KiB)."
     input_schema = {
         "type": "object",

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tools_app", "0004_tasks"),
+        ("tools_app", "0005_tasks"),
     ]
 
     operations = [

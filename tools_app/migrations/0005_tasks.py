@@ -9,7 +9,7 @@ import tools_app.models
 class Migration(migrations.Migration):
     dependencies = [
         ("sessions_app", "0011_session_over_at_index"),
-        ("tools_app", "0003_execution_origin_choices"),
+        ("tools_app", "0004_execution_arguments_bytes"),
     ]
 
     operations = [
