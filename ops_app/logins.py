@@ -18,7 +18,7 @@ from django.http import HttpRequest
 
 from ops_app import audit
 from ops_app.models import AuditEvent
-from voiceplatform.api import client_ip
+from voiceplatform.api import client_ip, client_network
 
 
 @receiver(user_logged_in, dispatch_uid="ops_app.logins.logged_in")
@@ -92,7 +92,8 @@ def record_lockout(
 
 
 def _failure_key(username: str, ip: str | None) -> str:
-    return f"{username}\0{ip}"
+    # Counted per address as axes counts them (an IPv6 caller by its /64).
+    return f"{username}\0{client_network(ip)}"
 
 
 def _lockout_seconds() -> int:

@@ -200,6 +200,14 @@ def client_network(ip: str | None) -> str | None:
     return str(address)
 
 
+def lockout_address(request: HttpRequest) -> str | None:
+    """What login lockouts count (AXES_CLIENT_IP_CALLABLE): the caller's client_network,
+    as every other per-address limit, written as an address for axes' address column:
+    for IPv6 the first address of the /64, which stands for all of it."""
+    network = client_network(client_ip(request))
+    return network.partition("/")[0] if network else None
+
+
 def bearer_token(request: HttpRequest) -> str:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""

@@ -368,8 +368,9 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-# The same address as every other limit sees (X-Forwarded-For only when trusted).
-AXES_CLIENT_IP_CALLABLE = "voiceplatform.api.client_ip"
+# What every other per-address limit counts (X-Forwarded-For only when trusted): the
+# address, or for IPv6 its /64, so rotating within a /64 does not start a fresh count.
+AXES_CLIENT_IP_CALLABLE = "voiceplatform.api.lockout_address"
 AXES_RESET_ON_SUCCESS = True
 # Logins are in the audit log (ops_app.logins); ops_app.admin shows the lockouts.
 AXES_DISABLE_ACCESS_LOG = True

@@ -117,6 +117,21 @@ async def test_the_lockout_is_for_that_username_from_that_address_only(api, staf
     assert login.ip == "198.51.100.99"
 
 
+async def test_rotating_addresses_within_an_ipv6_64_does_not_dodge_the_lockout(
+    api, staff, settings
+):
+    settings.USE_X_FORWARDED_FOR = True
+    for n in range(5):
+        await log_in(api, f"guess-{n}", **{"X-Forwarded-For": f"2001:db8:1:2::{n + 1}"})
+
+    same_64 = await log_in(api, PASSWORD, **{"X-Forwarded-For": "2001:db8:1:2:ffff::9"})
+    other_64 = await log_in(api, PASSWORD, **{"X-Forwarded-For": "2001:db8:1:3::1"})
+
+    assert same_64.status_code == 429
+    assert other_64.status_code == 302
+    assert await counted() == {Action.LOGIN_FAILED: 5, Action.LOCKED_OUT: 1, Action.LOGIN: 1}
+
+
 async def test_the_lockout_ends_after_fifteen_quiet_minutes(api, staff):
     for n in range(5):
         await log_in(api, f"guess-{n}")
