@@ -279,7 +279,8 @@ class ApiKeyAdmin(AuditedMixin, admin.ModelAdmin):
         add_never_cache_headers(response)
         return response
 
-    @admin.action(description="Revoke the selected keys")
+    # Revoking changes the keys: only for staff who may change them, not those who view.
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request, queryset) -> None:
         now = timezone.now()
         with transaction.atomic():
