@@ -21,7 +21,12 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from ops_app.models import AuditEvent, OpsState
-from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
+from voiceplatform.admin import (
+    AuditedMixin,
+    BoundedRelatedFilter,
+    PermittedFiltersMixin,
+    ReadOnlyMixin,
+)
 from voiceplatform.spreadsheet import cell, row_writer
 
 CSV_COLUMNS = (
@@ -37,9 +42,9 @@ CSV_COLUMNS = (
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class AuditEventAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("created_at", "actor_name", "action", "target", "ip", "request_id")
-    list_filter = ("action", "created_at", "actor")
+    list_filter = ("action", "created_at", ("actor", BoundedRelatedFilter))
     search_fields = ("actor_name", "target", "request_id", "ip")
     search_help_text = "Who (username), target, request id or IP address."
     date_hierarchy = "created_at"

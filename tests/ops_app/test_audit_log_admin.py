@@ -7,7 +7,7 @@ import csv
 import io
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import AsyncClient
 
 from ops_app import audit
@@ -96,6 +96,22 @@ def test_the_list_filters_by_actor_and_finds_a_request_id(admin_client, admin_us
 
     assert made["forced"].pk in listed(by_actor) and made["failed"].pk not in listed(by_actor)
     assert listed(by_request) == {tagged.pk}
+
+
+@pytest.mark.django_db
+def test_the_actor_filter_lists_accounts_only_to_those_who_may_view_them(client, admin_user):
+    auditor = User.objects.create_user("auditor", is_staff=True)
+    auditor.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
+    User.objects.create_user("quiet-account")
+    made = some_events(admin_user)
+    client.force_login(auditor)
+
+    page = client.get(LOG)
+    by_actor = client.get(LOG, {"actor__id__exact": admin_user.pk})
+
+    assert page.status_code == 200 and "quiet-account" not in page.content.decode()
+    assert "actor__id__exact" not in page.content.decode()
+    assert listed(by_actor) == {made["forced"].pk}  # filtering by address still works
 
 
 async def read_csv(response) -> list[dict[str, str]]:
