@@ -73,6 +73,8 @@ class AuditEvent(models.Model):
         RETENTION_RUN = "retention_run"
         CHECKLIST_RECHECKED = "checklist_rechecked"
         EXPORT = "export"
+        DRAIN_STARTED = "drain_started"
+        DRAIN_CANCELLED = "drain_cancelled"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # No database constraint: deleting a user must not touch (and so be refused on)

@@ -163,6 +163,33 @@ async def test_the_export_action_streams_the_selected_events(staff_client):
     assert [r["target"] for r in rows] == ["breaker tools"]
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_each_export_of_the_log_is_itself_audited(staff_client, admin_user_async):
+    chosen = await audit.arecord(Action.BREAKER_RESET, target="breaker tools")
+    await audit.arecord(Action.LOGIN_FAILED, actor_name="bob")
+
+    filtered = await staff_client.get(f"{LOG}export.csv", {"action__exact": "login_failed"})
+    await read_csv(filtered)
+    selected = await staff_client.post(
+        LOG, {"action": "export_csv", "_selected_action": [chosen.pk], "index": 0}
+    )
+    await read_csv(selected)
+
+    exports = [e async for e in AuditEvent.objects.filter(action=Action.EXPORT).order_by("id")]
+    assert [e.actor_id for e in exports] == [admin_user_async.pk] * 2
+    assert [e.target for e in exports] == [
+        "ops_app.auditevent (1 events)",
+        "ops_app.auditevent (1 events)",
+    ]
+    assert exports[0].details == {
+        "format": "csv",
+        "events": 1,
+        "filters": "action__exact=login_failed",
+    }
+    assert exports[1].details == {"format": "csv", "events": 1, "ids": [chosen.pk]}
+    assert exports[0].ip == "127.0.0.1"
+
+
 @pytest.mark.django_db
 def test_the_export_is_for_staff_who_may_view_the_log(client):
     client.force_login(User.objects.create_user("visitor", is_staff=True))
