@@ -11,11 +11,14 @@ import time
 from http import HTTPStatus
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
 
 from ops_app import ratelimit
 from ops_app.metrics import voice_api_request_duration_seconds
+from voiceplatform.api import client_ip, client_network
+from voiceplatform.errors import TooManyRequests, render
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 KNOWN_STATUSES = frozenset(str(status.value) for status in HTTPStatus)
@@ -122,3 +125,32 @@ class RateLimitHeadersMiddleware:
             response["X-RateLimit-Remaining"] = str(standing.remaining)
             response["X-RateLimit-Reset"] = str(standing.reset_seconds)
         return response
+
+
+class LoginRateLimitMiddleware:
+    """Login attempts (POSTs to the admin's login, the door /ops/ uses too): at most
+    LOGIN_RATE_PER_MINUTE per client address, an IPv6 one by its /64, as every
+    per-address limit counts. Past it the answer is 429 before any password is read,
+    so guesses with ever new usernames add neither axes rows nor audit events; the first
+    refusal in each window is audited (ops_app.ratelimit)."""
+
+    async_capable = True
+    sync_capable = False
+    VIEW_NAME = "admin:login"
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        return await self.get_response(request)
+
+    async def process_view(self, request, view_func, view_args, view_kwargs):
+        if request.method != "POST" or request.resolver_match.view_name != self.VIEW_NAME:
+            return None
+        network = client_network(client_ip(request)) or "unknown"
+        try:
+            await ratelimit.hit(f"login:{network}", settings.LOGIN_RATE_PER_MINUTE)
+        except TooManyRequests as refused:
+            return render(refused)
+        return None

@@ -196,6 +196,8 @@ MIDDLEWARE = [
     "voiceplatform.inline_middleware.Messages",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "voiceplatform.middleware.ApiErrorMiddleware",
+    # Login attempts per client address, before axes reads any of them.
+    "ops_app.middleware.LoginRateLimitMiddleware",
     # axes turns a login refused for a lockout into its 429 page.
     "axes.middleware.AxesMiddleware",
     "ops_app.middleware.MetricsAfterMiddleware",
@@ -361,6 +363,8 @@ SERVESTATIC_AUTOREFRESH = DEBUG
 # out (even with the right password) until this many minutes pass without another try.
 LOGIN_FAILURE_LIMIT = max(1, env_int("LOGIN_FAILURE_LIMIT", 5))
 LOGIN_LOCKOUT_MINUTES = max(1, env_int("LOGIN_LOCKOUT_MINUTES", 15))
+# Login attempts (whatever the usernames) one client address may make a minute.
+LOGIN_RATE_PER_MINUTE = max(1, env_int("LOGIN_RATE_PER_MINUTE", 20))
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
