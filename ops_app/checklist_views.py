@@ -1,7 +1,8 @@
 """The checklist pages under /ops/checklists/: thin views over ops_app.checklists.
 
-Looking needs ops_app.view_operations, acting (start, tick, re-check, complete)
-ops_app.operate; anonymous callers are sent to log in. Plain forms, no scripts."""
+Looking needs staff with ops_app.view_operations, acting (start, tick, re-check,
+complete) also ops_app.operate (ops_app.access); anonymous callers are sent to log in.
+Plain forms, no scripts."""
 
 from __future__ import annotations
 
@@ -17,19 +18,19 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from ops_app import checklists
-from ops_app.models import ChecklistEntry, ChecklistRun, ChecklistTemplate, OpsState
+from ops_app.access import OPERATE, VIEW, permits
+from ops_app.models import ChecklistEntry, ChecklistRun, ChecklistTemplate
 from voiceplatform.api import client_ip
 from voiceplatform.errors import Conflict
 
-VIEW = OpsState.VIEW_PERMISSION
-OPERATE = OpsState.OPERATE_PERMISSION
 RUNS_LISTED = 100
 
 View = Callable[..., Awaitable[HttpResponse]]
 
 
 def permission(needed: str) -> Callable[[View], View]:
-    """Anonymous: to the login page and back. Logged in without the permission: 403."""
+    """Anonymous: to the login page and back. Logged in without the permission (or no
+    longer staff): 403."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
@@ -39,9 +40,9 @@ def permission(needed: str) -> Callable[[View], View]:
                 return redirect_to_login(request.get_full_path(), reverse("admin:login"))
             # Resolved once here, so templates never load it synchronously.
             request.user = user
-            if not await user.ahas_perm(needed):
+            if not await permits(user, needed):
                 return render(request, "ops/checklists/forbidden.html", status=403)
-            request.can_operate = await user.ahas_perm(OPERATE)
+            request.can_operate = await permits(user, OPERATE)
             return await view(request, *args, **kwargs)
 
         return guarded

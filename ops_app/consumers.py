@@ -1,5 +1,5 @@
 """ws /ws/ops/: the dashboard's sections, re-rendered every couple of seconds and sent
-when they change, for signed-in users with ops_app.view_operations."""
+when they change, for signed-in staff with ops_app.view_operations (ops_app.access)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth import get_user_model
 
 from ops_app import dashboard
+from ops_app.access import OPERATE, VIEW, permits
 
 log = structlog.get_logger(__name__)
 
 PUSH_SECONDS = 2.0
-# How often the user's permissions are read again, so a revoked or deactivated
-# operator stops receiving within this long.
+# How often the user's permissions are read again, so a revoked, deactivated or
+# no longer staff operator stops receiving within this long.
 RECHECK_SECONDS = 30.0
 REFUSED = 4403
 
@@ -27,11 +28,11 @@ class OpsDashboardConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not await user.ahas_perm(dashboard.VIEW):
+        if not await permits(user, VIEW):
             await self.close(code=REFUSED)
             return
         self.user_id = user.pk
-        self.can_operate = await user.ahas_perm(dashboard.OPERATE)
+        self.can_operate = await permits(user, OPERATE)
         self.sent: dict[str, str] = {}
         await self.accept()
         self.ticker = asyncio.create_task(self._run())
@@ -74,11 +75,7 @@ class OpsDashboardConsumer(AsyncJsonWebsocketConsumer):
             user = await get_user(self.scope)
         else:  # a scope built without the session middleware (tests)
             user = await get_user_model().objects.filter(pk=self.user_id).afirst()
-        if user is None or not user.is_authenticated or user.pk != self.user_id:
+        if user is None or user.pk != self.user_id or not await permits(user, VIEW):
             return False
-        if not user.is_active:
-            return False
-        if not await user.ahas_perm(dashboard.VIEW):
-            return False
-        self.can_operate = await user.ahas_perm(dashboard.OPERATE)
+        self.can_operate = await permits(user, OPERATE)
         return True

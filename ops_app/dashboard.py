@@ -17,13 +17,9 @@ from django.utils import timezone
 
 from ops_app import breakers, charts, degradation, state
 from ops_app.forms import ForcedLevelForm, MaintenanceForm
-from ops_app.models import AuditEvent, OpsState
+from ops_app.models import AuditEvent
 from sessions_app.models import VoiceSession
 from tools_app.models import ToolExecution
-
-# Who may look at the dashboard, and who may also switch things on it.
-VIEW = OpsState.VIEW_PERMISSION
-OPERATE = OpsState.OPERATE_PERMISSION
 
 WINDOW = timedelta(hours=1)
 BUCKET = timedelta(minutes=5)

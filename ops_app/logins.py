@@ -1,9 +1,13 @@
 """Logins to the admin (and so to /ops/, which signs in there): each login and logout,
 each failure and each lockout (django-axes) leaves an audit event, never a password.
 
-Failures and lockouts come from strangers, so they are bounded: per username and
-address, at most LOGIN_FAILURE_LIMIT failures and one lockout are recorded in each
-LOGIN_LOCKOUT_MINUTES (after that axes refuses the attempts unread anyway)."""
+Failures and lockouts come from strangers, so they are bounded: per client address
+(an IPv6 one by its /64), whatever the usernames tried, at most LOGIN_FAILURE_LIMIT
+failures and one lockout are recorded in each LOGIN_LOCKOUT_MINUTES; a success from
+that address starts the count of failures afresh. How fast an address may try at all
+is LOGIN_RATE_PER_MINUTE (ops_app.middleware.LoginRateLimitMiddleware), whose first
+refusal in each window is recorded too. So guessing with ever new usernames leaves a
+handful of events, not one per guess."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from django.http import HttpRequest
 
 from ops_app import audit
 from ops_app.models import AuditEvent
-from voiceplatform.api import client_ip
+from voiceplatform.api import client_ip, client_network
 
 
 @receiver(user_logged_in, dispatch_uid="ops_app.logins.logged_in")
@@ -31,9 +35,9 @@ def record_login(sender, request: HttpRequest | None, user, **kwargs: Any) -> No
         ip=ip,
         details=_where(request),
     )
-    # axes forgets this pair's failures on a success (AXES_RESET_ON_SUCCESS), so the
-    # next ones are recorded again.
-    audit.forget_first(AuditEvent.Action.LOGIN_FAILED, _failure_key(user.get_username(), ip))
+    # axes forgets this pair's failures on a success (AXES_RESET_ON_SUCCESS); the
+    # address's next failures are recorded again.
+    audit.forget_first(AuditEvent.Action.LOGIN_FAILED, _address_key(ip))
 
 
 @receiver(user_logged_out, dispatch_uid="ops_app.logins.logged_out")
@@ -58,7 +62,7 @@ def record_login_failure(
     ip = _ip(request)
     audit.record_first(
         AuditEvent.Action.LOGIN_FAILED,
-        _failure_key(username, ip),
+        _address_key(ip),
         _lockout_seconds(),
         times=settings.LOGIN_FAILURE_LIMIT,
         actor_name=username,
@@ -77,7 +81,7 @@ def record_lockout(
     ip = _ip(request) if request is not None else ip_address
     audit.record_first(
         AuditEvent.Action.LOCKED_OUT,
-        _failure_key(username, ip),
+        _address_key(ip),
         _lockout_seconds(),
         actor_name=username,
         target=f"username {username}",
@@ -91,8 +95,9 @@ def record_lockout(
     )
 
 
-def _failure_key(username: str, ip: str | None) -> str:
-    return f"{username}\0{ip}"
+def _address_key(ip: str | None) -> str:
+    # Counted per address as the limits count it (an IPv6 caller by its /64).
+    return client_network(ip) or "unknown"
 
 
 def _lockout_seconds() -> int:

@@ -1,18 +1,45 @@
 """Request metrics: django-prometheus's own, run without a thread hop per request, and
-the seed's voice_api_request_duration_seconds{endpoint, method, status}."""
+the seed's voice_api_request_duration_seconds{endpoint, method, status}.
+
+Every label a caller can sway is one of a fixed set (method_label, view_label,
+status_label): each new label value is a series kept in memory until the process ends,
+and anyone can send a request with an invented method to an invented path."""
 
 from __future__ import annotations
 
 import time
+from http import HTTPStatus
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
 
 from ops_app import ratelimit
 from ops_app.metrics import voice_api_request_duration_seconds
+from voiceplatform.api import client_ip, client_network
+from voiceplatform.errors import TooManyRequests, render
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+KNOWN_STATUSES = frozenset(str(status.value) for status in HTTPStatus)
+UNMATCHED = "unmatched"
+OTHER = "other"
+
+
+def method_label(request: HttpRequest) -> str:
+    return request.method if request.method in KNOWN_METHODS else OTHER
+
+
+def view_label(request: HttpRequest) -> str:
+    """The resolved URL's name (or its view's dotted path: both come from our URLconf),
+    or "unmatched" for a path no route takes."""
+    match = getattr(request, "resolver_match", None)
+    return match.view_name if match is not None else UNMATCHED
+
+
+def status_label(response: HttpResponse) -> str:
+    status = str(response.status_code)
+    return status if status in KNOWN_STATUSES else OTHER
 
 
 class _Native:
@@ -38,6 +65,17 @@ class MetricsAfterMiddleware(_Native, PrometheusAfterMiddleware):
     """Also times each request for the seed's latency histogram, labelled by route
     pattern (bounded), never by the raw path."""
 
+    def label_metric(self, metric, request, response=None, **labels):
+        # django-prometheus's hook for every labelled metric it updates: some of them
+        # take the raw method, and "<unnamed view>" stands for any unrouted path.
+        if "method" in labels:
+            labels["method"] = method_label(request)
+        if "view" in labels:
+            labels["view"] = view_label(request)
+        if "status" in labels and response is not None:
+            labels["status"] = status_label(response)
+        return super().label_metric(metric, request, response, **labels)
+
     def process_request(self, request: HttpRequest) -> None:
         request.voice_started = time.perf_counter()
         if not (request.headers.get("Content-Length") or "0").isdigit():
@@ -57,10 +95,9 @@ class MetricsAfterMiddleware(_Native, PrometheusAfterMiddleware):
         started = getattr(request, "voice_started", None)
         if started is not None:
             match = request.resolver_match
-            endpoint = f"/{match.route}" if match is not None else "unmatched"
-            method = request.method if request.method in KNOWN_METHODS else "other"
+            endpoint = f"/{match.route}" if match is not None else UNMATCHED
             voice_api_request_duration_seconds.labels(
-                endpoint=endpoint, method=method, status=str(response.status_code)
+                endpoint=endpoint, method=method_label(request), status=status_label(response)
             ).observe(time.perf_counter() - started)
         return super().process_response(request, response)
 
@@ -88,3 +125,32 @@ class RateLimitHeadersMiddleware:
             response["X-RateLimit-Remaining"] = str(standing.remaining)
             response["X-RateLimit-Reset"] = str(standing.reset_seconds)
         return response
+
+
+class LoginRateLimitMiddleware:
+    """Login attempts (POSTs to the admin's login, the door /ops/ uses too): at most
+    LOGIN_RATE_PER_MINUTE per client address, an IPv6 one by its /64, as every
+    per-address limit counts. Past it the answer is 429 before any password is read,
+    so guesses with ever new usernames add neither axes rows nor audit events; the first
+    refusal in each window is audited (ops_app.ratelimit)."""
+
+    async_capable = True
+    sync_capable = False
+    VIEW_NAME = "admin:login"
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        return await self.get_response(request)
+
+    async def process_view(self, request, view_func, view_args, view_kwargs):
+        if request.method != "POST" or request.resolver_match.view_name != self.VIEW_NAME:
+            return None
+        network = client_network(client_ip(request)) or "unknown"
+        try:
+            await ratelimit.hit(f"login:{network}", settings.LOGIN_RATE_PER_MINUTE)
+        except TooManyRequests as refused:
+            return render(refused)
+        return None

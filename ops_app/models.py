@@ -74,6 +74,8 @@ class AuditEvent(models.Model):
         CHECKLIST_RECHECKED = "checklist_rechecked"
         EXPORT = "export"
         TASK_CANCELLED = "task_cancelled"
+        DRAIN_STARTED = "drain_started"
+        DRAIN_CANCELLED = "drain_cancelled"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # No database constraint: deleting a user must not touch (and so be refused on)

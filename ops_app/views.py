@@ -1,5 +1,6 @@
 """The operations dashboard /ops/: thin views over ops_app.actions. Looking needs
-ops_app.view_operations, switching also ops_app.operate; every switch is a POST form
+staff with ops_app.view_operations, switching also ops_app.operate (ops_app.access,
+checked at each request); every switch is a POST form
 (CSRF-checked: it rides on the login cookie) answered with a redirect to the page."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from ops_app import actions, dashboard
+from ops_app.access import OPERATE, VIEW, permits
 from ops_app.forms import ForcedLevelForm, MaintenanceForm
 from voiceplatform.api import client_ip
 from voiceplatform.errors import BadRequest, ErrorCode
@@ -22,8 +24,8 @@ from voiceplatform.errors import BadRequest, ErrorCode
 
 def operations_view(method: str, *, operate: bool = False) -> Callable:
     """Anonymous callers go to the admin login; signed-in ones without the permission
-    get the 403 page. The view receives the signed-in user."""
-    needed = (dashboard.VIEW, dashboard.OPERATE) if operate else (dashboard.VIEW,)
+    (or no longer staff) get the 403 page. The view receives the signed-in user."""
+    needed = (VIEW, OPERATE) if operate else (VIEW,)
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -31,7 +33,7 @@ def operations_view(method: str, *, operate: bool = False) -> Callable:
             user = await request.auser()
             if not user.is_authenticated:
                 return redirect_to_login(reverse("ops:dashboard"), reverse("admin:login"))
-            if not await user.ahas_perms(needed):
+            if not await permits(user, *needed):
                 return render(request, "ops/forbidden.html", {"operator": user}, status=403)
             if request.method != method:
                 return HttpResponseNotAllowed([method])
@@ -50,7 +52,7 @@ async def _page(
     forms: dict[str, Any] | None = None,
     error: str = "",
 ) -> HttpResponse:
-    can_operate = await user.ahas_perm(dashboard.OPERATE)
+    can_operate = await permits(user, OPERATE)
     snap = await dashboard.snapshot()
     context = {
         "operator": user,

@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Sum
 from django.http import HttpResponse, StreamingHttpResponse
@@ -22,7 +21,12 @@ from django.utils.html import format_html, format_html_join
 from sessions_app import export, history, search
 from sessions_app.models import ApiKey, VoiceSession, WebhookEvent
 from tools_app import registry
-from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
+from voiceplatform.admin import (
+    AuditedMixin,
+    BoundedRelatedFilter,
+    PermittedFiltersMixin,
+    ReadOnlyMixin,
+)
 
 
 class ToolFilter(admin.SimpleListFilter):
@@ -66,33 +70,8 @@ class LevelFilter(admin.SimpleListFilter):
         return queryset
 
 
-class BoundedRelatedFilter(admin.RelatedFieldListFilter):
-    """A related filter that lists at most LIMIT choices (and the chosen one): with
-    thousands of users the side bar stays short; search finds the others by name."""
-
-    LIMIT = 50
-
-    def field_choices(self, field, request, model_admin):
-        model = field.related_model
-        ordering = self.field_admin_ordering(field, request, model_admin) or [model._meta.pk.name]
-        rows = model._default_manager.order_by(*ordering)
-        choices = [(row.pk, str(row)) for row in rows[: self.LIMIT]]
-        chosen = self.lookup_val[0] if self.lookup_val else None
-        if chosen and all(str(pk) != chosen for pk, _ in choices):
-            # Not isdigit(): it passes "²", which no id is (the admin then says the
-            # filter is wrong, rather than failing here).
-            try:
-                chosen_pk = model._meta.pk.to_python(chosen)
-            except ValidationError:
-                chosen_pk = None
-            row = rows.filter(pk=chosen_pk).first() if chosen_pk is not None else None
-            if row is not None:
-                choices.append((row.pk, str(row)))
-        return choices
-
-
 @admin.register(VoiceSession)
-class VoiceSessionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
+class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admin.ModelAdmin):
     """The session list support staff work from, and each session as a conversation."""
 
     list_display = (
@@ -288,7 +267,8 @@ class ApiKeyAdmin(AuditedMixin, admin.ModelAdmin):
         add_never_cache_headers(response)
         return response
 
-    @admin.action(description="Revoke the selected keys")
+    # Revoking changes the keys: only for staff who may change them, not those who view.
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request, queryset) -> None:
         now = timezone.now()
         with transaction.atomic():

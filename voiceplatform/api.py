@@ -254,6 +254,14 @@ def client_network(ip: str | None) -> str | None:
     return str(address)
 
 
+def lockout_address(request: HttpRequest) -> str | None:
+    """What login lockouts count (AXES_CLIENT_IP_CALLABLE): the caller's client_network,
+    as every other per-address limit, written as an address for axes' address column:
+    for IPv6 the first address of the /64, which stands for all of it."""
+    network = client_network(client_ip(request))
+    return network.partition("/")[0] if network else None
+
+
 def bearer_token(headers: Mapping[str, str]) -> str:
     """The token of `Authorization: Bearer <token>` in headers (a request's, or the
     case-insensitive ones body_limits reads before the body), or ""."""

@@ -198,6 +198,8 @@ MIDDLEWARE = [
     "voiceplatform.inline_middleware.Messages",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "voiceplatform.middleware.ApiErrorMiddleware",
+    # Login attempts per client address, before axes reads any of them.
+    "ops_app.middleware.LoginRateLimitMiddleware",
     # axes turns a login refused for a lockout into its 429 page.
     "axes.middleware.AxesMiddleware",
     "ops_app.middleware.MetricsAfterMiddleware",
@@ -363,6 +365,8 @@ SERVESTATIC_AUTOREFRESH = DEBUG
 # out (even with the right password) until this many minutes pass without another try.
 LOGIN_FAILURE_LIMIT = max(1, env_int("LOGIN_FAILURE_LIMIT", 5))
 LOGIN_LOCKOUT_MINUTES = max(1, env_int("LOGIN_LOCKOUT_MINUTES", 15))
+# Login attempts (whatever the usernames) one client address may make a minute.
+LOGIN_RATE_PER_MINUTE = max(1, env_int("LOGIN_RATE_PER_MINUTE", 20))
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -370,8 +374,9 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-# The same address as every other limit sees (X-Forwarded-For only when trusted).
-AXES_CLIENT_IP_CALLABLE = "voiceplatform.api.client_ip"
+# What every other per-address limit counts (X-Forwarded-For only when trusted): the
+# address, or for IPv6 its /64, so rotating within a /64 does not start a fresh count.
+AXES_CLIENT_IP_CALLABLE = "voiceplatform.api.lockout_address"
 AXES_RESET_ON_SUCCESS = True
 # Logins are in the audit log (ops_app.logins); ops_app.admin shows the lockouts.
 AXES_DISABLE_ACCESS_LOG = True

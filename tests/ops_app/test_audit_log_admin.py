@@ -7,7 +7,7 @@ import csv
 import io
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import AsyncClient
 
 from ops_app import audit
@@ -98,6 +98,22 @@ def test_the_list_filters_by_actor_and_finds_a_request_id(admin_client, admin_us
     assert listed(by_request) == {tagged.pk}
 
 
+@pytest.mark.django_db
+def test_the_actor_filter_lists_accounts_only_to_those_who_may_view_them(client, admin_user):
+    auditor = User.objects.create_user("auditor", is_staff=True)
+    auditor.user_permissions.add(Permission.objects.get(codename="view_auditevent"))
+    User.objects.create_user("quiet-account")
+    made = some_events(admin_user)
+    client.force_login(auditor)
+
+    page = client.get(LOG)
+    by_actor = client.get(LOG, {"actor__id__exact": admin_user.pk})
+
+    assert page.status_code == 200 and "quiet-account" not in page.content.decode()
+    assert "actor__id__exact" not in page.content.decode()
+    assert listed(by_actor) == {made["forced"].pk}  # filtering by address still works
+
+
 async def read_csv(response) -> list[dict[str, str]]:
     body = b"".join([chunk async for chunk in response.streaming_content]).decode()
     return list(csv.DictReader(io.StringIO(body)))
@@ -145,6 +161,33 @@ async def test_the_export_action_streams_the_selected_events(staff_client):
 
     rows = await read_csv(response)
     assert [r["target"] for r in rows] == ["breaker tools"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_each_export_of_the_log_is_itself_audited(staff_client, admin_user_async):
+    chosen = await audit.arecord(Action.BREAKER_RESET, target="breaker tools")
+    await audit.arecord(Action.LOGIN_FAILED, actor_name="bob")
+
+    filtered = await staff_client.get(f"{LOG}export.csv", {"action__exact": "login_failed"})
+    await read_csv(filtered)
+    selected = await staff_client.post(
+        LOG, {"action": "export_csv", "_selected_action": [chosen.pk], "index": 0}
+    )
+    await read_csv(selected)
+
+    exports = [e async for e in AuditEvent.objects.filter(action=Action.EXPORT).order_by("id")]
+    assert [e.actor_id for e in exports] == [admin_user_async.pk] * 2
+    assert [e.target for e in exports] == [
+        "ops_app.auditevent (1 events)",
+        "ops_app.auditevent (1 events)",
+    ]
+    assert exports[0].details == {
+        "format": "csv",
+        "events": 1,
+        "filters": "action__exact=login_failed",
+    }
+    assert exports[1].details == {"format": "csv", "events": 1, "ids": [chosen.pk]}
+    assert exports[0].ip == "127.0.0.1"
 
 
 @pytest.mark.django_db

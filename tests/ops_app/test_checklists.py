@@ -79,7 +79,8 @@ CHECKED_BY_THE_APP = {
 
 
 def _user(name: str, *codenames: str) -> User:
-    user = User.objects.create_user(name, password="pw")
+    # Staff, as everyone who signs in through the admin is.
+    user = User.objects.create_user(name, password="pw", is_staff=True)
     user.user_permissions.set(
         Permission.objects.filter(content_type__app_label="ops_app", codename__in=codenames)
     )
@@ -241,6 +242,24 @@ async def test_a_viewer_sees_a_run_but_cannot_tick_it_and_nothing_changes(
     assert not unchanged.done and unchanged.done_by is None
     assert not (await ChecklistRun.objects.aget(pk=run.pk)).is_completed
     assert await ChecklistRun.objects.acount() == 1
+    assert await AuditEvent.objects.acount() == events_before
+
+
+async def test_an_operator_no_longer_staff_is_refused_on_the_session_already_open(
+    operator, operator_client, go_live
+):
+    run = await checklists.start_run(go_live, actor=operator)
+    entry = await _entry(run, "Full rollout")
+    await User.objects.filter(pk=operator.pk).aupdate(is_staff=False)
+    events_before = await AuditEvent.objects.acount()
+
+    page = await operator_client.get(f"/ops/checklists/runs/{run.pk}/")
+    tick = await operator_client.post(
+        f"/ops/checklists/runs/{run.pk}/entries/{entry.pk}", {"done": "on"}
+    )
+
+    assert page.status_code == tick.status_code == 403
+    assert not (await _entry(run, "Full rollout")).done
     assert await AuditEvent.objects.acount() == events_before
 
 

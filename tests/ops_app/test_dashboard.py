@@ -38,8 +38,9 @@ def _recorded():
     )
 
 
-def _user(username: str, *codenames: str) -> User:
-    user = User.objects.create_user(username, password="pw")
+def _user(username: str, *codenames: str, is_staff: bool = True) -> User:
+    # Staff, as everyone who signs in through the admin is.
+    user = User.objects.create_user(username, password="pw", is_staff=is_staff)
     user.user_permissions.add(
         *Permission.objects.filter(content_type__app_label="ops_app", codename__in=codenames)
     )
@@ -87,9 +88,7 @@ def test_an_anonymous_visitor_is_sent_to_the_admin_login():
 
 @pytest.mark.parametrize("staff", [False, True])
 def test_a_user_without_the_view_permission_gets_the_403_page(staff):
-    user = _user("someone")
-    user.is_staff = staff
-    user.save(update_fields=["is_staff"])
+    user = _user("someone", is_staff=staff)
 
     page = _client(user).get("/ops/")
 
@@ -146,6 +145,21 @@ def test_a_viewer_is_refused_every_switch_and_nothing_changes(viewer, path, data
     response = viewer.post(path, data)
 
     assert response.status_code == 403
+    assert _recorded().count() == 0
+    assert not OpsState.objects.exists()
+
+
+@pytest.mark.parametrize(("path", "data"), SWITCHES)
+def test_an_operator_no_longer_staff_is_refused_on_the_session_already_open(path, data):
+    user = _user("operator", "view_operations", "operate")
+    client = _client(user)
+    assert client.get("/ops/").status_code == 200
+    User.objects.filter(pk=user.pk).update(is_staff=False)
+
+    page = client.get("/ops/")
+    response = client.post(path, data)
+
+    assert page.status_code == response.status_code == 403
     assert _recorded().count() == 0
     assert not OpsState.objects.exists()
 

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @sync_to_async
-def _user(username: str, *codenames: str) -> User:
-    user = User.objects.create_user(username, password="pw")
+def _user(username: str, *codenames: str, is_staff: bool = True) -> User:
+    # Staff, as everyone who signs in through the admin is.
+    user = User.objects.create_user(username, password="pw", is_staff=is_staff)
     user.user_permissions.add(
         *Permission.objects.filter(content_type__app_label="ops_app", codename__in=codenames)
     )
@@ -43,15 +44,17 @@ async def _until(socket, check, limit: int = 50) -> dict:
     raise AssertionError("no matching update")
 
 
-@pytest.mark.parametrize("who", ["anonymous", "no permission", "staff without permission"])
+@pytest.mark.parametrize(
+    "who",
+    ["anonymous", "no permission", "staff without permission", "permission without staff"],
+)
 async def test_it_refuses_anyone_who_may_not_view_the_dashboard(who):
     if who == "anonymous":
         user = AnonymousUser()
+    elif who == "permission without staff":
+        user = await _user("someone", "view_operations", is_staff=False)
     else:
-        user = await _user("someone")
-        if who.startswith("staff"):
-            user.is_staff = True
-            await user.asave(update_fields=["is_staff"])
+        user = await _user("someone", is_staff=who.startswith("staff"))
     socket = _socket(user)
 
     connected, code = await socket.connect()
@@ -121,6 +124,22 @@ async def test_a_revoked_viewer_is_disconnected(fast_pushes, monkeypatch):
     await socket.receive_json_from(timeout=5)
 
     await viewer.user_permissions.aclear()
+    for _ in range(50):
+        message = await socket.receive_output(timeout=5)
+        if message["type"] == "websocket.close":
+            break
+
+    assert message == {"type": "websocket.close", "code": 4403}
+
+
+async def test_a_viewer_no_longer_staff_is_disconnected(fast_pushes, monkeypatch):
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.3)
+    viewer = await _user("viewer", "view_operations")
+    socket = _socket(viewer)
+    await socket.connect()
+    await socket.receive_json_from(timeout=5)
+
+    await User.objects.filter(pk=viewer.pk).aupdate(is_staff=False)
     for _ in range(50):
         message = await socket.receive_output(timeout=5)
         if message["type"] == "websocket.close":

@@ -12,6 +12,8 @@ from axes.models import AccessAttempt
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from ops_app import actions as ops_actions
+from ops_app import dashboard
 from ops_app.models import AuditEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,7 +85,8 @@ async def test_the_fifth_failure_locks_the_username_out_even_with_the_right_pass
     assert lockout.details["failures"] == 5 and lockout.details["minutes"] == 15
 
 
-async def test_hammering_a_locked_out_login_adds_no_more_events(api, staff):
+async def test_hammering_a_locked_out_login_adds_no_more_events(api, staff, settings):
+    settings.LOGIN_RATE_PER_MINUTE = 100  # axes' refusals, not the rate limit's
     for n in range(5):
         await log_in(api, f"guess-{n}")
 
@@ -115,6 +118,62 @@ async def test_the_lockout_is_for_that_username_from_that_address_only(api, staf
     assert elsewhere.status_code == 302
     login = await AuditEvent.objects.aget(action=Action.LOGIN)
     assert login.ip == "198.51.100.99"
+
+
+async def test_rotating_addresses_within_an_ipv6_64_does_not_dodge_the_lockout(
+    api, staff, settings
+):
+    settings.USE_X_FORWARDED_FOR = True
+    for n in range(5):
+        await log_in(api, f"guess-{n}", **{"X-Forwarded-For": f"2001:db8:1:2::{n + 1}"})
+
+    same_64 = await log_in(api, PASSWORD, **{"X-Forwarded-For": "2001:db8:1:2:ffff::9"})
+    other_64 = await log_in(api, PASSWORD, **{"X-Forwarded-For": "2001:db8:1:3::1"})
+
+    assert same_64.status_code == 429
+    assert other_64.status_code == 302
+    assert await counted() == {Action.LOGIN_FAILED: 5, Action.LOCKED_OUT: 1, Action.LOGIN: 1}
+
+
+async def test_guessing_new_usernames_is_rate_limited_and_coalesced_in_the_audit(
+    api, staff, settings
+):
+    settings.USE_X_FORWARDED_FOR = True
+    settings.LOGIN_RATE_PER_MINUTE = 3
+    await ops_actions.reset_breaker(actor=staff, name="amplifier")
+    # One caller rotating through its IPv6 /64, a new username each time.
+    statuses = [
+        (
+            await log_in(api, "guess", username=f"user{n}", **{"X-Forwarded-For": f"2001:db8::{n}"})
+        ).status_code
+        for n in range(1, 21)
+    ]
+    refused = await log_in(api, PASSWORD, **{"X-Forwarded-For": "2001:db8::ffff"})
+    colleague = await log_in(api, PASSWORD, **{"X-Forwarded-For": "198.51.100.7"})
+
+    # A run shorter than a minute meets at most two of the limit's windows.
+    assert statuses.count(200) <= 2 * 3 and statuses.count(429) >= 20 - 2 * 3
+    assert refused.status_code == 429 and "Retry-After" in refused
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert colleague.status_code == 302  # another address is not held up
+    assert await AccessAttempt.objects.acount() <= 2 * 3
+    events = await counted()
+    assert events[Action.LOGIN_FAILED] <= settings.LOGIN_FAILURE_LIMIT
+    assert 1 <= events[Action.RATE_LIMITED] <= 2
+    recent = [event["action"] for event in (await dashboard.snapshot())["audit"]]
+    assert Action.BREAKER_RESET in recent  # still on the dashboard's recent list
+
+
+async def test_failures_from_one_address_are_recorded_up_to_the_limit_whatever_the_usernames(
+    api, staff, settings
+):
+    settings.LOGIN_RATE_PER_MINUTE = 100
+    statuses = [(await log_in(api, "guess", username=f"user{n}")).status_code for n in range(12)]
+
+    assert statuses == [200] * 12
+    assert await counted() == {Action.LOGIN_FAILED: settings.LOGIN_FAILURE_LIMIT}
+    recorded = [e.actor_name async for e in AuditEvent.objects.order_by("id")]
+    assert recorded == [f"user{n}" for n in range(settings.LOGIN_FAILURE_LIMIT)]
 
 
 async def test_the_lockout_ends_after_fifteen_quiet_minutes(api, staff):

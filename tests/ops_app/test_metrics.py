@@ -103,3 +103,41 @@ def test_the_deploy_check_warns_when_production_leaves_metrics_open(settings):
     closed_ids = {problem.id for problem in production_settings(None)}
 
     assert "ops_app.W006" in open_ids and "ops_app.W006" not in closed_ids
+
+
+REQUEST_METRICS = ("django_http_", "voice_api_request_")
+KNOWN_METHOD_LABELS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+
+
+def _request_series(page: str) -> set[str]:
+    """Every labelled sample line of the request metrics, without its value."""
+    return {
+        line.rpartition(" ")[0]
+        for line in page.splitlines()
+        if line.startswith(REQUEST_METRICS) and "{" in line
+    }
+
+
+def _label_values(series: set[str], label: str) -> set[str]:
+    return {value for line in series for value in re.findall(rf'\b{label}="([^"]*)"', line)}
+
+
+async def test_invented_methods_and_paths_add_no_series_to_the_request_metrics(api):
+    async def invent(tag: str) -> None:
+        for n in range(3):
+            for path in ("/session", "/health", f"/no-such-page-{tag}{n}"):
+                await api.generic(f"X{tag.upper()}{n}", path)
+            await api.get(f"/no-such-page-{tag}{n}")
+
+    await invent("a")  # every kind of label value these requests can produce, once
+    await api.get("/metrics")  # and the scrape's own
+    before = _request_series((await api.get("/metrics")).content.decode())
+
+    await invent("b")  # new method names and paths only
+    after = _request_series((await api.get("/metrics")).content.decode())
+
+    assert after == before
+    assert _label_values(after, "method") <= KNOWN_METHOD_LABELS
+    assert "other" in _label_values(after, "method")
+    assert "unmatched" in _label_values(after, "view")
+    assert all(value.isdigit() or value == "other" for value in _label_values(after, "status"))

@@ -6,10 +6,11 @@ import re
 
 import pytest
 from django.contrib.admin.utils import quote
+from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
 from sessions_app.models import ApiKey
-from tests.factories import ConversationItemFactory, VoiceSessionFactory
+from tests.factories import ApiKeyFactory, ConversationItemFactory, VoiceSessionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -90,6 +91,23 @@ def test_a_new_api_key_never_travels_in_a_cookie(admin_client):
     assert "messages" not in response.cookies
     assert not any(raw in cookie for cookie in set_cookies)
     assert raw not in following.content.decode()  # shown once, not again on the list
+
+
+def test_staff_who_may_only_view_api_keys_cannot_revoke_them(client):
+    viewer = User.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_apikey"))
+    client.force_login(viewer)
+    key = ApiKeyFactory(name="kiosk")
+
+    listed = client.get("/admin/sessions_app/apikey/")
+    posted = client.post(
+        "/admin/sessions_app/apikey/", {"action": "revoke", "_selected_action": [key.pk]}
+    )
+
+    key.refresh_from_db()
+    assert key.revoked_at is None
+    assert posted.status_code in (200, 302)
+    assert listed.status_code == 200 and 'value="revoke"' not in listed.content.decode()
 
 
 def test_tool_runs_are_listed_and_shown_on_the_session_page(admin_client):

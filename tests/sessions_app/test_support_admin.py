@@ -133,6 +133,22 @@ def test_filters_find_sessions_by_tool_failure_user_key_and_end_reason(support):
     assert found(degradation_level="3") == set()
 
 
+def test_the_list_filters_offer_support_no_accounts_or_keys_they_may_not_view(
+    support, admin_client
+):
+    User.objects.create_superuser("root-operator", password="x")
+    key = ApiKeyFactory(name="payroll integration")
+    _conversation("hello")
+
+    for_support = support.get(LIST).content.decode()
+    for_admin = admin_client.get(LIST).content.decode()
+
+    assert "root-operator" not in for_support and "payroll integration" not in for_support
+    assert "user__id__exact" not in for_support and "api_key__id__exact" not in for_support
+    assert "root-operator" in for_admin and "payroll integration" in for_admin
+    assert f"api_key__id__exact={key.pk}" in for_admin
+
+
 def test_the_changelist_sums_the_cost_of_the_whole_filtered_list(support):
     for cost in ("0.1000", "0.2500"):
         _conversation("priced", cost_usd=Decimal(cost))

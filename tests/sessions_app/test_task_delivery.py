@@ -15,8 +15,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def transcript_done(text: str):
-    return lambda e: e["type"] == "response.output_audio_transcript.done" and text in e.get(
-        "transcript", ""
+    return lambda e: (
+        e["type"] == "response.output_audio_transcript.done" and text in e.get("transcript", "")
     )
 
 

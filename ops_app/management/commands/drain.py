@@ -1,18 +1,21 @@
 """`manage.py drain [--timeout S] | --cancel`: the pod stops taking new sessions and
 hands its calls' sidebands over to other processes (a preStop hook). Run beside the
 server, with its VAR_DIR and POD_NAME; waits until no process of this pod holds a
-sideband lease, and says what happened to each call."""
+sideband lease, and says what happened to each call. Starting and cancelling a drain
+are audited, as the other operator switches are."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import time
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ops_app import drain
+from ops_app import audit, drain
+from ops_app.models import AuditEvent
 from sessions_app import leases, sideband
 
 
@@ -30,11 +33,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, timeout: float | None, cancel: bool, **options):
         pod = settings.POD_NAME
+        actor = f"cli:{getpass.getuser()}"
         if cancel:
             drain.stop()
+            audit.record(AuditEvent.Action.DRAIN_CANCELLED, actor_name=actor, target=f"pod {pod}")
             self.stdout.write(f"{pod}: draining off; new sessions are taken again")
             return
         timeout = settings.DRAIN_TIMEOUT_SECONDS if timeout is None else timeout
+        # Recorded before the wait: a preStop hook may be cut short before it ends.
+        audit.record(
+            AuditEvent.Action.DRAIN_STARTED,
+            actor_name=actor,
+            target=f"pod {pod}",
+            details={"timeout_seconds": timeout},
+        )
         try:
             held, now, seconds = async_to_sync(_drain)(pod, timeout)
         except leases.Unavailable as exc:
