@@ -24,7 +24,7 @@ from sessions_app import actions, leases, sideband
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.probe import ProbeCall, open_call
 from tests.support import ROOT, Simulator, daphne, database_env, eventually, free_port, start_server
-from tools_app.models import ToolExecution
+from tools_app.models import Task, ToolExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,6 +69,7 @@ def pods(simulator_process, tmp_path):
         "TOOL_WORKSPACE_ROOT": str(tmp_path / "workspaces"),
         # bash's sandbox as the in-process tests run it (bubblewrap may not work here).
         "TOOL_ISOLATION": "rlimits",
+        "TASK_DETACH_AFTER_SECONDS": "1",
     }
     started = []
     try:
@@ -318,6 +319,50 @@ async def test_a_drained_pod_takes_no_new_session_and_hands_its_calls_over(
     assert counted[("assistant", said("Are you there after the drain"))] == 1
     assert all(count == 1 for count in counted.values()), counted
     assert len(executions) == 1 and executions[0].status == "succeeded"
+
+
+async def test_a_task_that_ends_after_its_call_moved_to_another_pod_is_told_once_by_that_pod(
+    pods, lease_store, simulator_process
+):
+    a, b = pods
+    async with httpx.AsyncClient(base_url=a.url, timeout=20) as via_a:
+        call = await open_call(via_a)
+        session_id = call.session["session_id"]
+        try:
+            await held_by(lease_store, simulator_process, call, "pod-a", timeout=10)
+            call.say("Please run 'sleep 6; echo moved-$((1000+1))'")
+            await call.wait_for(
+                lambda e: (
+                    e["type"] == "response.output_audio_transcript.done"
+                    and "Started task" in e["transcript"]
+                ),
+                timeout=20,
+            )
+            drained = _manage("drain", "--timeout", "20", env=a.env)
+            await held_by(lease_store, simulator_process, call, "pod-b", timeout=10)
+            told = await call.wait_for(
+                lambda e: (
+                    e["type"] == "response.output_audio_transcript.done"
+                    and "moved-1001" in e["transcript"]
+                ),
+                timeout=30,
+            )
+            await asyncio.sleep(2)  # time for a second telling, were there one
+        finally:
+            await call.close()
+
+    task = await Task.objects.aget(session_id=session_id)
+    spoken = [
+        e
+        for e in call.events
+        if e["type"] == "response.output_audio_transcript.done" and "moved-1001" in e["transcript"]
+    ]
+    print(f"\ntask drill: {drained.stdout.strip()}; told: {told['transcript']!r}")
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    assert task.status == "succeeded" and task.delivery == "spoken"
+    assert task.finished_at > task.created_at
+    assert len(spoken) == 1
+    assert leases.pod_of(holder_of(lease_store, session_id) or "x:0:0") == "pod-b"
 
 
 async def test_sigterm_hands_the_calls_over_and_the_process_exits_in_time(
