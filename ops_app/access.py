@@ -8,10 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from ops_app.models import OpsState
+from tools_app.models import Task
 
-# Who may look at the dashboard, and who may also switch things on it.
+# Who may look at the dashboard, who may also switch things on it, and who may stop a
+# caller's running task from it.
 VIEW = OpsState.VIEW_PERMISSION
 OPERATE = OpsState.OPERATE_PERMISSION
+CANCEL_TASK = Task.CANCEL_PERMISSION
 
 
 async def permits(user: Any, *needed: str) -> bool:

@@ -1,9 +1,11 @@
 """What operators do: maintenance on and off, force or release a level, reset a
-breaker. Each action changes the shared state once and leaves one audit event."""
+breaker, cancel a caller's task. Each action changes the shared state once and leaves
+one audit event."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +18,9 @@ from ops_app.degradation import FULL, VOICE_ONLY
 from ops_app.models import AuditEvent
 from sessions_app import actions as session_actions
 from sessions_app.models import VoiceSession
-from voiceplatform.errors import BadRequest, ErrorCode
+from tools_app import background
+from tools_app.models import Task
+from voiceplatform.errors import BadRequest, ErrorCode, NotFound
 
 log = structlog.get_logger(__name__)
 
@@ -156,3 +160,20 @@ async def _audit(action: AuditEvent.Action, actor: Any, **fields: Any) -> None:
     """actor: the user who acted, or a name for someone outside the web (e.g. cli:root)."""
     name = actor if isinstance(actor, str) else "system"
     await audit.arecord(action, actor=actor, actor_name=name, **fields)
+
+
+# What a task id can be (tools_app.models.new_task_id); anything else is no task, and
+# is never sent to the database (a NUL would fail there).
+_TASK_ID = re.compile(r"[\w-]{1,40}", re.ASCII)
+
+
+async def cancel_task(*, actor: Any, task_id: str, ip: str | None = None) -> Task:
+    """Stops a caller's running task, whichever session it is in (gracefully, then by
+    force: tools_app.background.cancel, which audits it with the operator as actor).
+    404 for an unknown task; 409 for one that finished or is being cancelled already."""
+    task = None
+    if _TASK_ID.fullmatch(task_id):
+        task = await Task.objects.select_related("execution").filter(pk=task_id).afirst()
+    if task is None:
+        raise NotFound(f"There is no task {task_id[:40]!r}.", code=ErrorCode.UNKNOWN_TASK)
+    return await background.cancel(task, by=actor.get_username(), actor=actor, ip=ip)

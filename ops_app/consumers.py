@@ -12,7 +12,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth import get_user_model
 
 from ops_app import dashboard
-from ops_app.access import OPERATE, VIEW, permits
+from ops_app.access import CANCEL_TASK, OPERATE, VIEW, permits
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +33,7 @@ class OpsDashboardConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user_id = user.pk
         self.can_operate = await permits(user, OPERATE)
+        self.can_cancel = await permits(user, CANCEL_TASK)
         self.sent: dict[str, str] = {}
         await self.accept()
         self.ticker = asyncio.create_task(self._run())
@@ -62,7 +63,7 @@ class OpsDashboardConsumer(AsyncJsonWebsocketConsumer):
         """Sends the sections whose HTML changed since the last push (all, the first
         time)."""
         snap = await dashboard.snapshot()
-        sections = dashboard.render(snap, can_operate=self.can_operate)
+        sections = dashboard.render(snap, can_operate=self.can_operate, can_cancel=self.can_cancel)
         changed = {key: html for key, html in sections.items() if self.sent.get(key) != html}
         if changed:
             self.sent.update(changed)
@@ -78,4 +79,5 @@ class OpsDashboardConsumer(AsyncJsonWebsocketConsumer):
         if user is None or user.pk != self.user_id or not await permits(user, VIEW):
             return False
         self.can_operate = await permits(user, OPERATE)
+        self.can_cancel = await permits(user, CANCEL_TASK)
         return True

@@ -19,11 +19,12 @@ from ops_app import breakers, charts, degradation, state
 from ops_app.forms import ForcedLevelForm, MaintenanceForm
 from ops_app.models import AuditEvent
 from sessions_app.models import VoiceSession
-from tools_app.models import ToolExecution
+from tools_app.models import Task, ToolExecution
 
 WINDOW = timedelta(hours=1)
 BUCKET = timedelta(minutes=5)
-# At most this many live sessions and running tool calls are listed (all are counted).
+# At most this many live sessions, running tool calls and running tasks are listed (all
+# are counted).
 LISTED = 50
 # Percentiles are computed in Python over at most this many of the hour's newest rows.
 SAMPLES = 5000
@@ -39,6 +40,7 @@ SECTIONS = {
     "ops-breakers": "ops/sections/breakers.html",
     "ops-sessions": "ops/sections/sessions.html",
     "ops-tools": "ops/sections/tools.html",
+    "ops-tasks": "ops/sections/tasks.html",
     "ops-hour": "ops/sections/hour.html",
     "ops-audit": "ops/sections/audit.html",
 }
@@ -79,6 +81,7 @@ def render(
     snap: dict[str, Any],
     *,
     can_operate: bool,
+    can_cancel: bool = False,
     request: HttpRequest | None = None,
     forms: dict[str, Any] | None = None,
 ) -> dict[str, str]:
@@ -87,6 +90,7 @@ def render(
     context = {
         "snap": snap,
         "can_operate": can_operate,
+        "can_cancel": can_cancel,
         "forms": {"maintenance": MaintenanceForm(), "level": ForcedLevelForm(), **(forms or {})},
     }
     return {
@@ -105,6 +109,7 @@ def _from_database(now: datetime) -> dict[str, Any]:
     running = ToolExecution.objects.filter(
         status__in=(ToolExecution.Status.QUEUED, ToolExecution.Status.RUNNING)
     )
+    tasks = Task.objects.running()
     return {
         "now": now,
         "live_sessions": {
@@ -122,6 +127,24 @@ def _from_database(now: datetime) -> dict[str, Any]:
                 {**row, "age_seconds": _seconds(now - row["created_at"])}
                 for row in running.order_by("created_at").values(
                     "tool", "call_id", "session_id", "status", "created_at"
+                )[:LISTED]
+            ],
+        },
+        "running_tasks": {
+            "count": tasks.count(),
+            "rows": [
+                {**row, "age_seconds": _seconds(now - row["created_at"])}
+                for row in tasks.order_by("created_at", "id").values(
+                    "id",
+                    "session_id",
+                    "kind",
+                    "tool",
+                    "agent",
+                    "summary",
+                    "progress",
+                    "created_at",
+                    "cancel_requested_at",
+                    "cancelled_by",
                 )[:LISTED]
             ],
         },

@@ -1,5 +1,6 @@
 """GET /metrics: the Prometheus exposition of this process, with the gauges that
-describe the service (live sessions, capacity, level, breakers) read at scrape time.
+describe the service (live sessions, tasks running, capacity, level, breakers) read at
+scrape time.
 With METRICS_BEARER_TOKEN set it answers only `Authorization: Bearer <token>`."""
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from ops_app.metrics import (
     voice_degradation_level,
     voice_sessions_active,
     voice_sessions_capacity,
+    voice_tasks_running,
 )
 from sessions_app.models import VoiceSession
+from tools_app.models import Task
 from voiceplatform.api import api_view, bearer_token
 from voiceplatform.errors import ErrorCode, Unauthorized
 
@@ -46,6 +49,7 @@ async def refresh() -> None:
     with contextlib.suppress(DatabaseError):
         live = await VoiceSession.objects.live().filter(pod=pod).acount()
         voice_sessions_active.labels(region=settings.REGION, pod=pod).set(live)
+        voice_tasks_running.set(await Task.objects.running().acount())
     voice_degradation_level.set(await degradation.current_level())
     states = await sync_to_async(breakers.states, thread_sensitive=False)()
     for service, state in states.items():

@@ -68,6 +68,11 @@ voice_api_request_duration_seconds = Histogram(
 voice_sessions_active = Gauge(
     "voice_sessions_active", "Number of active voice sessions", ["region", "pod"]
 )
+# Fleet-wide (tasks run on workers, not on a pod): every pod reports the same number,
+# so aggregate it with max, not sum.
+voice_tasks_running = Gauge(
+    "voice_tasks_running", "Background tasks running across the fleet (take max over pods)"
+)
 voice_sessions_capacity = Gauge(
     "voice_sessions_capacity", "Live sessions this pod takes before refusing", ["pod"]
 )

@@ -16,4 +16,5 @@ urlpatterns = [
     path("level", views.force_level, name="level-force"),
     path("level/release", views.release_level, name="level-release"),
     path("breakers/<str:name>/reset", views.reset_breaker, name="breaker-reset"),
+    path("tasks/<str:task_id>/cancel", views.cancel_task, name="task-cancel"),
 ]

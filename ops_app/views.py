@@ -1,6 +1,7 @@
 """The operations dashboard /ops/: thin views over ops_app.actions. Looking needs
-staff with ops_app.view_operations, switching also ops_app.operate (ops_app.access,
-checked at each request); every switch is a POST form
+staff with ops_app.view_operations, switching also ops_app.operate, cancelling a
+caller's task also tools_app.cancel_task (ops_app.access, checked at each request);
+every switch is a POST form
 (CSRF-checked: it rides on the login cookie) answered with a redirect to the page."""
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from ops_app import actions, dashboard
-from ops_app.access import OPERATE, VIEW, permits
+from ops_app.access import CANCEL_TASK, OPERATE, VIEW, permits
 from ops_app.forms import ForcedLevelForm, MaintenanceForm
 from voiceplatform.api import client_ip
-from voiceplatform.errors import BadRequest, ErrorCode
+from voiceplatform.errors import BadRequest, Conflict, ErrorCode, NotFound
 
 
-def operations_view(method: str, *, operate: bool = False) -> Callable:
-    """Anonymous callers go to the admin login; signed-in ones without the permission
-    (or no longer staff) get the 403 page. The view receives the signed-in user."""
-    needed = (VIEW, OPERATE) if operate else (VIEW,)
+def operations_view(method: str, *, operate: bool = False, also: tuple[str, ...] = ()) -> Callable:
+    """Anonymous callers go to the admin login; signed-in ones without the permissions
+    (viewing, operating if operate, and those in also) or no longer staff get the 403
+    page. The view receives the signed-in user."""
+    needed = (VIEW, OPERATE, *also) if operate else (VIEW, *also)
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -53,12 +55,17 @@ async def _page(
     error: str = "",
 ) -> HttpResponse:
     can_operate = await permits(user, OPERATE)
+    can_cancel = await permits(user, CANCEL_TASK)
     snap = await dashboard.snapshot()
+    sections = dashboard.render(
+        snap, can_operate=can_operate, can_cancel=can_cancel, request=request, forms=forms
+    )
     context = {
         "operator": user,
         "can_operate": can_operate,
+        "can_cancel": can_cancel,
         "error": error,
-        "sections": dashboard.render(snap, can_operate=can_operate, request=request, forms=forms),
+        "sections": sections,
     }
     return render(request, "ops/dashboard.html", context, status=status)
 
@@ -135,3 +142,12 @@ async def reset_breaker(request: HttpRequest, user: Any, name: str) -> HttpRespo
     except BadRequest as refused:
         return await _page(request, user, status=400, error=refused.message)
     return _done(request, f"The {name} breaker is reset (closed).")
+
+
+@operations_view("POST", also=(CANCEL_TASK,))
+async def cancel_task(request: HttpRequest, user: Any, task_id: str) -> HttpResponse:
+    try:
+        task = await actions.cancel_task(actor=user, task_id=task_id, ip=client_ip(request))
+    except (NotFound, Conflict) as refused:
+        return await _page(request, user, status=refused.status, error=refused.message)
+    return _done(request, f"Task {task.pk} is being cancelled: its worker stops it.")

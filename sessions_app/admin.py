@@ -21,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 from sessions_app import export, history, search
 from sessions_app.models import ApiKey, VoiceSession, WebhookEvent
 from tools_app import registry
+from tools_app.models import ToolExecution
 from voiceplatform.admin import (
     AuditedMixin,
     BoundedRelatedFilter,
@@ -148,7 +149,11 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
         items = list(session.items.order_by("created_at", "id"))
         # Each run's arguments cut in the database: the page stays bounded however
         # much a session's calls sent.
-        runs = list(session.tool_executions.with_arguments_shown().order_by("created_at", "id"))
+        runs = list(
+            session.tool_executions.exclude(origin=ToolExecution.Origin.AGENT)
+            .with_arguments_shown()
+            .order_by("created_at", "id")
+        )
         links = {
             "webhooks": reverse("admin:sessions_app_webhookevent_changelist")
             + f"?session__id__exact={session.pk}",
@@ -164,7 +169,7 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
             "caller": history.caller(session),
             "duration": history.clock(session.duration_seconds),
             "audio_quality": history.audio_quality(session.audio_stats),
-            "timeline": history.timeline(session, items, runs),
+            "timeline": history.timeline(session, items, runs, history.tasks_of(session)),
             "tool_names": [tool.get("name", "?") for tool in session.tools],
             "tool_schemas": json.dumps(session.tools, indent=2, ensure_ascii=False),
             "links": links,

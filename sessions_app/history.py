@@ -1,5 +1,6 @@
 """A session's history as support staff read it: the counts a list shows per row
-(annotated in the list's own query, never per row), and one session as a timeline."""
+(annotated in the list's own query, never per row), and one session as a timeline, its
+background tasks in place with their steps."""
 
 from __future__ import annotations
 
@@ -7,15 +8,35 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Window,
+)
+from django.db.models.functions import Coalesce, Length, RowNumber, Substr
 
 from sessions_app.models import ConversationItem as Item
 from sessions_app.models import VoiceSession
-from tools_app.models import ToolExecution, shown_arguments
+from tools_app.models import Task, ToolExecution, shown_arguments
 
 # Longer outputs and arguments are shown collapsed, their first line as a summary.
 LONG = 200
+# What the page shows of a task: its first steps (the rest counted), each step's output
+# and error cut to a line, and its result cut; all cut in the database, so a page stays
+# bounded however long an agent ran.
+STEPS_SHOWN = 20
+STEP_TEXT_SHOWN = 200
+RESULT_SHOWN = 2000
+DELIVERY_WORDS = {
+    Task.Delivery.PENDING: "not yet: to be told to the model",
+    Task.Delivery.SPOKEN: "spoken: told to the model on the call",
+    Task.Delivery.KEPT: "kept on the session, not spoken: the call had ended",
+}
 
 
 def _count(rows: QuerySet) -> Coalesce:
@@ -90,6 +111,7 @@ class Entry:
     call_id: str = ""
     partial: bool = False
     details: dict = field(default_factory=dict)
+    task: Task | None = None  # the call went on in the background (tasks_of())
 
     @property
     def long(self) -> bool:
@@ -115,11 +137,66 @@ def _tool_call(at: datetime, name: str, call_id: str, arguments: str) -> Entry:
     return Entry(at, "tool", name=name, call_id=call_id, arguments=arguments)
 
 
-def timeline(session: VoiceSession, items: list[Item], runs: list[ToolExecution]) -> list[Entry]:
+def tasks_of(session: VoiceSession) -> dict[int, Task]:
+    """The session's tasks by the id of the call each went on from, with their first
+    STEPS_SHOWN steps (shown_steps; more_steps says how many more) and their texts cut
+    (output_head / error_head, with output_chars / error_chars): three queries."""
+    tasks = list(
+        Task.objects.filter(session=session)
+        .defer("output", "error")
+        .annotate(
+            output_head=Substr("output", 1, RESULT_SHOWN),
+            output_chars=Length("output"),
+            error_head=Substr("error", 1, RESULT_SHOWN),
+            error_chars=Length("error"),
+        )
+    )
+    if not tasks:
+        return {}
+    steps = ToolExecution.objects.filter(session=session, task__isnull=False)
+    counts = dict(steps.order_by().values("task").annotate(n=Count("pk")).values_list("task", "n"))
+    shown: dict[str, list[ToolExecution]] = {}
+    for step in (
+        steps.defer("arguments", "output", "error")
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("task")],
+                order_by=[F("created_at").asc(), F("id").asc()],
+            ),
+            output_head=Substr("output", 1, STEP_TEXT_SHOWN),
+            output_chars=Length("output"),
+            error_head=Substr("error", 1, STEP_TEXT_SHOWN),
+        )
+        .filter(rank__lte=STEPS_SHOWN)
+        .order_by("task", "created_at", "id")
+    ):
+        shown.setdefault(step.task_id, []).append(step)
+    for task in tasks:
+        task.shown_steps = shown.get(task.pk, [])
+        task.more_steps = counts.get(task.pk, 0) - len(task.shown_steps)
+        task.seconds = (
+            (task.finished_at - task.created_at).total_seconds() if task.finished_at else None
+        )
+        task.delivery_words = (
+            "not yet: still running" if not task.is_finished else DELIVERY_WORDS[task.delivery]
+        )
+    return {task.execution_id: task for task in tasks}
+
+
+def timeline(
+    session: VoiceSession,
+    items: list[Item],
+    runs: list[ToolExecution],
+    tasks: dict[int, Task] | None = None,
+) -> list[Entry]:
     """The conversation in order: turns, tool calls in place (with their run's status,
-    duration, output and error, whichever door ran them), and how it connected and
-    ended. Times are relative to the start of the call. runs are read with their
-    arguments cut (ToolExecution.objects.with_arguments_shown())."""
+    duration, output and error, whichever door ran them; a call that went on in the
+    background with its task, from tasks_of()), how each task ended, and how the call
+    connected and ended. Times are relative to the start of the call. runs are the
+    session's calls (not an agent's own steps: those are under their task), read with
+    their arguments cut (ToolExecution.objects.with_arguments_shown())."""
+    tasks = tasks or {}
     by_call = {run.call_id: run for run in runs}
     outputs = {
         item.call_id: item.text for item in items if item.kind == Item.Kind.FUNCTION_CALL_OUTPUT
@@ -148,10 +225,18 @@ def timeline(session: VoiceSession, items: list[Item], runs: list[ToolExecution]
             entry.arguments = entry.arguments or _arguments(run)
             entry.status = run.status
             entry.duration = run.duration_seconds
-            entry.output = run.output or entry.output
-            entry.error = run.error
+            entry.task = tasks.get(run.pk)
+            if entry.task is None:
+                entry.output = run.output or entry.output
+                entry.error = run.error
+            # A task's result is shown with the task (cut); the call's own output is
+            # what the model heard at once (that it started).
         elif entry.output:
             entry.status = ToolExecution.Status.SUCCEEDED
+    for task in tasks.values():
+        if task.finished_at:
+            said = f"Task {task.pk} ({task.summary or task.tool}) {task.status}"
+            entries.append(Entry(task.finished_at, "event", text=said))
     if session.connected_at:
         entries.append(Entry(session.connected_at, "event", text="Call connected"))
     if session.ended_at:

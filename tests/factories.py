@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from sessions_app import tokens
 from sessions_app.models import ApiKey, ConversationItem, VoiceSession
+from tools_app.models import Task, ToolExecution
 
 
 class VoiceSessionFactory(factory.django.DjangoModelFactory):
@@ -47,6 +48,40 @@ class ApiKeyFactory(factory.django.DjangoModelFactory):
         key.raw = key.issue()
         key.save()
         return key
+
+
+class ToolExecutionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ToolExecution
+
+    session = factory.SubFactory(VoiceSessionFactory)
+    call_id = factory.Sequence(lambda n: f"call_{n:04d}")
+    tool = "bash"
+    arguments = factory.LazyFunction(lambda: {"command": "sleep 20"})
+    status = ToolExecution.Status.RUNNING
+
+
+class TaskFactory(factory.django.DjangoModelFactory):
+    """A task, as a call that went on in the background leaves it (running unless
+    told), with its call: no worker runs it."""
+
+    class Meta:
+        model = Task
+
+    execution = factory.SubFactory(ToolExecutionFactory)
+    session = factory.SelfAttribute("execution.session")
+    tool = factory.SelfAttribute("execution.tool")
+    summary = factory.LazyAttribute(lambda task: f"{task.tool} — sleep 20")
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        # created_at is auto_now_add: a given one is set after the insert.
+        created_at = kwargs.pop("created_at", None)
+        task = super()._create(model_class, *args, **kwargs)
+        if created_at is not None:
+            model_class.objects.filter(pk=task.pk).update(created_at=created_at)
+            task.created_at = created_at
+        return task
 
 
 def bearer(session: VoiceSession | str) -> dict[str, str]:

@@ -410,6 +410,9 @@ def load_support_group() -> None:
     from django.apps import apps
 
     importlib.import_module("sessions_app.migrations.0010_support_group").make_group(apps, None)
+    importlib.import_module("tools_app.migrations.0008_support_views_tasks").add_view_task(
+        apps, None
+    )
 
 
 def load_checklists() -> None:

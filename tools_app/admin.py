@@ -1,6 +1,7 @@
-"""Tool runs for support staff: read-only, by tool and status (the session page shows
-them in place in its conversation: sessions_app.history); and, from their list, the
-agents delegate can run, with the bundles that were refused and why."""
+"""Tool runs and background tasks for support staff: read-only, by tool and status (the
+session page shows them in place in its conversation: sessions_app.history); and, from
+the runs' list, the agents delegate can run, with the bundles that were refused and
+why."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from django.urls import path
 
 from tools_app import registry
 from tools_app.agents import bundles
-from tools_app.models import ToolExecution, ToolGrant, shown_arguments
+from tools_app.models import Task, ToolExecution, ToolGrant, shown_arguments
 from voiceplatform.admin import AuditedMixin, ReadOnlyMixin
 
 
@@ -66,6 +67,43 @@ class ToolExecutionAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
             "refused": sorted(catalog.refused.items()),
         }
         return TemplateResponse(request, "admin/tools_app/toolexecution/agents.html", context)
+
+
+@admin.register(Task)
+class TaskAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "session",
+        "what",
+        "status",
+        "created_at",
+        "duration",
+        "cancelled_by",
+    )
+    list_filter = ("status", "kind", "created_at")
+    search_fields = ("id", "session__id")
+    list_select_related = ("session",)
+    list_per_page = 50
+    show_full_result_count = False
+    # The list loads no result or progress; a task's page shows them (its output is a
+    # tool's, capped at TOOL_OUTPUT_MAX_BYTES), and its steps are on the session's page.
+    readonly_fields = ("what", "duration")
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+            return queryset.defer("output", "error", "progress")
+        return queryset
+
+    @admin.display(description="tool / agent", ordering="tool")
+    def what(self, obj: Task) -> str:
+        return f"agent {obj.agent}" if obj.agent else f"tool {obj.tool}"
+
+    @admin.display(description="duration")
+    def duration(self, obj: Task) -> str:
+        if obj.finished_at is None:
+            return "running"
+        return f"{(obj.finished_at - obj.created_at).total_seconds():.1f} s"
 
 
 @admin.register(ToolGrant)

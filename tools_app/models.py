@@ -171,12 +171,16 @@ class Task(models.Model):
 
     objects = TaskQuerySet.as_manager()
 
+    # As has_perm() names it: staff who may stop a caller's task from /ops/.
+    CANCEL_PERMISSION = "tools_app.cancel_task"
+
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["session", "delivery"]),
         ]
+        permissions = [("cancel_task", "Can cancel a running background task")]
 
     def __str__(self) -> str:
         return f"{self.pk} {self.tool} ({self.status})"

@@ -17,7 +17,7 @@ from ops_app import breakers, dashboard, state
 from ops_app.models import AuditEvent, OpsState
 from sessions_app.models import VoiceSession
 from tests.factories import VoiceSessionFactory
-from tools_app.models import ToolExecution
+from tools_app.models import Task, ToolExecution
 
 pytestmark = pytest.mark.django_db
 
@@ -306,7 +306,7 @@ def _sessions_and_tools(count: int) -> None:
         )
         for i in range(count)
     )
-    ToolExecution.objects.bulk_create(
+    executions = ToolExecution.objects.bulk_create(
         ToolExecution(
             session=session,
             call_id=f"call_{i}",
@@ -315,6 +315,11 @@ def _sessions_and_tools(count: int) -> None:
             duration_seconds=0.1 * (i % 20),
         )
         for i, session in enumerate(sessions)
+    )
+    Task.objects.bulk_create(
+        Task(session_id=run.session_id, execution=run, tool=run.tool, progress="step 1")
+        for run in executions
+        if run.status == "running"
     )
 
 
@@ -326,9 +331,11 @@ def test_the_snapshot_takes_the_same_few_queries_however_many_sessions(count):
         snap = async_to_sync(dashboard.snapshot)()
         dashboard.render(snap, can_operate=True)
 
-    assert len(queries) <= 10, [q["sql"][:80] for q in queries]
+    assert len(queries) <= 12, [q["sql"][:80] for q in queries]
     live = snap["live_sessions"]
     assert len(live["rows"]) == min(live["count"], dashboard.LISTED)
+    tasks = snap["running_tasks"]
+    assert len(tasks["rows"]) == min(tasks["count"], dashboard.LISTED) > 0
     in_window = VoiceSession.objects.filter(created_at__gte=snap["hour"]["since"]).count()
     assert snap["hour"]["created"] == in_window > 0
 

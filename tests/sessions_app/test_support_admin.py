@@ -394,6 +394,7 @@ def test_the_support_group_holds_only_view_permissions_on_history():
         "view_voicesession",
         "view_conversationitem",
         "view_toolexecution",
+        "view_task",
         "view_webhookevent",
     }
 
