@@ -27,11 +27,13 @@ async def test_it_creates_a_session_with_an_ephemeral_secret_and_a_token(api, si
     assert body["degradation_level"] == 1
     assert body["tools"] == [
         "bash",
+        "cancel_task",
         "delegate",
         "edit_file",
         "glob",
         "grep",
         "read_file",
+        "task_status",
         "web_fetch",
         "web_search",
         "write_file",
