@@ -5,10 +5,14 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from ops_app import degradation, state
 from sessions_app import events
+
+SESSION_PLACEHOLDER = "SESSION_ID"
+TASK_PLACEHOLDER = "TASK_ID"
 
 
 @ensure_csrf_cookie
@@ -31,5 +35,8 @@ async def client(request: HttpRequest) -> HttpResponse:
             "session_max_seconds": settings.SESSION_MAX_SECONDS,
             "stats_interval_seconds": settings.CLIENT_STATS_INTERVAL_SECONDS,
             "relayed_types": " ".join(events.RELAYED_TYPES),
+            # A task's URLs, its ids left as placeholders for the page to fill in.
+            "task_url": reverse("task", args=[SESSION_PLACEHOLDER, TASK_PLACEHOLDER]),
+            "task_cancel_url": reverse("task-cancel", args=[SESSION_PLACEHOLDER, TASK_PLACEHOLDER]),
         },
     )

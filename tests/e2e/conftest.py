@@ -44,6 +44,8 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
             "OPENAI_API_KEY": "",
             "SIMULATOR_SPEECH_AFTER_SECONDS": "0.5",
             "CLIENT_STATS_INTERVAL_SECONDS": "1",
+            # A typed command of a few seconds becomes a task (its card, its Stop).
+            "TASK_DETACH_AFTER_SECONDS": "2",
             # Its own queue: other tests start workers of their own on the same Redis.
             "CELERY_TASK_DEFAULT_QUEUE": "e2e",
             "TOOL_WORKSPACE_ROOT": str(ROOT / "var" / "test-workspaces"),

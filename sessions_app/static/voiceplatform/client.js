@@ -48,12 +48,12 @@ function csrfToken() {
   return match ? decodeURIComponent(match[1]) : "";
 }
 
-async function api(path, { body, token, contentType = "application/json", keepalive = false } = {}) {
+async function api(path, { method = "POST", body, token, contentType = "application/json", keepalive = false } = {}) {
   const headers = { "X-CSRFToken": csrfToken() };
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = contentType;
   const payload = body === undefined || contentType !== "application/json" ? body : JSON.stringify(body);
-  const response = await fetch(path, { method: "POST", headers, body: payload, keepalive, credentials: "same-origin" });
+  const response = await fetch(path, { method, headers, body: payload, keepalive, credentials: "same-origin" });
   const isJson = (response.headers.get("Content-Type") || "").startsWith("application/json");
   return { response, data: isJson ? await response.json() : await response.text() };
 }
@@ -115,7 +115,9 @@ function toolEntry(callId) {
   if (!entry) {
     entry = document.createElement("li");
     entry.dataset.callId = callId;
-    entry.innerHTML = '<strong class="name"></strong> <code class="args"></code> — <span class="state"></span><pre class="output"></pre>';
+    entry.innerHTML = '<strong class="name"></strong> <code class="args"></code> — <span class="state"></span>' +
+      '<span class="progress"></span><pre class="output"></pre>';
+    entry.querySelector(".progress").textContent = earlyProgress.get(callId) || "";
     $("tools").append(entry);
   }
   return entry;
@@ -132,6 +134,7 @@ function showTool(callId, name, args, status, output) {
   state.className = `state state-${status}`;
   entry.dataset.status = status;
   if (output) entry.querySelector(".output").textContent = String(output).slice(0, 500);
+  entry.querySelector(".progress").hidden = status !== "running";
 }
 
 async function runToolInBrowserRelay(item) {
@@ -148,7 +151,13 @@ async function runToolInBrowserRelay(item) {
     token: current.session.session_token,
   });
   let output;
-  if (response.ok) {
+  if (response.status === 202 && data.task_id) {
+    // It goes on in the background: its card follows it (live events, or a fresh read).
+    showTool(item.call_id, item.name, args, "running");
+    updateTask(current.session, data);
+    refreshTask(data.task_id).catch(() => {});
+    output = `Started task ${data.task_id}. It runs in the background; its result will show on the user's page.`;
+  } else if (response.ok) {
     showTool(item.call_id, item.name, args, data.status, data.status === "failed" ? data.error : data.output);
     output = data.status === "failed" ? `Error: ${data.error}` : data.output;
   } else {
@@ -165,6 +174,168 @@ function onFunctionCall(item) {
   showTool(item.call_id, item.name, item.arguments, "running");
   if (!call.serverHandlesTools) {
     runToolInBrowserRelay(item).catch((error) => showMessage(`The tool call failed: ${error.message}`));
+  }
+}
+
+// --- background tasks -------------------------------------------------------------------
+// A call that runs long becomes a task: a card with what it is, how long it has run, its
+// latest progress line, a Stop button, and in the end its result.
+
+const RESULT_CHARS = 4000; // of a task's result on its card (the admin has it whole)
+const EARLY_PROGRESS_KEPT = 100;
+const tasks = new Map(); // task id -> { session, data (its last known to_dict), progress, stopping }
+const earlyProgress = new Map(); // call id -> its latest progress line, heard before any task
+
+function taskUrl(template, session, taskId) {
+  return template.replace("SESSION_ID", encodeURIComponent(session.session_id)).replace("TASK_ID", encodeURIComponent(taskId));
+}
+
+function clock(seconds) {
+  const whole = Math.max(0, Math.floor(seconds));
+  const [h, m, s] = [Math.floor(whole / 3600), Math.floor((whole % 3600) / 60), whole % 60];
+  const mmss = `${String(m).padStart(h ? 2 : 1, "0")}:${String(s).padStart(2, "0")}`;
+  return h ? `${h}:${mmss}` : mmss;
+}
+
+function taskSeconds(data) {
+  const began = Date.parse(data.created_at);
+  if (Number.isNaN(began)) return 0;
+  const ended = data.finished_at ? Date.parse(data.finished_at) : Date.now();
+  return (ended - began) / 1000;
+}
+
+function taskCard(taskId) {
+  let card = document.querySelector(`#tasks li[data-task-id="${CSS.escape(taskId)}"]`);
+  if (!card) {
+    card = document.createElement("li");
+    card.className = "task-card";
+    card.dataset.taskId = taskId;
+    card.innerHTML = '<div class="task-head"><strong class="task-what"></strong><span class="badge"></span></div>' +
+      '<p class="task-meta"><span class="task-kind"></span> · <span class="task-elapsed" role="timer" aria-live="off"></span>' +
+      '<span class="task-by"></span></p><p class="task-progress"></p>' +
+      '<pre class="task-result" tabindex="0" aria-label="Result" hidden></pre>' +
+      '<button type="button" class="task-stop">Stop</button>';
+    card.querySelector(".task-stop").addEventListener("click", () => stopTask(taskId));
+    $("tasks").prepend(card); // the newest first
+    $("tasks-section").hidden = false;
+  }
+  return card;
+}
+
+function showTask(taskId) {
+  const known = tasks.get(taskId);
+  const { data } = known;
+  const card = taskCard(taskId);
+  const running = data.status === "running";
+  const stopping = running && (known.stopping || Boolean(data.cancelled_by));
+  const what = data.summary || data.tool || "Task";
+  card.dataset.callId = data.call_id || "";
+  card.dataset.sessionId = known.session.session_id;
+  card.dataset.status = data.status;
+  card.dataset.stopping = String(stopping);
+  card.querySelector(".task-what").textContent = what;
+  const badge = card.querySelector(".badge");
+  badge.textContent = stopping ? "stopping…" : data.status;
+  badge.className = `badge badge-${stopping ? "stopping" : data.status}`;
+  const steps = data.agent && data.steps ? ` · ${data.steps} step${data.steps === 1 ? "" : "s"}` : "";
+  card.querySelector(".task-kind").textContent = (data.agent ? `agent ${data.agent}` : data.tool || "") + steps;
+  card.querySelector(".task-elapsed").textContent = clock(taskSeconds(data));
+  const by = data.cancelled_by ? ` · ${running ? "stop asked by" : "stopped by"} ${data.cancelled_by}` : "";
+  card.querySelector(".task-by").textContent = by;
+  const progress = card.querySelector(".task-progress");
+  progress.textContent = known.progress;
+  progress.hidden = !known.progress;
+  const said = running ? "" : (data.status === "succeeded" ? data.output : data.error || data.output) || "";
+  const result = card.querySelector(".task-result");
+  result.textContent = said.length > RESULT_CHARS ? `${said.slice(0, RESULT_CHARS)}…` : said;
+  result.hidden = !said;
+  result.classList.toggle("failed", data.status === "failed");
+  const stop = card.querySelector(".task-stop");
+  stop.hidden = !running;
+  stop.disabled = stopping;
+  stop.setAttribute("aria-label", `Stop: ${what}`);
+}
+
+function updateTask(session, data) {
+  if (!data || !data.task_id) return;
+  let known = tasks.get(data.task_id);
+  if (!known) {
+    known = { session, data: {}, progress: earlyProgress.get(data.call_id) || "", stopping: false };
+    earlyProgress.delete(data.call_id);
+    tasks.set(data.task_id, known);
+  }
+  const before = known.data.status;
+  if (before && before !== "running" && data.status === "running") return; // a late, older word
+  known.data = { ...known.data, ...data };
+  if (data.progress) known.progress = data.progress;
+  if (data.status !== "running") known.stopping = false;
+  showTask(data.task_id);
+  if (before !== data.status && data.status !== "running") {
+    $("announcer").textContent = `Task ${known.data.summary || known.data.tool}: ${data.status}`;
+  }
+}
+
+function showProgress(callId, line) {
+  if (!callId || typeof line !== "string") return;
+  const entry = document.querySelector(`#tools li[data-call-id="${CSS.escape(callId)}"]`);
+  if (entry) entry.querySelector(".progress").textContent = line;
+  for (const [taskId, known] of tasks) {
+    if (known.data.call_id === callId) {
+      known.progress = line;
+      showTask(taskId);
+      return;
+    }
+  }
+  // Not a task (yet): kept for the card it may become.
+  earlyProgress.delete(callId);
+  earlyProgress.set(callId, line);
+  if (earlyProgress.size > EARLY_PROGRESS_KEPT) earlyProgress.delete(earlyProgress.keys().next().value);
+}
+
+async function refreshTask(taskId) {
+  const known = tasks.get(taskId);
+  if (!known) return;
+  const { response, data } = await api(taskUrl(app.dataset.taskUrl, known.session, taskId), {
+    method: "GET", token: known.session.session_token,
+  });
+  if (response.ok) updateTask(known.session, data);
+}
+
+function refreshTasks(session) {
+  // What the socket may have missed while it was away: a fresh read of each running task.
+  for (const [taskId, known] of tasks) {
+    if (known.session === session && known.data.status === "running") refreshTask(taskId).catch(() => {});
+  }
+}
+
+async function stopTask(taskId) {
+  const known = tasks.get(taskId);
+  if (!known || known.data.status !== "running" || known.stopping) return;
+  known.stopping = true;
+  showTask(taskId);
+  const fail = (reason) => {
+    known.stopping = false;
+    showTask(taskId);
+    showMessage(`The task could not be stopped: ${reason}`);
+  };
+  try {
+    const { response, data } = await api(taskUrl(app.dataset.taskCancelUrl, known.session, taskId), {
+      token: known.session.session_token,
+    });
+    if (response.ok) updateTask(known.session, data);
+    else if (response.status === 409) await refreshTask(taskId); // it ended, or is ending, already
+    else fail(describeFailure(response, data));
+  } catch (error) {
+    fail(error.message);
+  }
+}
+
+function tickTasks(session) {
+  for (const [taskId, known] of tasks) {
+    if (known.session === session && known.data.status === "running") {
+      const elapsed = document.querySelector(`#tasks li[data-task-id="${CSS.escape(taskId)}"] .task-elapsed`);
+      if (elapsed) elapsed.textContent = clock(taskSeconds(known.data));
+    }
   }
 }
 
@@ -222,6 +393,11 @@ function onServerEvent(event) {
 
 // --- our live events (WebSocket) ------------------------------------------------------
 
+// How long the page waits before opening the live-event socket again; closes the server
+// means for good (the session ended, or the token is refused) are not retried.
+const EVENTS_RETRY_MS = [1000, 2000, 4000, 8000];
+const FINAL_CLOSES = new Set([1000, 4400, 4401, 4403, 4410]);
+
 function openEvents(session) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   // The token travels as a subprotocol, never in the URL (proxies log query strings);
@@ -235,17 +411,31 @@ function openEvents(session) {
     } catch {
       return;
     }
-    if (!call) return;
-    if (event.type === "session.state") call.serverHandlesTools = Boolean(event.sideband_connected);
-    else if (event.type === "sideband.attached") call.serverHandlesTools = true;
+    if (!call || call.events !== socket) return;
+    if (event.type === "session.state") {
+      call.serverHandlesTools = Boolean(event.sideband_connected);
+      call.eventsRetries = 0;
+      refreshTasks(session);
+    } else if (event.type === "sideband.attached") call.serverHandlesTools = true;
     else if (event.type === "sideband.detached") call.serverHandlesTools = false;
     else if (event.type === "tool.update") {
       const output = event.status === "failed" ? event.error || event.output : event.output;
       showTool(event.call_id, event.tool, event.arguments, event.status, output);
-    } else if (event.type === "session.ended" && !call.ending) {
+    } else if (event.type === "task.update") updateTask(session, event);
+    else if (event.type === "task.progress") showProgress(event.call_id, event.progress);
+    else if (event.type === "session.ended" && !call.ending) {
       if (event.reason === "call_ended") dropped(); // the call went away under us
       else finish(event.reason === "max_duration" ? "The conversation reached its time limit." : "The conversation ended.");
     }
+  };
+  socket.onclose = (closed) => {
+    const current = call;
+    if (!current || current.events !== socket || current.ending || FINAL_CLOSES.has(closed.code)) return;
+    const wait = EVENTS_RETRY_MS[Math.min(current.eventsRetries, EVENTS_RETRY_MS.length - 1)];
+    current.eventsRetries += 1;
+    setTimeout(() => {
+      if (call === current && !current.ending) current.events = openEvents(session);
+    }, wait);
   };
   return socket;
 }
@@ -350,7 +540,7 @@ async function start() {
   const pc = new RTCPeerConnection();
   const channel = pc.createDataChannel("oai-events");
   call = {
-    session, pc, channel, mic, timers: [], relayQueue: [], serverHandlesTools: false,
+    session, pc, channel, mic, timers: [], relayQueue: [], serverHandlesTools: false, eventsRetries: 0,
     expiresAt: Date.parse(session.expires_at), ending: false, recording: null,
   };
   call.events = openEvents(session);
@@ -404,6 +594,7 @@ function tick() {
   if (!call) return;
   const left = Math.max(0, Math.round((call.expiresAt - Date.now()) / 1000));
   $("time-left").textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")} left`;
+  tickTasks(call.session);
   if (left === 0) stop("The conversation reached its 15-minute limit.");
 }
 
