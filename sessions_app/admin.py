@@ -149,6 +149,7 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
         # Each run's arguments cut in the database: the page stays bounded however
         # much a session's calls sent.
         runs = list(session.tool_executions.with_arguments_shown().order_by("created_at", "id"))
+        resumed_by = list(session.resumed_by.order_by("created_at", "pk"))
         links = {
             "webhooks": reverse("admin:sessions_app_webhookevent_changelist")
             + f"?session__id__exact={session.pk}",
@@ -164,7 +165,9 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
             "caller": history.caller(session),
             "duration": history.clock(session.duration_seconds),
             "audio_quality": history.audio_quality(session.audio_stats),
-            "timeline": history.timeline(session, items, runs),
+            "timeline": history.timeline(session, items, runs, resumed_by),
+            "resumed_from": session.resumed_from_id,
+            "resumed_by": [later.pk for later in resumed_by],
             "tool_names": [tool.get("name", "?") for tool in session.tools],
             "tool_schemas": json.dumps(session.tools, indent=2, ensure_ascii=False),
             "links": links,

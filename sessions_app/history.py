@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.contrib.admin.utils import quote
 from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
+from django.urls import reverse
 
 from sessions_app.models import ConversationItem as Item
 from sessions_app.models import VoiceSession
@@ -90,6 +93,8 @@ class Entry:
     call_id: str = ""
     partial: bool = False
     details: dict = field(default_factory=dict)
+    link: str = ""  # an event about another session: its page
+    linked: str = ""  # that session's id
 
     @property
     def long(self) -> bool:
@@ -115,11 +120,21 @@ def _tool_call(at: datetime, name: str, call_id: str, arguments: str) -> Entry:
     return Entry(at, "tool", name=name, call_id=call_id, arguments=arguments)
 
 
-def timeline(session: VoiceSession, items: list[Item], runs: list[ToolExecution]) -> list[Entry]:
+def session_page(session_id: str) -> str:
+    return reverse("admin:sessions_app_voicesession_change", args=[quote(session_id)])
+
+
+def timeline(
+    session: VoiceSession,
+    items: list[Item],
+    runs: list[ToolExecution],
+    resumed_by: Sequence[VoiceSession] = (),
+) -> list[Entry]:
     """The conversation in order: turns, tool calls in place (with their run's status,
-    duration, output and error, whichever door ran them), and how it connected and
-    ended. Times are relative to the start of the call. runs are read with their
-    arguments cut (ToolExecution.objects.with_arguments_shown())."""
+    duration, output and error, whichever door ran them), how it connected and ended,
+    and the sessions it resumed or that resumed it. Times are relative to the start of
+    the call. runs are read with their arguments cut
+    (ToolExecution.objects.with_arguments_shown())."""
     by_call = {run.call_id: run for run in runs}
     outputs = {
         item.call_id: item.text for item in items if item.kind == Item.Kind.FUNCTION_CALL_OUTPUT
@@ -152,6 +167,26 @@ def timeline(session: VoiceSession, items: list[Item], runs: list[ToolExecution]
             entry.error = run.error
         elif entry.output:
             entry.status = ToolExecution.Status.SUCCEEDED
+    if session.resumed_from_id:
+        entries.append(
+            Entry(
+                session.created_at,
+                "event",
+                text="Resumed from",
+                link=session_page(session.resumed_from_id),
+                linked=session.resumed_from_id,
+            )
+        )
+    for later in resumed_by:
+        entries.append(
+            Entry(
+                later.created_at,
+                "event",
+                text="Resumed as",
+                link=session_page(later.pk),
+                linked=later.pk,
+            )
+        )
     if session.connected_at:
         entries.append(Entry(session.connected_at, "event", text="Call connected"))
     if session.ended_at:
