@@ -381,3 +381,11 @@ async def test_a_resumed_session_gets_a_fresh_workspace_once_the_earlier_one_is_
 
 def _bearer(session: dict) -> dict:
     return {"Authorization": f"Bearer {session['session_token']}"}
+
+
+async def test_the_page_lists_recent_conversations_for_signed_in_users_only(api, signed_in):
+    anonymous = (await api.get("/")).content.decode()
+    theirs = (await signed_in.get("/")).content.decode()
+
+    assert 'id="recent"' not in anonymous
+    assert 'id="recent"' in theirs and 'data-url="/sessions?limit=5"' in theirs
