@@ -179,6 +179,7 @@ async def test_a_resumed_session_carries_the_earlier_context_upstream(
         )
         upstream = simulator.call(call.call_id)["session"]
     finally:
+        await http.post(call.session["urls"]["end"], headers=_bearer(call.session))
         await call.close()
 
     assert "Let's plan a trip to Lisbon." in said["transcript"]
@@ -200,6 +201,7 @@ async def test_without_a_resume_the_simulator_remembers_nothing(http, simulator)
             )
         )
     finally:
+        await http.post(call.session["urls"]["end"], headers=_bearer(call.session))
         await call.close()
 
     assert said["transcript"] == "I don't remember an earlier conversation."
