@@ -3,9 +3,11 @@ expire. Views, webhooks and tasks call these; nothing below imports them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import structlog
 from asgiref.sync import sync_to_async
@@ -13,21 +15,32 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.files import File
 from django.db.models import Count, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from ops_app import degradation, drain, ratelimit
 from ops_app.metrics import voice_session_created_total, voice_session_duration_seconds
-from sessions_app import events, journal, quality, realtime, sideband, tokens, transcripts
+from sessions_app import (
+    events,
+    journal,
+    quality,
+    realtime,
+    resume,
+    sideband,
+    tokens,
+    transcripts,
+)
 from sessions_app.callers import Caller
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.signals import session_ended
 from tools_app import actions as tool_actions
-from tools_app import background, policy
+from tools_app import background, policy, workspace
 from voiceplatform.api import client_network
 from voiceplatform.errors import (
     ApiError,
     Conflict,
     ErrorCode,
+    NotFound,
     ServiceUnavailable,
     TooManyRequests,
 )
@@ -52,10 +65,13 @@ async def start_session(
     voice: str | None,
     client_ip: str | None,
     user_agent: str = "",
+    resume_from: str | None = None,
 ) -> StartedSession:
     """Mints an ephemeral secret upstream under our policy and records the session.
     A draining process refuses at once (its readiness takes a while to reach the load
-    balancer, and a caller pinned here by affinity would keep coming): try again."""
+    balancer, and a caller pinned here by affinity would keep coming): try again.
+    resume_from: a past session of the caller's to carry on from (its context and
+    workspace)."""
     if drain.is_draining():
         raise ServiceUnavailable(
             "This server is shutting down; try again.",
@@ -70,15 +86,18 @@ async def start_session(
     if caller.rate_key:
         await ratelimit.hit(f"session:{caller.rate_key}", settings.SESSION_RATE_LIMIT_PER_USER)
     await _check_room(caller, network)
+    earlier = await _resumable(caller, resume_from) if resume_from is not None else None
     session = await _new_session(
         caller,
         level,
         source=VoiceSession.Source.API if caller.api_key_id else VoiceSession.Source.WEB,
         instructions=instructions,
-        voice=voice,
+        voice=voice or (earlier.voice if earlier else None),
         client_ip=client_ip,
         user_agent=user_agent,
     )
+    if earlier is not None:
+        await _carry_on(session, earlier)
     try:
         secret = await realtime.create_client_secret(config_of(session))
     except realtime.UpstreamError:
@@ -91,6 +110,60 @@ async def start_session(
     voice_session_created_total.labels(region=settings.REGION, status="created").inc()
     log.info("session_started", session_id=session.id, caller=caller.kind, ip=client_ip)
     return StartedSession(session=session, token=tokens.issue(session.id), client_secret=secret)
+
+
+async def _resumable(caller: Caller, session_id: str) -> VoiceSession:
+    """The caller's own past session to resume: 404 for anyone else's, an anonymous
+    one or none at all (the same answer, so ids reveal nothing); 409 while it is live
+    (end it first: two calls at once would share its workspace, and its context would
+    be a snapshot of a conversation still going on)."""
+    session = (
+        await VoiceSession.objects.owned_by(user_id=caller.user_id, api_key_id=caller.api_key_id)
+        .filter(pk=session_id)
+        .afirst()
+    )
+    if session is None:
+        raise NotFound("No such session to resume.", code=ErrorCode.SESSION_NOT_FOUND)
+    session = await expire_if_overdue(session)
+    if session.is_live:
+        raise Conflict(
+            "That conversation is still going on; end it before resuming it.",
+            code=ErrorCode.SESSION_LIVE,
+        )
+    return session
+
+
+async def _carry_on(session: VoiceSession, earlier: VoiceSession) -> None:
+    """Makes session the continuation of earlier: linked to it, its instructions
+    carrying earlier's context, and its workspace earlier's while that is still kept."""
+    session.resumed_from = earlier
+    context = await resume.context_of(earlier)
+    if context:
+        session.instructions = f"{session.instructions}\n\n{context}"
+    if earlier.workspace in await asyncio.to_thread(workspace.session_workspaces):
+        session.workspace = earlier.workspace
+
+
+async def past_sessions(caller: Caller, *, page: int, limit: int) -> dict:
+    """GET /sessions: the caller's own sessions, newest first, a page at a time."""
+    owned = VoiceSession.objects.owned_by(user_id=caller.user_id, api_key_id=caller.api_key_id)
+    start = (page - 1) * limit
+    rows = [
+        session
+        async for session in resume.with_preview(owned.order_by("-created_at", "-pk"))[
+            start : start + limit + 1
+        ]
+    ]
+    more = len(rows) > limit
+    listed = [session.as_listed(resume.preview(session.preview)) for session in rows[:limit]]
+    return {
+        "sessions": listed,
+        "page": page,
+        "limit": limit,
+        "next": f"{reverse('session-list')}?{urlencode({'page': page + 1, 'limit': limit})}"
+        if more
+        else None,
+    }
 
 
 async def accept_incoming_call(call_id: str, *, caller_id: str) -> tuple[str, VoiceSession | None]:
@@ -147,7 +220,7 @@ async def _new_session(
 ) -> VoiceSession:
     """An unsaved session under our policy: the caller's tools unless degraded."""
     now = timezone.now()
-    return VoiceSession(
+    session = VoiceSession(
         source=source,
         model=settings.OPENAI_MODEL,
         voice=voice or settings.OPENAI_DEFAULT_VOICE,
@@ -163,6 +236,8 @@ async def _new_session(
         created_at=now,
         expires_at=now + timedelta(seconds=settings.SESSION_MAX_SECONDS),
     )
+    session.workspace = session.pk  # set here too: the journal's insert skips save()
+    return session
 
 
 async def _check_room(caller: Caller, network: str | None) -> None:

@@ -154,6 +154,7 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
             .with_arguments_shown()
             .order_by("created_at", "id")
         )
+        resumed_by = list(session.resumed_by.order_by("created_at", "pk"))
         links = {
             "webhooks": reverse("admin:sessions_app_webhookevent_changelist")
             + f"?session__id__exact={session.pk}",
@@ -169,7 +170,11 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
             "caller": history.caller(session),
             "duration": history.clock(session.duration_seconds),
             "audio_quality": history.audio_quality(session.audio_stats),
-            "timeline": history.timeline(session, items, runs, history.tasks_of(session)),
+            "timeline": history.timeline(
+                session, items, runs, history.tasks_of(session), resumed_by
+            ),
+            "resumed_from": session.resumed_from_id,
+            "resumed_by": [later.pk for later in resumed_by],
             "tool_names": [tool.get("name", "?") for tool in session.tools],
             "tool_schemas": json.dumps(session.tools, indent=2, ensure_ascii=False),
             "links": links,

@@ -44,8 +44,9 @@ def _csrf_failure(request: HttpRequest) -> bool:
     return check.process_view(request, None, (), {}) is not None
 
 
-async def session_creator(request: HttpRequest) -> Caller:
-    """The caller of /session, or 401/403."""
+async def _identified(request: HttpRequest, *, cookie_writes: bool) -> Caller | None:
+    """The API key or signed-in user asking (401 for a bad key), None for anonymous.
+    cookie_writes: the request changes something, so a login cookie needs its CSRF token."""
     raw_key = bearer_token(request.headers)
     if raw_key:
         key = await ApiKey.objects.active().filter(key_hash=ApiKey.hash(raw_key)).afirst()
@@ -57,14 +58,34 @@ async def session_creator(request: HttpRequest) -> Caller:
         return Caller(user_id=key.user_id, api_key_id=key.pk)
     user = await request.auser()
     if user.is_authenticated:
-        if _csrf_failure(request):
+        if cookie_writes and _csrf_failure(request):
             raise Forbidden("CSRF token missing or incorrect.", code=ErrorCode.CSRF_FAILED)
         return Caller(user_id=user.pk)
+    return None
+
+
+async def session_creator(request: HttpRequest) -> Caller:
+    """The caller of /session, or 401/403."""
+    caller = await _identified(request, cookie_writes=True)
+    if caller is not None:
+        return caller
     if settings.SESSION_ALLOW_ANONYMOUS:
         return Caller()
     raise Unauthorized(
         "Log in or send an API key to start a session.", code=ErrorCode.LOGIN_REQUIRED
     )
+
+
+async def session_owner(request: HttpRequest) -> Caller:
+    """A caller who may own sessions (an API key or a signed-in user), or 401:
+    anonymous sessions belong to nobody."""
+    caller = await _identified(request, cookie_writes=False)
+    if caller is None:
+        raise Unauthorized(
+            "Log in or send an API key to see your conversations.",
+            code=ErrorCode.LOGIN_REQUIRED,
+        )
+    return caller
 
 
 def token_session_id(headers: Mapping[str, str], session_id: str | None = None) -> str:

@@ -5,9 +5,11 @@ background tasks in place with their steps."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.contrib.admin.utils import quote
 from django.db.models import (
     Count,
     Exists,
@@ -19,6 +21,7 @@ from django.db.models import (
     Window,
 )
 from django.db.models.functions import Coalesce, Length, RowNumber, Substr
+from django.urls import reverse
 
 from sessions_app.models import ConversationItem as Item
 from sessions_app.models import VoiceSession
@@ -112,6 +115,8 @@ class Entry:
     partial: bool = False
     details: dict = field(default_factory=dict)
     task: Task | None = None  # the call went on in the background (tasks_of())
+    link: str = ""  # an event about another session: its page
+    linked: str = ""  # that session's id
 
     @property
     def long(self) -> bool:
@@ -184,18 +189,24 @@ def tasks_of(session: VoiceSession) -> dict[int, Task]:
     return {task.execution_id: task for task in tasks}
 
 
+def session_page(session_id: str) -> str:
+    return reverse("admin:sessions_app_voicesession_change", args=[quote(session_id)])
+
+
 def timeline(
     session: VoiceSession,
     items: list[Item],
     runs: list[ToolExecution],
     tasks: dict[int, Task] | None = None,
+    resumed_by: Sequence[VoiceSession] = (),
 ) -> list[Entry]:
     """The conversation in order: turns, tool calls in place (with their run's status,
     duration, output and error, whichever door ran them; a call that went on in the
-    background with its task, from tasks_of()), how each task ended, and how the call
-    connected and ended. Times are relative to the start of the call. runs are the
-    session's calls (not an agent's own steps: those are under their task), read with
-    their arguments cut (ToolExecution.objects.with_arguments_shown())."""
+    background with its task, from tasks_of()), how each task ended, how the call
+    connected and ended, and the sessions it resumed or that resumed it. Times are
+    relative to the start of the call. runs are the session's calls (not an agent's own
+    steps: those are under their task), read with their arguments cut
+    (ToolExecution.objects.with_arguments_shown())."""
     tasks = tasks or {}
     by_call = {run.call_id: run for run in runs}
     outputs = {
@@ -237,6 +248,26 @@ def timeline(
         if task.finished_at:
             said = f"Task {task.pk} ({task.summary or task.tool}) {task.status}"
             entries.append(Entry(task.finished_at, "event", text=said))
+    if session.resumed_from_id:
+        entries.append(
+            Entry(
+                session.created_at,
+                "event",
+                text="Resumed from",
+                link=session_page(session.resumed_from_id),
+                linked=session.resumed_from_id,
+            )
+        )
+    for later in resumed_by:
+        entries.append(
+            Entry(
+                later.created_at,
+                "event",
+                text="Resumed as",
+                link=session_page(later.pk),
+                linked=later.pk,
+            )
+        )
     if session.connected_at:
         entries.append(Entry(session.connected_at, "event", text="Call connected"))
     if session.ended_at:

@@ -77,6 +77,15 @@ class VoiceSessionQuerySet(models.QuerySet):
             | models.Q(status=VoiceSession.Status.CREATED, created_at__lte=_connect_deadline(now))
         )
 
+    def owned_by(self, *, user_id: int | None, api_key_id: int | None) -> VoiceSessionQuerySet:
+        """The sessions a caller started: an API key's own, or a signed-in user's in the
+        browser (a key is its own caller, as for policy and limits); none for anonymous."""
+        if api_key_id:
+            return self.filter(api_key_id=api_key_id)
+        if user_id:
+            return self.filter(user_id=user_id, api_key__isnull=True)
+        return self.none()
+
     def owning_file(self, name: str) -> VoiceSessionQuerySet:
         """The session whose transcript export or recording is stored under name."""
         return self.filter(
@@ -149,6 +158,12 @@ class VoiceSession(models.Model):
     # When the server first held it: from then on, usage is what the server measured.
     sideband_seen_at = models.DateTimeField(null=True, blank=True)
     degradation_level = models.PositiveSmallIntegerField(default=1)
+    # The directory under TOOL_WORKSPACE_ROOT its tool calls use: its own id, or the
+    # workspace of the session it resumed while that one was still kept.
+    workspace = models.CharField(max_length=40, db_index=True, editable=False)
+    resumed_from = models.ForeignKey(
+        "self", null=True, blank=True, related_name="resumed_by", on_delete=models.SET_NULL
+    )
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
@@ -192,6 +207,11 @@ class VoiceSession(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.workspace:
+            self.workspace = self.pk
+        super().save(*args, **kwargs)
 
     @property
     def is_live(self) -> bool:
@@ -245,6 +265,19 @@ class VoiceSession(models.Model):
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "duration_seconds": self.duration_seconds,
             "end_reason": self.end_reason,
+        }
+
+    def as_listed(self, preview: str) -> dict:
+        """One row of GET /sessions; preview: its first user turn, shortened."""
+        return {
+            "session_id": self.pk,
+            "status": self.status,
+            "started_at": self.created_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "duration_seconds": self.duration_seconds,
+            "title": preview,
+            "resumable": not self.is_live or self.end_due is not None,
+            "resumed_from": self.resumed_from_id,
         }
 
     @property

@@ -28,10 +28,13 @@ async def client(request: HttpRequest) -> HttpResponse:
         )
         response["Retry-After"] = str(settings.MAINTENANCE_RETRY_AFTER_SECONDS)
         return response
+    user = await request.auser()
     return render(
         request,
         "voice/client.html",
         {
+            # Signed-in users see their recent conversations, to resume one.
+            "signed_in": user.is_authenticated,
             "session_max_seconds": settings.SESSION_MAX_SECONDS,
             "stats_interval_seconds": settings.CLIENT_STATS_INTERVAL_SECONDS,
             "relayed_types": " ".join(events.RELAYED_TYPES),

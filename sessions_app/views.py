@@ -6,9 +6,16 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from sessions_app import actions, callers, offers, webhooks
-from sessions_app.bodies import EventsBody, SessionBody
+from sessions_app.bodies import EventsBody, SessionBody, SessionsQuery
 from sessions_app.models import VoiceSession
-from voiceplatform.api import api_view, client_ip, parse_body, read_body, spool_body
+from voiceplatform.api import (
+    api_view,
+    client_ip,
+    parse_body,
+    parse_query,
+    read_body,
+    spool_body,
+)
 from voiceplatform.errors import BadRequest, ErrorCode, NotFound
 
 
@@ -22,6 +29,7 @@ async def create_session(request: HttpRequest) -> JsonResponse:
         voice=body.voice,
         client_ip=client_ip(request),
         user_agent=request.headers.get("User-Agent", ""),
+        resume_from=body.resume,
     )
     response = JsonResponse(started.as_response(), status=201)
     response["X-Voice-Session-Id"] = started.session.pk
@@ -36,6 +44,16 @@ async def create_session(request: HttpRequest) -> JsonResponse:
             samesite="Lax",
             secure=settings.SESSION_COOKIE_SECURE,
         )
+    return response
+
+
+@api_view("GET")
+async def list_sessions(request: HttpRequest) -> JsonResponse:
+    caller = await callers.session_owner(request)
+    query = parse_query(request, SessionsQuery)
+    listed = await actions.past_sessions(caller, page=query.page, limit=query.limit)
+    response = JsonResponse(listed)
+    response["Cache-Control"] = "private, no-store"
     return response
 
 

@@ -107,7 +107,13 @@ class Conformance:
         self.seen.add((method, path, response.status_code))
 
 
-async def test_real_answers_good_and_bad_match_the_document(http, simulator, settings):
+def _bearer(session: dict) -> dict[str, str]:
+    return {"Authorization": f"Bearer {session['session_token']}"}
+
+
+async def test_real_answers_good_and_bad_match_the_document(
+    http, simulator, settings, make_api_key
+):
     settings.OPENAI_WEBHOOK_SECRETS = [SECRET]
     conform = Conformance()
 
@@ -205,11 +211,31 @@ async def test_real_answers_good_and_bad_match_the_document(http, simulator, set
     )
     conform.check("POST", "/webhook/{provider}", await http.post("/webhook/other", json={}))
 
+    key = await make_api_key()
+    as_key = {"Authorization": f"Bearer {key.raw}"}
+    keyed = await http.post("/session", json={}, headers=as_key)
+    conform.check("POST", "/session", keyed)
+    await http.post(keyed.json()["urls"]["end"], headers=_bearer(keyed.json()))
+    conform.check("GET", "/sessions", await http.get("/sessions?limit=1", headers=as_key))
+    conform.check("GET", "/sessions", await http.get("/sessions"))
+    conform.check("GET", "/sessions", await http.get("/sessions?page=0", headers=as_key))
+    resumed = await http.post(
+        "/session", json={"resume": keyed.json()["session_id"]}, headers=as_key
+    )
+    conform.check("POST", "/session", resumed)
+    conform.check(
+        "POST",
+        "/session",
+        await http.post("/session", json={"resume": resumed.json()["session_id"]}, headers=as_key),
+    )
+    conform.check("POST", "/session", await http.post("/session", json={"resume": sid}))
+
     for path in ("/health", "/health/live", "/health/ready", "/metrics", "/api/openapi.json"):
         conform.check("GET", path, await http.get(path))
 
     assert {(m, p, s) for m, p, s in conform.seen if s < 300} >= {
         ("POST", "/session", 201),
+        ("GET", "/sessions", 200),
         ("POST", "/sdp", 201),
         ("GET", "/tools/", 200),
         ("POST", "/tools/{name}", 200),
@@ -219,6 +245,8 @@ async def test_real_answers_good_and_bad_match_the_document(http, simulator, set
         ("POST", "/webhook/{provider}", 200),
     }
     assert {s for _, _, s in conform.seen} >= {400, 401, 403, 404, 405, 409, 415}
+    assert {s for m, p, s in conform.seen if p == "/session"} >= {201, 400, 404, 405, 409, 415}
+    assert {s for m, p, s in conform.seen if p == "/sessions"} >= {200, 400, 401}
 
 
 async def test_refusals_for_upstream_failures_maintenance_and_limits_match_the_document(

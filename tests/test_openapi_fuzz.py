@@ -4,8 +4,9 @@ simulator as its upstream). No answer may be a 500, each must be one the documen
 describes (status, content type, headers, body), and a rejected request stores nothing.
 
 Each operation gets valid requests (positive) and, where it takes input, invalid ones
-(negative); two in three carry the token of a live session and name it, so they reach
-the code behind the door. Bounded: MAX_EXAMPLES per operation and mode, no shrinking.
+(negative); two in three carry the token of a live session and name it (or, where an
+API key opens the operation, the key of an API client), so they reach the code behind
+the door. Bounded: MAX_EXAMPLES per operation and mode, no shrinking.
 (The cases are drawn with hypothesis in plain pytest tests rather than through
 schemathesis's pytest plugin, whose items do not keep module and session fixtures.)
 """
@@ -35,6 +36,7 @@ from schemathesis.config import NotAServerErrorConfig
 
 from sessions_app.models import ConversationItem, VoiceSession, WebhookEvent
 from sessions_app.simulator import sign_webhook
+from tests.factories import ApiKeyFactory
 from tests.support import daphne, database_env, free_port, start_server, stop_server
 from tools_app.models import ToolExecution
 from voiceplatform import openapi
@@ -77,6 +79,7 @@ def live_api(simulator_process, django_db_setup, django_db_blocker, tmp_path_fac
                 name: "100000"
                 for name in (
                     "SESSION_RATE_LIMIT_PER_IP",
+                    "SESSION_RATE_LIMIT_PER_USER",
                     "SESSION_LIVE_PER_IP",
                     "SESSION_LIVE_PER_CALLER",
                     "SESSION_CAPACITY",
@@ -91,6 +94,14 @@ def live_api(simulator_process, django_db_setup, django_db_blocker, tmp_path_fac
     stop_server(server)
     with django_db_blocker.unblock():
         call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture(scope="module")
+def api_key(live_api, django_db_blocker) -> str:
+    """The raw key of an API client of the server's (committed, so the server sees it),
+    for the generated requests to operations an API key opens."""
+    with django_db_blocker.unblock():
+        return ApiKeyFactory().raw
 
 
 @pytest.fixture
@@ -136,6 +147,16 @@ def _takes_a_session_token(operation) -> bool:
     return {"sessionToken": []} in operation.definition.raw.get("security", [])
 
 
+def _takes_only_an_api_key(operation) -> bool:
+    """An operation for owners of sessions (GET /sessions): an API key opens it."""
+    security = operation.definition.raw.get("security", [])
+    return {"apiKey": []} in security and {} not in security
+
+
+def _as_the_api_client(case, api_key: str) -> None:
+    case.headers = {**(case.headers or {}), "Authorization": f"Bearer {api_key}"}
+
+
 def _as_the_session(case, session: dict) -> None:
     case.headers = {**(case.headers or {}), "Authorization": f"Bearer {session['session_token']}"}
     if "X-Voice-Session-Id" in case.headers:
@@ -165,7 +186,7 @@ def _signed_webhook(case, live_api: str) -> httpx.Response:
 
 @pytest.mark.parametrize(("operation", "mode"), RUNS)
 def test_generated_requests_get_documented_answers_and_rejected_ones_store_nothing(
-    operation, mode, live_api, voice_session, stored_rows
+    operation, mode, live_api, voice_session, api_key, stored_rows
 ):
     turns = itertools.cycle([True, True, False])
 
@@ -181,6 +202,8 @@ def test_generated_requests_get_documented_answers_and_rejected_ones_store_nothi
         authorized = next(turns)
         if authorized and _takes_a_session_token(operation):
             _as_the_session(case, voice_session)
+        elif authorized and _takes_only_an_api_key(operation):
+            _as_the_api_client(case, api_key)
         before = stored_rows()
         if (
             authorized

@@ -1,6 +1,7 @@
-"""Workspaces do not outlive their sessions: each is removed once its session has been
-over for TOOL_WORKSPACE_RETENTION_SECONDS, or as soon as its session no longer exists;
-until then an ended session's workspace reserves only what it holds (mounts.shrink)."""
+"""Workspaces do not outlive their sessions: each is removed once every session using it
+(the one it is named after, and any that resumed it) has been over for
+TOOL_WORKSPACE_RETENTION_SECONDS, or as soon as none exists; until then a workspace whose
+sessions have all ended reserves only what it holds (mounts.shrink)."""
 
 from __future__ import annotations
 
@@ -20,42 +21,41 @@ log = structlog.get_logger(__name__)
 
 
 def expired_workspaces() -> list[str]:
-    """Session ids whose workspace is due for removal: the session ended longer ago
-    than the retention, or is gone; never one with a tool call still queued or running."""
+    """Workspaces due for removal: every session using it (its own, and those that
+    resumed it) ended longer ago than the retention, or none exists any more; never one
+    with a tool call still queued or running."""
     names = workspace.session_workspaces()
     if not names:
         return []
     cutoff = timezone.now() - timedelta(seconds=settings.TOOL_WORKSPACE_RETENTION_SECONDS)
     kept = set(
-        VoiceSession.objects.filter(pk__in=names)
+        VoiceSession.objects.filter(workspace__in=names)
         .filter(Q(ended_at__isnull=True) | Q(ended_at__gt=cutoff))
-        .values_list("pk", flat=True)
+        .values_list("workspace", flat=True)
     )
     kept |= _in_use(names)
     return [name for name in names if name not in kept]
 
 
 def ended_workspaces() -> list[str]:
-    """Session ids whose session has ended while their workspace is still kept, with no
-    tool call of theirs queued or running."""
+    """Workspaces still kept whose sessions have all ended, with no tool call of theirs
+    queued or running."""
     names = workspace.session_workspaces()
     if not names:
         return []
-    ended = set(
-        VoiceSession.objects.filter(pk__in=names, ended_at__isnull=False).values_list(
-            "pk", flat=True
-        )
-    )
-    idle = ended - _in_use(names)
+    using = VoiceSession.objects.filter(workspace__in=names)
+    ended = set(using.filter(ended_at__isnull=False).values_list("workspace", flat=True))
+    live = set(using.filter(ended_at__isnull=True).values_list("workspace", flat=True))
+    idle = ended - live - _in_use(names)
     return [name for name in names if name in idle]
 
 
 def _in_use(names: list[str]) -> set[str]:
     return set(
         ToolExecution.objects.filter(
-            session_id__in=names,
+            session__workspace__in=names,
             status__in=(ToolExecution.Status.QUEUED, ToolExecution.Status.RUNNING),
-        ).values_list("session_id", flat=True)
+        ).values_list("session__workspace", flat=True)
     )
 
 

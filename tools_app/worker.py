@@ -62,7 +62,8 @@ def run(execution_id: int, worker: str | None = None) -> None:
     )
     started = time.perf_counter()
     try:
-        workspace = Workspace.for_session(execution.session_id)
+        # The session's workspace: its own, or that of the session it resumed.
+        workspace = Workspace.for_session(execution.session.workspace)
     except mounts.StorageFull as exc:  # the host's workspaces are all taken: an answer
         finish(execution, ok=False, output=exc.strerror, error=exc.strerror)
         return

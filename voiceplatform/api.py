@@ -143,6 +143,20 @@ def parse_body(request: HttpRequest, spec: type[B], *, optional: bool = False) -
         raise _as_bad_request(exc) from None
 
 
+def parse_query(request: HttpRequest, spec: type[B]) -> B:
+    """The request's query string as spec (each parameter once), or the matching 400."""
+    repeated = sorted(name for name, values in request.GET.lists() if len(values) > 1)
+    if repeated:
+        raise BadRequest(
+            f"Give each parameter once: {', '.join(repeated)}.", code=ErrorCode.BAD_REQUEST
+        )
+    data = request.GET.dict()
+    try:
+        return spec.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise _as_bad_request(exc) from None
+
+
 def _as_bad_request(exc: pydantic.ValidationError) -> BadRequest:
     errors = exc.errors(include_url=False)
     unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")

@@ -29,6 +29,9 @@ class ErrorCode(StrEnum):
     INVALID_LEVEL = "invalid_level"
     INVALID_REASON = "invalid_reason"
     INVALID_HOURS = "invalid_hours"
+    INVALID_RESUME = "invalid_resume"
+    INVALID_PAGE = "invalid_page"
+    INVALID_LIMIT = "invalid_limit"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
@@ -54,6 +57,7 @@ class ErrorCode(StrEnum):
     # The state it finds
     CONFLICT = "conflict"
     SESSION_ENDED = "session_ended"
+    SESSION_LIVE = "session_live"
     ALREADY_CONNECTED = "already_connected"
     RECORDING_EXISTS = "recording_exists"
     CALL_ID_REUSED = "call_id_reused"

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ops_app.health import DISABLED, FAILING, OK
-from sessions_app.bodies import EventsBody, SessionBody
+from sessions_app.bodies import EventsBody, SessionBody, SessionsQuery
 from sessions_app.models import VoiceSession
 from tools_app.bodies import ToolCallBody
 from voiceplatform.errors import ErrorCode
@@ -187,6 +187,52 @@ def _answer_schemas() -> dict[str, Any]:
                         for name in ("sdp", "tools", "events", "end", "recording", "ws")
                     },
                 },
+            },
+        },
+        "SessionList": {
+            "type": "object",
+            "required": ["sessions", "page", "limit", "next"],
+            "additionalProperties": False,
+            "properties": {
+                "sessions": {"type": "array", "items": _ref("PastSession")},
+                "page": {"type": "integer", "minimum": 1},
+                "limit": {"type": "integer", "minimum": 1},
+                "next": {
+                    "type": ["string", "null"],
+                    "description": "The next page's URL; null on the last page.",
+                },
+            },
+        },
+        "PastSession": {
+            "type": "object",
+            "required": [
+                "session_id",
+                "status",
+                "started_at",
+                "ended_at",
+                "duration_seconds",
+                "title",
+                "resumable",
+                "resumed_from",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "session_id": string,
+                "status": {"type": "string", "enum": list(VoiceSession.Status.values)},
+                "started_at": {"type": "string", "format": "date-time"},
+                "ended_at": {"type": ["string", "null"], "format": "date-time"},
+                "duration_seconds": {"type": ["number", "null"]},
+                "title": {
+                    "type": "string",
+                    "description": "The start of its first user turn (as stored, redacted); "
+                    "empty when nothing was said.",
+                },
+                "resumable": {
+                    "type": "boolean",
+                    "description": 'Whether POST /session {"resume": session_id} may '
+                    "carry on from it now (a live one must end first).",
+                },
+                "resumed_from": {"type": ["string", "null"]},
             },
         },
         "EventsReceived": {
@@ -378,6 +424,20 @@ def _path_parameter(name: str, description: str, **schema: Any) -> dict[str, Any
     }
 
 
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """A declared query's fields as OpenAPI query parameters (none required)."""
+    schema = model.model_json_schema()
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": {k: v for k, v in field.items() if k != "title"},
+        }
+        for name, field in schema["properties"].items()
+    ]
+
+
 SESSION_ID = _path_parameter("session_id", "The session's id, as /session gave it.")
 SESSION_HEADER = {
     "name": "X-Voice-Session-Id",
@@ -410,7 +470,20 @@ def _paths() -> dict[str, Any]:
                             "X-Voice-Session-Id": _header("The new session's id.", required=True)
                         },
                     ),
-                    **_errors(400, 401, 403, 415, 502, 504),
+                    **_errors(400, 401, 403, 404, 409, 415, 502, 504),
+                },
+            }
+        },
+        "/sessions": {
+            "get": {
+                "operationId": "listSessions",
+                "summary": "The caller's own past sessions, newest first, a page at a time; "
+                'any of them may be resumed with POST /session {"resume": id}.',
+                "security": [{"apiKey": []}, {"loginCookie": []}],
+                "parameters": _query_parameters(SessionsQuery),
+                "responses": {
+                    "200": _json(_ref("SessionList"), "A page of the caller's sessions."),
+                    **_errors(400, 401),
                 },
             }
         },

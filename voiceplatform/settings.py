@@ -435,6 +435,10 @@ SESSION_DEFAULT_INSTRUCTIONS = env_str(
     "SESSION_DEFAULT_INSTRUCTIONS",
     "You are a helpful voice assistant. Keep answers short and spoken-friendly.",
 )
+# What a resumed session's instructions carry of the one it resumes (POST /session
+# {"resume": id}): its first user turn and its last turns, at most this many tokens
+# (estimated as characters / 4).
+RESUME_CONTEXT_MAX_TOKENS = env_int("RESUME_CONTEXT_MAX_TOKENS", 1000)
 # Live-event WebSockets open at once per session and per client address, and how long
 # a socket that sent no token in its Sec-WebSocket-Protocol has to send it.
 WS_MAX_PER_SESSION = env_int("WS_MAX_PER_SESSION", 3)

@@ -12,6 +12,11 @@ Emit = Callable[[dict], Awaitable[None]]
 SPOKEN_TURN = "Hello, what can you do?"
 SPOKEN_REPLY = "I can talk with you, and run tools like bash and file access when they are enabled."
 NO_TOOLS_REPLY = "I can't execute tasks right now, but I can still help with questions."
+NOTHING_REMEMBERED_REPLY = "I don't remember an earlier conversation."
+# What makes the scripted model say what its instructions hold of an earlier
+# conversation: the part from this heading on (sessions_app.resume writes it).
+_REMEMBER = re.compile(r"\bwhat (?:do you remember|were we talking about)\b", re.I)
+EARLIER_HEADING = "Earlier conversation"
 
 # What the user says -> the tool the scripted model calls, and with which arguments.
 _TOOL_TRIGGERS: list[tuple[re.Pattern[str], str, Callable[[re.Match[str]], dict]]] = [
@@ -151,6 +156,8 @@ class Conversation:
             await self._reply("How can I help you?")
         elif "simulate error" in text.lower():
             await self._error("simulated_error", "The simulator was asked to fail this turn.")
+        elif _REMEMBER.search(text):
+            await self._reply(self._remembered(), user_text=text)
         elif (call := tool_call_for(text)) is not None:
             name, arguments = call
             if name in self.tool_names:
@@ -159,6 +166,14 @@ class Conversation:
                 await self._reply(NO_TOOLS_REPLY, user_text=text)
         else:
             await self._reply(f"You said: {text}. This is the voiceplatform simulator.", text)
+
+    def _remembered(self) -> str:
+        """The earlier conversation its instructions carry, as a reply on one line."""
+        instructions = str(self.session.get("instructions") or "")
+        start = instructions.find(EARLIER_HEADING)
+        if start < 0:
+            return NOTHING_REMEMBERED_REPLY
+        return "From our earlier conversation I remember: " + " ".join(instructions[start:].split())
 
     async def _response_cancel(self, event: dict) -> None:
         await self.emit({"type": "response.done", "response": {"status": "cancelled"}})

@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from tests.factories import VoiceSessionFactory
+from tools_app import retention
 from tools_app.models import ToolExecution
 from tools_app.tasks import remove_expired_workspaces_task
 from tools_app.workspace import MAX_WALK_DEPTH, Workspace
@@ -96,3 +97,44 @@ def test_a_tree_deeper_than_a_walk_goes_is_removed_too(root, tmp_path):
     assert remove_expired_workspaces_task() == 1
     assert list(root.iterdir()) == []
     assert (tmp_path / "outside" / "keep.txt").exists()
+
+
+def test_a_workspace_is_kept_while_a_session_that_resumed_it_is_live_or_recent(root, tmp_path):
+    old = ended(minutes_ago=120)
+    resumer = VoiceSessionFactory(status="active", workspace=old.pk, resumed_from=old)
+    workspace_of(old.pk, tmp_path)
+
+    kept_while_live = remove_expired_workspaces_task()
+    resumer.status, resumer.ended_at = "ended", timezone.now() - timedelta(minutes=5)
+    resumer.save(update_fields=["status", "ended_at"])
+    kept_while_recent = remove_expired_workspaces_task()
+    resumer.ended_at = timezone.now() - timedelta(minutes=61)
+    resumer.save(update_fields=["ended_at"])
+    removed = remove_expired_workspaces_task()
+
+    assert kept_while_live == kept_while_recent == 0
+    assert removed == 1 and not (root / old.pk).exists()
+
+
+def test_a_workspace_whose_resumer_runs_a_tool_is_kept(root, tmp_path):
+    old = ended(minutes_ago=120)
+    resumer = ended(minutes_ago=120)
+    resumer.workspace = old.pk
+    resumer.save(update_fields=["workspace"])
+    workspace_of(old.pk, tmp_path)
+    ToolExecution.objects.create(
+        session=resumer, call_id="call_1", tool="bash", status=ToolExecution.Status.RUNNING
+    )
+
+    assert remove_expired_workspaces_task() == 0
+    assert (root / old.pk).is_dir()
+
+
+def test_a_workspace_a_live_session_resumed_is_not_counted_as_ended(root, tmp_path):
+    old = ended(minutes_ago=5)
+    workspace_of(old.pk, tmp_path)
+    alone = retention.ended_workspaces()
+    VoiceSessionFactory(status="active", workspace=old.pk, resumed_from=old)
+
+    assert alone == [old.pk]
+    assert retention.ended_workspaces() == []

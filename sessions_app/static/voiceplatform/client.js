@@ -35,6 +35,9 @@ function showBanner(text) {
 
 function setControls(live) {
   $("start").disabled = live;
+  document.querySelectorAll("#recent-list button").forEach((button) => {
+    button.disabled = live || button.dataset.resumable !== "true";
+  });
   $("stop").disabled = !live;
   for (const id of ["mute", "ptt-mode", "text", "send"]) $(id).disabled = !live;
   $("talk").disabled = !(live && $("ptt-mode").checked);
@@ -67,6 +70,61 @@ function describeFailure(response, data) {
     return `${what} ${message}${wait}`;
   }
   return message;
+}
+
+// --- recent conversations (signed-in users) ---------------------------------------------
+
+function describeStart(row) {
+  const started = new Date(row.started_at);
+  const when = started.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  const seconds = row.duration_seconds;
+  let minutes = "";
+  if (seconds) minutes = seconds < 60 ? " · under a minute" : ` · ${Math.round(seconds / 60)} min`;
+  return `${when}${minutes}${row.resumable ? "" : " · still going on"}`;
+}
+
+function recentEntry(row) {
+  const entry = document.createElement("li");
+  entry.dataset.sessionId = row.session_id;
+  const about = document.createElement("div");
+  const title = document.createElement("span");
+  title.className = "title";
+  title.textContent = row.title || "(nothing was said)";
+  const when = document.createElement("div");
+  when.className = "when";
+  when.textContent = describeStart(row);
+  about.append(title, when);
+  const resume = document.createElement("button");
+  resume.type = "button";
+  resume.textContent = "Resume";
+  resume.dataset.resumable = String(row.resumable);
+  resume.disabled = Boolean(call) || !row.resumable;
+  resume.setAttribute("aria-label", `Resume “${title.textContent}”`);
+  resume.addEventListener("click", () => begin({ resume: row.session_id }, title.textContent));
+  entry.append(about, resume);
+  return entry;
+}
+
+async function loadRecent() {
+  const section = $("recent");
+  if (!section) return; // anonymous: nothing to list
+  const status = $("recent-status");
+  let response;
+  let data;
+  try {
+    response = await fetch(section.dataset.url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    data = await response.json();
+  } catch (error) {
+    status.textContent = `Your recent conversations could not be loaded: ${error.message}`;
+    return;
+  }
+  if (!response.ok) {
+    status.textContent = `Your recent conversations could not be loaded: ${describeFailure(response, data)}`;
+    return;
+  }
+  $("recent-list").replaceChildren(...data.sessions.map(recentEntry));
+  status.textContent = data.sessions.length ? "" : "No earlier conversations yet.";
+  status.hidden = data.sessions.length > 0;
 }
 
 // --- transcript -----------------------------------------------------------------------
@@ -506,7 +564,7 @@ async function microphone() {
   }
 }
 
-async function start() {
+async function start(body = {}, resumedTitle = "") {
   clearMessage();
   $("reconnect").hidden = true;
   $("start").disabled = true;
@@ -521,7 +579,7 @@ async function start() {
   setConnection("Starting a session…");
   let created;
   try {
-    created = await api("/session", { body: {} });
+    created = await api("/session", { body });
   } catch (error) {
     mic.getTracks().forEach((track) => track.stop());
     throw error;
@@ -534,6 +592,9 @@ async function start() {
     $("start").disabled = false;
     return;
   }
+  if (body.resume) $("transcript").replaceChildren(); // a new conversation: the note says from what
+  $("resumed-note").hidden = !body.resume;
+  $("resumed-note").textContent = body.resume ? `Continuing an earlier conversation: “${resumedTitle}”.` : "";
   if (session.degradation_level >= 2) {
     showBanner("Tools are unavailable right now: I can't execute tasks, but I can still help with questions.");
   }
@@ -616,6 +677,7 @@ function teardown(state) {
 async function finish(reason) {
   const ended = teardown("Conversation ended");
   if (reason) showMessage(reason);
+  loadRecent(); // the conversation just ended is the newest
   if (ended && ended.recording) await uploadRecording(ended.recording, ended.session);
 }
 
@@ -671,12 +733,16 @@ function applyMicrophoneModes() {
   setMicrophone(!ptt && !isMuted());
 }
 
-$("start").addEventListener("click", () => start().catch((error) => {
-  showMessage(`Could not connect: ${error.message}`);
-  abandon();
-  setConnection("Not connected");
-  $("start").disabled = false;
-}));
+function begin(body, resumedTitle) {
+  start(body, resumedTitle).catch((error) => {
+    showMessage(`Could not connect: ${error.message}`);
+    abandon();
+    setConnection("Not connected");
+    setControls(false);
+  });
+}
+
+$("start").addEventListener("click", () => begin({}));
 $("stop").addEventListener("click", () => stop());
 $("reconnect").addEventListener("click", () => $("start").click());
 $("mute").addEventListener("click", () => {
@@ -743,3 +809,5 @@ window.addEventListener("pagehide", () => {
   // keepalive lets the request outlive the page; a beacon could not carry the token.
   api(call.session.urls.end, { token: call.session.session_token, keepalive: true }).catch(() => {});
 });
+
+loadRecent();
