@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -106,8 +107,23 @@ class TaskAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
         return f"{(obj.finished_at - obj.created_at).total_seconds():.1f} s"
 
 
+class ToolGrantForm(forms.ModelForm):
+    class Meta:
+        model = ToolGrant
+        fields = "__all__"
+
+    def clean_tools(self):
+        tools = self.cleaned_data["tools"]
+        if isinstance(tools, list):
+            unknown = sorted(set(map(str, tools)) - set(registry.all_tools()) - {"*"})
+            if unknown:
+                raise ValidationError(f"Unknown tools: {', '.join(unknown)}.")
+        return tools
+
+
 @admin.register(ToolGrant)
 class ToolGrantAdmin(AuditedMixin, admin.ModelAdmin):
+    form = ToolGrantForm
     list_display = ("__str__", "user", "api_key", "updated_at")
     search_fields = ("user__username", "api_key__name")
     autocomplete_fields = ("user",)

@@ -385,13 +385,18 @@ async def test_a_grant_replaces_the_default_tools_for_that_key_or_user(
     assert "bash" in by_user.json()["tools"] and len(by_user.json()["tools"]) >= 8
 
 
-def test_a_grant_must_name_known_tools_and_one_holder():
+def test_a_grant_must_name_known_tools_and_one_holder(django_user_model):
     from django.core.exceptions import ValidationError
 
+    from tools_app.admin import ToolGrantForm
     from tools_app.models import ToolGrant
 
-    with pytest.raises(ValidationError):
-        ToolGrant(tools=["teleport"]).clean()
+    user = django_user_model.objects.create(username="granted")
+    unknown = ToolGrantForm(data={"tools": '["teleport"]', "user": user.pk})
+    known = ToolGrantForm(data={"tools": '["bash"]', "user": user.pk})
+
+    assert "Unknown tools: teleport." in unknown.errors["tools"][0]
+    assert known.is_valid(), known.errors
     with pytest.raises(ValidationError):
         ToolGrant(tools=["bash"]).clean()  # neither a user nor a key
 
