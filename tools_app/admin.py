@@ -110,7 +110,7 @@ class TaskAdmin(AuditedMixin, ReadOnlyMixin, admin.ModelAdmin):
 class ToolGrantForm(forms.ModelForm):
     class Meta:
         model = ToolGrant
-        fields = "__all__"
+        fields = ("user", "api_key", "tools")
 
     def clean_tools(self):
         tools = self.cleaned_data["tools"]
