@@ -95,8 +95,28 @@ def workspace_of(session_id: str) -> str:
 def queue_of(home: str, tool: str) -> Queue:
     """The queue for calls of tool that only the worker holding home consumes (declared
     alike by that worker, HomeQueues, and by whoever sends to it)."""
-    name = f"{registry.queue_for(tool)}.{node_of(home)}"
+    return _own_queue(node_of(home), registry.queue_for(tool))
+
+
+def _own_queue(node: str, shared: str) -> Queue:
+    name = f"{shared}.{node}"
     return Queue(name, Exchange(name), routing_key=name)
+
+
+def every_worker() -> list[Queue]:
+    """The own quick queue of every live worker: for work each must do on the
+    workspaces it holds (their retention)."""
+    client = _redis()
+    known = _lease_prefix().removesuffix(":") + "s"
+    queues = []
+    for raw in client.smembers(known):
+        node = raw.decode()
+        state = client.hget(_lease_prefix() + node, "state")
+        if state is None:
+            client.srem(known, node)  # gone for good: its lease lapsed
+        elif state.decode() == LIVE:
+            queues.append(_own_queue(node, settings.TOOL_QUEUE_FAST))
+    return queues
 
 
 class HomeQueues(bootsteps.StartStopStep):
@@ -222,6 +242,7 @@ def write_lease(node: str, home: str, state: str, since: float, client=None) -> 
         key = _lease_prefix() + node
         pipe.hset(key, mapping={"home": home, "state": state, "since": since})
         pipe.expire(key, settings.TOOL_WORKER_LEASE_SECONDS)
+        pipe.sadd(_lease_prefix().removesuffix(":") + "s", node)  # every_worker's list
         pipe.execute()
 
 

@@ -6,6 +6,7 @@ from asgiref.sync import sync_to_async
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import celeryd_after_setup, worker_shutting_down
+from django.conf import settings
 from django.dispatch import receiver
 
 from ops_app import audit
@@ -64,8 +65,19 @@ async def keep_untold_task_results(sender, *, session_id: str, **kwargs) -> None
 @shared_task
 def remove_expired_workspaces_task() -> int:
     """Periodic: workspaces of sessions over for longer than their retention (or gone)
-    are deleted, those of other ended sessions shrunk to their contents; a run that
-    removed any leaves one audit event saying how many."""
+    are deleted, those of other ended sessions shrunk to their contents. Workspaces are
+    pod-local: between workers, every live worker is asked to do so for its own."""
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        for queue in placement.every_worker():
+            remove_own_workspaces_task.apply_async(queue=queue)
+        return 0
+    return remove_own_workspaces_task()
+
+
+@shared_task
+def remove_own_workspaces_task() -> int:
+    """The workspaces under this worker's root: removes the expired, shrinks the ended;
+    a run that removed any leaves one audit event saying how many."""
     removed = retention.remove_expired_workspaces()
     retention.shrink_ended_workspaces()
     if removed:

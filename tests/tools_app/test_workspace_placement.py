@@ -16,7 +16,11 @@ from django_redis import get_redis_connection
 
 from tools_app import placement, policy
 from tools_app.models import ToolExecution
-from tools_app.tasks import execute_tool_task, fail_lost_executions_task
+from tools_app.tasks import (
+    execute_tool_task,
+    fail_lost_executions_task,
+    remove_expired_workspaces_task,
+)
 from tools_app.worker import WORKER_LOST
 from voiceplatform.celery import app as celery_app
 
@@ -211,3 +215,15 @@ async def test_a_call_stranded_on_a_dead_workers_queue_is_queued_again_for_any_w
 
     assert _queued_ids("celery.tools-slow") == [stranded.pk]
     shared.delete("celery.tools-slow")
+
+
+async def test_old_workspaces_are_removed_by_every_live_worker_on_its_own(brokered, homes):
+    _lapse(BETA)  # gone, its workspaces with it
+
+    await sync_to_async(remove_expired_workspaces_task)()
+
+    client = get_redis_connection("default")
+    alpha = client.lrange(placement.queue_of(homes[ALPHA], "read_file").name, 0, -1)
+    beta = client.lrange(placement.queue_of(homes[BETA], "read_file").name, 0, -1)
+    tasks = [json.loads(raw)["headers"]["task"] for raw in alpha]
+    assert tasks == ["tools_app.tasks.remove_own_workspaces_task"] and beta == []
