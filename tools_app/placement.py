@@ -251,6 +251,8 @@ def start_worker(nodename: str) -> None:
     TOOL_WORKER_LEASE_SECONDS on a thread of the worker's main process, for as long as
     that process lives (its pool processes, forked later, know its home)."""
     global _home, _state, _renew
+    if settings.CELERY_TASK_ALWAYS_EAGER or not settings.REDIS_URL:
+        return  # one process does all: nothing to route
     _home = f"{nodename}.{secrets.token_hex(4)}"
     _state = LIVE
     since = time.time()
@@ -259,8 +261,11 @@ def start_worker(nodename: str) -> None:
     def renew() -> None:
         write_lease(nodename, _home, _state, since, client)
 
-    renew()  # before it takes any call
     _renew = renew
+    try:
+        renew()  # before it takes any call
+    except Exception as exc:  # Redis not there yet: the thread renews it when it is
+        log.warning("tool_worker_lease_not_renewed", error=type(exc).__name__)
 
     def keep() -> None:
         while True:
