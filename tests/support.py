@@ -71,6 +71,8 @@ FAST_REDELIVERY = {
     "CELERY_VISIBILITY_TIMEOUT": "3",
     "CELERY_UNACKED_RESTORE_INTERVAL": "1",
     "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+    # A worker a test kills while it restores must not hold redelivery off for minutes.
+    "CELERY_UNACKED_MUTEX_EXPIRE": "3",
 }
 
 

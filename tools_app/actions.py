@@ -22,7 +22,7 @@ from ops_app import ratelimit
 from ops_app.metrics import voice_tool_execution_duration_seconds, voice_tool_execution_total
 from sessions_app import events, journal
 from sessions_app.models import VoiceSession
-from tools_app import background, registry
+from tools_app import background, placement
 from tools_app.calls import ToolCall, arguments_of, check_call
 from tools_app.models import Task, ToolExecution
 from tools_app.tasks import execute_tool_task
@@ -222,7 +222,9 @@ async def _queue(execution: ToolExecution) -> None:
         running.add_done_callback(_in_process.discard)
         return
     try:
-        await enqueue(execute_tool_task, execution.pk, queue=registry.queue_for(execution.tool))
+        # The worker holding the session's workspace, else the shared queue.
+        queue = await sync_to_async(placement.queue_for, thread_sensitive=False)(execution)
+        await enqueue(execute_tool_task, execution.pk, queue=queue)
     except Exception as exc:
         log.warning("tool_not_queued", execution=execution.pk, error=type(exc).__name__)
         raise ServiceUnavailable(

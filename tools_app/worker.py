@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from ops_app import breakers
 from sessions_app import events
-from tools_app import background, mounts, registry
+from tools_app import background, mounts, placement, registry
 from tools_app.builtin.base import WorkspaceTool, failure
 from tools_app.builtin.delegate import DelegateTool
 from tools_app.models import ToolExecution
@@ -39,9 +39,11 @@ CANCEL_CHECK_AFTER_SECONDS = 0.5
 CANCEL_CHECK_SECONDS = 0.5
 
 
-def run(execution_id: int, worker: str | None = None) -> None:
+def run(execution_id: int, worker: str | None = None, *, reset: bool = False) -> None:
     """Runs one execution. A message delivered again after its worker died finds the
-    row 'running' and marks it failed rather than running it twice."""
+    row 'running' and marks it failed rather than running it twice. With reset, its
+    session's workspace was made afresh here (tools_app.placement): the output says so
+    first, whatever it is."""
     worker = f"{worker or socket.gethostname()}:{os.getpid()}"
     claimed = ToolExecution.objects.filter(
         pk=execution_id, status=ToolExecution.Status.QUEUED
@@ -60,18 +62,18 @@ def run(execution_id: int, worker: str | None = None) -> None:
     structlog.contextvars.bind_contextvars(
         session_id=execution.session_id, call_id=execution.call_id
     )
+    told = placement.RESET_NOTICE if reset else ""
     started = time.perf_counter()
     try:
         # The session's workspace: its own, or that of the session it resumed.
         workspace = Workspace.for_session(execution.session.workspace)
     except mounts.StorageFull as exc:  # the host's workspaces are all taken: an answer
-        finish(execution, ok=False, output=exc.strerror, error=exc.strerror)
+        finish(execution, ok=False, output=told + exc.strerror, error=exc.strerror)
         return
     except OSError as exc:  # the worker's own disk: the bridge failing
         log.exception("workspace_unavailable", tool=execution.tool)
-        fail_for_the_bridge(
-            execution, f"The tool's workspace is unavailable ({type(exc).__name__})."
-        )
+        message = f"The tool's workspace is unavailable ({type(exc).__name__})."
+        finish(execution, ok=False, output=told + message, error=message, infrastructure_ok=False)
         return
     try:
         spec = registry.get(execution.tool)
@@ -85,11 +87,11 @@ def run(execution_id: int, worker: str | None = None) -> None:
         # everyone. Only lost workers and task time limits do.
         log.exception("tool_raised", tool=execution.tool)
         message = f"The tool failed unexpectedly ({type(exc).__name__})."
-        finish(execution, ok=False, output=message, error=message)
+        finish(execution, ok=False, output=told + message, error=message)
         return
     # A tool's own failure, its own timeout included, is an answer for the model.
     error = (result.error or {}).get("message", "") if not result.success else ""
-    finish(execution, ok=result.success, output=as_output(result), error=str(error))
+    finish(execution, ok=result.success, output=told + as_output(result), error=str(error))
     log.info(
         "tool_finished",
         tool=execution.tool,
@@ -204,18 +206,28 @@ def fail_for_the_bridge(execution: ToolExecution, message: str) -> bool:
     return finish(execution, ok=False, output=message, error=message, infrastructure_ok=False)
 
 
-def fail_lost() -> tuple[int, list[tuple[int, str]]]:
-    """Marks failed the executions 'running' longer than any tool may run (their worker
-    is gone and the broker will not deliver them again). Returns how many, and the ids
-    and tools of executions whose queueing was lost, to be queued again."""
+def fail_lost() -> tuple[int, list[ToolExecution]]:
+    """Marks failed the executions whose worker is gone: its lease lapsed
+    (tools_app.placement), or they have been 'running' longer than any tool may run
+    (the broker will not deliver them again, or not to anyone who consumes them).
+    Returns how many, and the executions whose queueing was lost (or that wait on the
+    queue of a worker now gone), to be queued again."""
     now = timezone.now()
     longest = max(settings.TOOL_TIMEOUT_SECONDS, settings.TASK_MAX_SECONDS)
     cutoff = now - timedelta(seconds=longest + 60)
-    lost = ToolExecution.objects.filter(status=ToolExecution.Status.RUNNING, started_at__lt=cutoff)
+    running = ToolExecution.objects.filter(status=ToolExecution.Status.RUNNING)
+    lost = list(running.filter(started_at__lt=cutoff))
+    if not settings.CELERY_TASK_ALWAYS_EAGER:  # in-process calls have no worker lease
+        leased = now - timedelta(seconds=settings.TOOL_WORKER_LEASE_SECONDS)
+        lost += [
+            execution
+            for execution in running.filter(started_at__gte=cutoff, started_at__lt=leased)
+            if placement.run_is_gone(execution)
+        ]
     failed = sum(fail_for_the_bridge(execution, WORKER_LOST) for execution in lost)
     stranded = ToolExecution.objects.filter(
         status=ToolExecution.Status.QUEUED, created_at__lt=now - timedelta(seconds=60)
-    ).values_list("pk", "tool")
+    ).only("pk", "tool", "session_id")
     return failed, list(stranded)
 
 

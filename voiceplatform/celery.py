@@ -20,6 +20,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Touches the worker's heartbeat file for its container health check.
 app.steps["worker"].add("voiceplatform.heartbeat.WorkerHeartbeat")
+# Consumes the worker's own tool queues: calls of sessions whose workspace it holds.
+app.steps["consumer"].add("tools_app.placement.HomeQueues")
 
 
 async def enqueue(task, *args, queue: str | None = None) -> None:

@@ -646,6 +646,9 @@ TOOL_WORKSPACE_RETENTION_SECONDS = env_int("TOOL_WORKSPACE_RETENTION_SECONDS", 3
 TOOL_WORKSPACE_HARD_CAP = env_bool("TOOL_WORKSPACE_HARD_CAP", True)
 TOOL_WORKSPACE_TOTAL_BYTES = env_int("TOOL_WORKSPACE_TOTAL_BYTES", 8 * 1024 * 1024 * 1024)
 TOOL_OUTPUT_MAX_BYTES = env_int("TOOL_OUTPUT_MAX_BYTES", 64 * 1024)
+# Workspaces are pod-local: a session's calls go to the worker holding its workspace
+# (tools_app.placement) while that worker's lease, renewed every third of this, holds.
+TOOL_WORKER_LEASE_SECONDS = env_int("TOOL_WORKER_LEASE_SECONDS", 15)
 TOOL_READ_MAX_BYTES = env_int("TOOL_READ_MAX_BYTES", 1024 * 1024)
 # bash runs as uid BASE + hash(session) when we are root; 0 turns that off.
 TOOL_SANDBOX_UID_BASE = env_int("TOOL_SANDBOX_UID_BASE", 200_000)
@@ -725,6 +728,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # about interval x throttle seconds.
     "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL", 10),
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 6),
+    # One worker at a time restores them; a worker killed while it does holds the others
+    # off for this long.
+    "unacked_mutex_expire": env_int("CELERY_UNACKED_MUTEX_EXPIRE", 300),
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Beat's scheduler touches its heartbeat on every tick; it ticks at least this often.

@@ -137,8 +137,10 @@ async def test_a_quick_call_does_not_wait_behind_slow_calls_queued_before_it(wor
     slow = [await actions.wait_for(execution, timeout=30) for execution in slow]
 
     assert quick.is_finished and all(execution.is_finished for execution in slow)
-    # It ran as soon as the first slow call let go, before the ones queued earlier.
-    assert slow[0].finished_at <= quick.started_at < slow[1].started_at < slow[2].started_at
+    # It ran as soon as the first slow call let go, before the ones queued earlier (which
+    # of those comes first is not promised: the session's later calls may wait in its
+    # worker's own queue, tools_app.placement).
+    assert slow[0].finished_at <= quick.started_at < min(slow[1].started_at, slow[2].started_at)
 
 
 async def test_with_no_worker_alive_sessions_start_without_tools(api, real_celery, simulator):
