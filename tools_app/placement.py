@@ -87,9 +87,10 @@ _state = LIVE
 _renew: Callable[[], None] | None = None
 
 
-def workspace_of(session_id: str) -> str:
-    """The name of the workspace a session's calls use."""
-    return session_id
+def workspace_of(execution: ToolExecution) -> str:
+    """The name of the workspace a call uses: its session's own, or that of the session
+    it resumed (VoiceSession.workspace)."""
+    return execution.session.workspace
 
 
 def queue_of(home: str, tool: str) -> Queue:
@@ -166,7 +167,7 @@ def queue_for(execution: ToolExecution) -> str | Queue:
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return shared
     try:
-        home = _redis().get(_home_key(workspace_of(execution.session_id)))
+        home = _redis().get(_home_key(workspace_of(execution)))
         if home is not None and lease_of(home.decode()) == LIVE:
             return queue_of(home.decode(), execution.tool)
     except Exception as exc:  # no Redis, no broker either: the shared queue is as good
@@ -204,7 +205,7 @@ def place(execution: ToolExecution) -> Placement:
     if _home is None or settings.CELERY_TASK_ALWAYS_EAGER:
         return Placement()
     try:
-        home, how = claim(workspace_of(execution.session_id), _home)
+        home, how = claim(workspace_of(execution), _home)
     except Exception as exc:  # run it here rather than not at all
         log.warning("tool_home_not_claimed", error=type(exc).__name__)
         return Placement()
