@@ -303,3 +303,13 @@ def test_the_deploy_check_passes_with_production_settings(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+# --- defaults ------------------------------------------------------------------------
+def test_a_pod_takes_the_seeds_fifty_live_sessions_by_default(tmp_path):
+    show = f"{SETUP}; from django.conf import settings; print(settings.SESSION_CAPACITY)"
+
+    result = start(show, {}, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["50"]

@@ -222,9 +222,11 @@ def describe_limits() -> str:
         cap = "no hard cap possible: bash off"
     else:
         cap = "measured only"
+    # Without a cgroup the limits hold per process (rlimits), and nothing shares out CPU.
+    cpu = f"{settings.TOOL_BASH_CPU_QUOTA} CPU" if cgroups.backend() else "no CPU share"
     line = (
         f"{scope}: memory {memory} MiB, {settings.TOOL_BASH_MAX_PROCESSES} processes,"
-        f" {settings.TOOL_BASH_CPU_QUOTA} CPU; {tmp}; seccomp"
+        f" {cpu}; {tmp}; seccomp"
         f" {'on' if seccomp.available() else 'off'}; workspace"
         f" {settings.TOOL_WORKSPACE_MAX_BYTES // 2**20} MiB ({cap})"
     )

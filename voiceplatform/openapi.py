@@ -383,7 +383,10 @@ def _answer_schemas() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {
                 "status": {"type": "string", "enum": ["ready", "not_ready"]},
-                "reasons": {"type": "array", "items": string},
+                "reasons": {
+                    "type": "array",
+                    "items": {"type": "string", "enum": ["starting", "draining", "at capacity"]},
+                },
             },
         },
     }
@@ -691,12 +694,18 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "healthReady",
                 "summary": "Whether to send this pod new sessions.",
+                "description": (
+                    "Only what is local to this pod decides: starting, draining or at "
+                    "capacity. A shared dependency (Redis, PostgreSQL, OpenAI, the workers) "
+                    "never makes a pod unready, since every pod would lose it together; "
+                    "those show on /health and in the service level."
+                ),
                 "security": [{}],
                 "responses": {
                     "200": _json(_ref("Readiness"), "Ready."),
                     "503": _json(
                         _ref("Readiness"),
-                        "Not ready: Redis unreachable, draining or at capacity.",
+                        "Not ready: starting, draining or at capacity.",
                         headers={"Retry-After": _header("Seconds.", required=True)},
                     ),
                     "405": {"$ref": "#/components/responses/MethodNotAllowed"},

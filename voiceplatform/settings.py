@@ -308,6 +308,10 @@ AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
 # credential chain (environment, profile, instance role).
 AWS_ACCESS_KEY_ID = env_secret("AWS_ACCESS_KEY_ID") or None
 AWS_SECRET_ACCESS_KEY = env_secret("AWS_SECRET_ACCESS_KEY") or None
+# Where the daily PostgreSQL dumps go, and how long they are kept (manage.py backups).
+BACKUP_BUCKET = env_str("BACKUP_BUCKET")
+BACKUP_DIR = Path(env_str("BACKUP_DIR", str(VAR_DIR / "backups")))
+BACKUP_RETENTION_DAYS = env_int("BACKUP_RETENTION_DAYS", 30)
 STORAGES = {
     "default": (
         {
@@ -321,6 +325,24 @@ STORAGES = {
         }
         if AWS_STORAGE_BUCKET_NAME
         else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    ),
+    # PostgreSQL dumps (manage.py backups): under backups/ in BACKUP_BUCKET, else a
+    # directory of BACKUP_DIR.
+    "backups": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": BACKUP_BUCKET,
+                "location": "backups",
+                "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
+                "default_acl": None,
+            },
+        }
+        if BACKUP_BUCKET
+        else {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(BACKUP_DIR)},
+        }
     ),
     # Collected static files are public (and may be served by another user): not 0600.
     "staticfiles": {
@@ -392,7 +414,7 @@ AUDIT_REFUSAL_WINDOW_SECONDS = env_int("AUDIT_REFUSAL_WINDOW_SECONDS", 300)
 # Behind a load balancer the client address comes from X-Forwarded-For.
 USE_X_FORWARDED_FOR = env_bool("USE_X_FORWARDED_FOR", False)
 TRUSTED_PROXY_COUNT = max(1, env_int("TRUSTED_PROXY_COUNT", 1))
-SESSION_CAPACITY = env_int("SESSION_CAPACITY", 100)
+SESSION_CAPACITY = env_int("SESSION_CAPACITY", 50)
 # A session that has not connected (posted its SDP offer) this long after /session
 # stops holding capacity and is expired by the sweep.
 SESSION_CONNECT_GRACE_SECONDS = env_int("SESSION_CONNECT_GRACE_SECONDS", 60)

@@ -14,12 +14,17 @@ set -euo pipefail
 
 overlay=${1:?usage: k8s-deploy.sh staging|production}
 dir="$(cd "$(dirname "$0")/../k8s/overlays/$overlay" && pwd)"
-ns=$(kubectl kustomize "$dir" | awk '/^kind: Namespace$/ {found = 1} found && /^  name: / {print $2; exit}')
+# The main namespace (the other one, the worker's, is "$ns-sandbox").
+ns=$(kubectl kustomize "$dir" | awk '/^kind: Namespace$/ {found = 1; next}
+  found && /^  name: / {found = 0; if ($2 !~ /-sandbox$/) {print $2; exit}}')
 
-if ! kubectl get namespace "$ns" >/dev/null 2>&1 || ! kubectl -n "$ns" get secret voice-secrets >/dev/null 2>&1; then
-  echo "Create namespace $ns and its Secret voice-secrets first (deploy/k8s/base/secret.example.yaml)." >&2
-  exit 1
-fi
+# The worker runs in "$ns-sandbox" (its own Pod Security level): the Secret is needed there too.
+for namespace in "$ns" "$ns-sandbox"; do
+  if ! kubectl get namespace "$namespace" >/dev/null 2>&1 || ! kubectl -n "$namespace" get secret voice-secrets >/dev/null 2>&1; then
+    echo "Create namespace $namespace and its Secret voice-secrets first (deploy/k8s/base/secret.example.yaml)." >&2
+    exit 1
+  fi
+done
 
 kubectl -n "$ns" delete job voice-migrate --ignore-not-found
 kubectl apply -k "$dir" -l voiceplatform.io/stage=prepare
@@ -30,9 +35,10 @@ if ! kubectl -n "$ns" wait --for=condition=complete job/voice-migrate --timeout=
 fi
 
 kubectl apply -k "$dir"
-for deployment in voice-server voice-worker voice-beat; do
+for deployment in voice-server voice-beat; do
   kubectl -n "$ns" rollout status "deployment/$deployment" --timeout=30m
 done
+kubectl -n "$ns-sandbox" rollout status deployment/voice-worker --timeout=30m
 
 # The seed's schedule (5.4) as of now, in the CronJobs' time zone.
 zone=$(kubectl -n "$ns" get cronjob voice-floor-weekday-peak -o jsonpath='{.spec.timeZone}' 2>/dev/null || true)

@@ -22,8 +22,4 @@ fi
 pg_restore --dbname="$TARGET_DATABASE_URL" --no-owner --no-privileges \
   --single-transaction --exit-on-error "$dump"
 
-psql "$TARGET_DATABASE_URL" -XAt -F ' ' -c "
-  SELECT 'migrations', count(*) FROM django_migrations
-  UNION ALL SELECT 'sessions', count(*) FROM sessions_app_voicesession
-  UNION ALL SELECT 'transcript_items', count(*) FROM sessions_app_conversationitem
-  UNION ALL SELECT 'audit_events', count(*) FROM ops_app_auditevent"
+psql "$TARGET_DATABASE_URL" -XAt -F ' ' -f "$(dirname "$0")/row-counts.sql"

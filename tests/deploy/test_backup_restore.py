@@ -8,14 +8,18 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from ops_app import audit
 from ops_app.models import AuditEvent
-from tests.deploy.support import DEPLOY
+from tests.deploy.support import DEPLOY, ROOT
 from tests.factories import ConversationItemFactory, VoiceSessionFactory
 
 pytestmark = [
@@ -117,3 +121,83 @@ def test_a_backup_without_a_database_url_says_what_is_missing(tmp_path):
 
     assert result.returncode != 0 and "DATABASE_URL" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def _job_env(tmp_path) -> dict[str, str]:
+    """What the backup CronJob and the drill run with: the app's settings, dumps kept in
+    a directory (BACKUP_DIR) standing in for the bucket, the venv's python first."""
+    return {
+        "DATABASE_URL": url(connection.settings_dict),
+        "BACKUP_DIR": str(tmp_path / "bucket"),
+        "VAR_DIR": str(tmp_path / "var"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+
+
+def run_in_app(script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(SCRIPTS / script)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _drill_databases() -> set[str]:
+    with psycopg.connect(url(connection.settings_dict, "postgres")) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'voice_drill_%'")
+        return {name for (name,) in rows}
+
+
+def test_the_restore_drill_restores_the_newest_backup_and_finds_every_row(tmp_path):
+    # Given a day's backup job run, with sessions, transcripts and audit events recorded.
+    session = VoiceSessionFactory(status="ended")
+    for n in range(3):
+        ConversationItemFactory(session=session, text=f"line {n}")
+    audit.record(AuditEvent.Action.MAINTENANCE_ON, actor_name="cli:ops", target="all")
+    env = _job_env(tmp_path)
+    job = run_in_app("backup-job.sh", env)
+    assert job.returncode == 0, job.stderr
+    before = _drill_databases()
+
+    # When the drill runs.
+    drill = run_in_app("restore-drill.sh", env)
+
+    # Then the newest dump was restored into a scratch database, counted, and dropped.
+    assert drill.returncode == 0, drill.stderr
+    assert "row counts match" in drill.stdout
+    assert "sessions 1" in drill.stdout and "transcript_items 3" in drill.stdout
+    assert "audit_events 1" in drill.stdout
+    assert _drill_databases() == before
+
+
+def test_the_drill_fails_when_the_restored_rows_differ_from_the_backups(tmp_path):
+    VoiceSessionFactory(status="ended")
+    env = _job_env(tmp_path)
+    assert run_in_app("backup-job.sh", env).returncode == 0
+    (counts,) = (tmp_path / "bucket").glob("*.counts")
+    counts.write_text(counts.read_text().replace("sessions 1", "sessions 2"))
+
+    drill = run_in_app("restore-drill.sh", env)
+
+    assert drill.returncode == 1 and "row counts differ" in drill.stderr
+
+
+def test_the_backup_job_keeps_thirty_days_and_never_deletes_the_newest(tmp_path):
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    old = timezone.now() - timedelta(days=31)
+    recent = timezone.now() - timedelta(days=29)
+    for when in (old, recent):
+        for suffix in ("dump", "counts"):
+            (bucket / f"voiceplatform-{when:%Y%m%dT%H%M%SZ}.{suffix}").write_text("x")
+
+    job = run_in_app("backup-job.sh", _job_env(tmp_path))
+
+    assert job.returncode == 0, job.stderr
+    kept = sorted(path.name for path in bucket.iterdir())
+    assert len(kept) == 4
+    assert f"voiceplatform-{recent:%Y%m%dT%H%M%SZ}.dump" in kept
+    assert not [name for name in kept if f"{old:%Y%m%dT%H%M%SZ}" in name]

@@ -62,6 +62,8 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose):
     redis = compose["services"]["redis"]
 
     assert redis["command"][:3] == ["redis-server", "--appendonly", "yes"]
+    # And an RDB snapshot every hour when anything changed.
+    assert redis["command"][redis["command"].index("--save") + 1] == "3600 1"
     assert any(volume.endswith(":/data") for volume in redis["volumes"])
     assert "redis-data" in compose["volumes"]
 
@@ -86,8 +88,20 @@ def test_no_app_process_points_its_upstream_at_a_port_nobody_serves(compose):
     assert simulator["command"][-4:] == ["--host", "0.0.0.0", "--port", "8100"]
 
 
+def test_a_backup_service_dumps_postgres_daily_and_keeps_thirty_days(compose):
+    backup = compose["services"]["backup"]
+
+    assert "deploy/scripts/backup-job.sh" in " ".join(backup["command"])
+    assert "sleep 86400" in " ".join(backup["command"])
+    assert backup["environment"]["BACKUP_RETENTION_DAYS"] == "30"
+    assert backup["environment"]["BACKUP_DIR"] == "/backups"
+    assert "backups:/backups" in backup["volumes"] and "backups" in compose["volumes"]
+    assert backup["build"]["target"] == "backup"
+    assert "backups newest" in " ".join(backup["healthcheck"]["test"])
+
+
 def test_app_containers_run_unprivileged_with_a_read_only_root(compose):
-    for name in (*APP_SERVICES, "migrate", "simulator"):
+    for name in (*APP_SERVICES, "migrate", "simulator", "backup"):
         service = compose["services"][name]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in service["security_opt"]

@@ -145,4 +145,5 @@ def test_the_build_context_admits_only_what_the_image_runs():
         "tools_app",
         "ops_app",
         "templates",
+        "deploy/scripts",  # the backup image runs backup-job.sh
     }

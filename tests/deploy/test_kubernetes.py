@@ -63,6 +63,14 @@ def objects(request):
     return render(request.param)
 
 
+def _config(objects) -> dict:
+    """The app's ConfigMap in the main namespace (the worker's is its copy)."""
+    (config,) = [
+        c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"].startswith("voice-config")
+    ]
+    return config
+
+
 def containers(objects):
     for workload, spec in pod_templates(objects):
         for container in spec["containers"]:
@@ -76,8 +84,10 @@ def test_each_overlay_renders(overlay):
     namespace = f"voice-{overlay}"
 
     assert named(objects, "Namespace", namespace)
+    assert named(objects, "Namespace", f"{namespace}-sandbox")
     assert {obj["metadata"].get("namespace") for obj in objects if obj["kind"] != "Namespace"} == {
-        namespace
+        namespace,
+        f"{namespace}-sandbox",
     }
 
 
@@ -213,7 +223,7 @@ def test_app_containers_write_only_to_their_empty_dirs_and_read_the_secret_as_fi
 
 
 def test_every_configured_name_is_a_setting_the_app_reads(objects):
-    (config,) = of_kind(objects, "ConfigMap")
+    config = _config(objects)
     settings_source = (ROOT / "voiceplatform/settings.py").read_text()
 
     for key in config["data"]:
@@ -341,13 +351,15 @@ def test_network_policies_open_only_the_seeds_ports(objects):
 
     assert ingress_ports == {8000}
     assert set().union(*egress.values()) <= {53, 5432, 6379, 443, 80, 6443}
-    assert egress["worker"] == {80}, "plain HTTP only for the worker's web_fetch"
+    assert [who for who, ports in egress.items() if 80 in ports] == ["worker"], (
+        "plain HTTP only for the worker's web_fetch"
+    )
     assert egress["beat"] == {6379} and egress["migrate"] == {5432}
 
 
 # --- ingress and affinity ---------------------------------------------------------------------
 def test_the_ingress_owns_the_affinity_cookie_and_the_app_stays_silent(objects):
-    (config,) = of_kind(objects, "ConfigMap")
+    config = _config(objects)
     routed = [
         i
         for i in of_kind(objects, "Ingress")
@@ -433,6 +445,8 @@ def test_production_raises_and_lowers_the_web_minimum_on_the_seeds_schedule():
     hpa = named(objects, "HorizontalPodAutoscaler", "voice-server-hpa")["spec"]
     steps = set()
     for cron in of_kind(objects, "CronJob"):
+        if cron["metadata"]["labels"]["app.kubernetes.io/component"] != "scheduler":
+            continue
         command = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
             "command"
         ]
@@ -454,7 +468,11 @@ def test_production_raises_and_lowers_the_web_minimum_on_the_seeds_schedule():
 
 
 def test_staging_has_no_schedule_that_would_exceed_its_maximum():
-    assert not of_kind(render("staging"), "CronJob")
+    assert not [
+        job
+        for job in of_kind(render("staging"), "CronJob")
+        if job["metadata"]["labels"]["app.kubernetes.io/component"] == "scheduler"
+    ]
 
 
 # --- migrations before the rollout ------------------------------------------------------------
@@ -488,3 +506,137 @@ def test_the_migration_job_and_what_it_needs_are_applied_first(objects):
     assert script.index("--for=condition=complete job/voice-migrate") < script.index(
         'kubectl apply -k "$dir"\n'
     )
+
+
+# --- issue 22: local readiness, Pod Security per namespace, backups, worker isolation --------
+def test_readiness_probes_ask_a_path_that_answers_from_local_state_only(objects):
+    from ops_app import probes
+
+    web = named(objects, "Deployment", "voice-server")["spec"]["template"]["spec"]
+    path = web["containers"][0]["readinessProbe"]["httpGet"]["path"]
+    source = Path(probes.__file__).read_text()
+    ready = source[source.index("async def ready") :]
+
+    assert resolve(path).func is probes.ready
+    # Not a shared dependency: no health check (Redis, database, workers, breakers).
+    assert "health." not in ready and "breakers" not in ready
+    assert path != "/health"
+
+
+def test_web_and_beat_run_under_restricted_and_only_the_worker_is_privileged(objects):
+    levels = {
+        ns["metadata"]["name"]: ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+        for ns in of_kind(objects, "Namespace")
+    }
+    where = {
+        workload["metadata"]["name"]: workload["metadata"]["namespace"]
+        for workload, _spec in pod_templates(objects)
+    }
+
+    for name in ("voice-server", "voice-beat", "voice-migrate", "voice-backup"):
+        assert levels[where[name]] == "restricted", name
+    assert levels[where["voice-worker"]] == "privileged"
+    sandbox = [name for name, ns in where.items() if levels[ns] != "restricted"]
+    assert sandbox == ["voice-worker"]
+
+
+def test_every_namespace_denies_by_default(objects):
+    for namespace in (ns["metadata"]["name"] for ns in of_kind(objects, "Namespace")):
+        deny = [
+            p
+            for p in of_kind(objects, "NetworkPolicy")
+            if p["metadata"]["namespace"] == namespace
+            and p["spec"]["podSelector"] == {}
+            and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress")
+            and not p["spec"].get("egress")
+        ]
+        assert deny, f"{namespace} has no default-deny policy"
+
+
+def test_what_the_worker_reads_lives_in_its_own_namespace(objects):
+    worker = named(objects, "Deployment", "voice-worker")
+    namespace = worker["metadata"]["namespace"]
+    spec = worker["spec"]["template"]["spec"]
+    config = spec["containers"][0]["envFrom"][0]["configMapRef"]["name"]
+    (scaled,) = of_kind(objects, "ScaledObject")
+
+    assert named(objects, "ConfigMap", config)["metadata"]["namespace"] == namespace
+    assert (
+        named(objects, "ServiceAccount", spec["serviceAccountName"])["metadata"]["namespace"]
+        == namespace
+    )
+    assert scaled["metadata"]["namespace"] == namespace
+    assert named(objects, "PodDisruptionBudget", "voice-worker")["metadata"]["namespace"] == (
+        namespace
+    )
+
+
+def test_a_daily_backup_cronjob_stores_dumps_and_prunes_after_thirty_days(objects):
+    cron = named(objects, "CronJob", "voice-backup")
+    spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    config = _config(objects)["data"]
+    script = (ROOT / "deploy/scripts/backup-job.sh").read_text()
+
+    minute, hour, *every_day = cron["spec"]["schedule"].split()
+    assert every_day == ["*", "*", "*"] and minute.isdigit() and hour.isdigit()
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert container["args"] == ["deploy/scripts/backup-job.sh"]
+    assert "backups push" in script and "backups prune" in script
+    assert env["BACKUP_RETENTION_DAYS"] == "30"
+    assert config["BACKUP_BUCKET"], "dumps go to object storage"
+    assert container["image"].rsplit(":", 1)[0].endswith("voiceplatform/backup")
+
+
+def test_the_workers_isolation_is_what_its_start_up_line_reports(objects, settings, monkeypatch):
+    """The worker pod has no writable cgroup (not privileged, /sys/fs/cgroup mounted
+    read-only by the runtime): its start-up line must say rlimits per process, and the
+    manifest's annotation and deploy/README.md name that gap in the same words."""
+    from tools_app import cgroups, sandbox
+
+    worker = named(objects, "Deployment", "voice-worker")
+    pod = worker["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    declared = pod["metadata"]["annotations"]["voiceplatform.io/tool-limits"]
+    config = named(objects, "ConfigMap", container["envFrom"][0]["configMapRef"]["name"])["data"]
+    for name, value in config.items():
+        if name.startswith("TOOL_BASH_") and name.endswith(("_BYTES", "_PROCESSES")):
+            setattr(settings, name, int(value))
+    monkeypatch.setattr(cgroups, "backend", lambda: None)
+
+    line = sandbox.describe_limits()
+
+    assert not container["securityContext"].get("privileged")
+    assert "TOOL_BASH_CGROUP_PARENT" not in config
+    assert line.startswith(declared), (line, declared)
+    assert declared in " ".join((ROOT / "deploy/README.md").read_text().split())
+
+
+def test_cookie_less_clients_are_hashed_on_their_session_header_beside_each_pinned_route(
+    objects,
+):
+    ingresses = of_kind(objects, "Ingress")
+    annotations = "nginx.ingress.kubernetes.io/"
+
+    def routes(ingress):
+        return {
+            (rule["host"], path["path"])
+            for rule in ingress["spec"]["rules"]
+            for path in rule["http"]["paths"]
+        }
+
+    pinned = [i for i in ingresses if i["metadata"]["annotations"].get(f"{annotations}affinity")]
+    hashed = [i for i in ingresses if i["metadata"]["annotations"].get(f"{annotations}canary")]
+
+    assert {r for i in pinned for r in routes(i)} == {r for i in hashed for r in routes(i)}
+    for ingress in hashed:
+        a = ingress["metadata"]["annotations"]
+        assert a[f"{annotations}canary-by-header"] == "X-Voice-Session-Id"
+        assert a[f"{annotations}upstream-hash-by"] == "$http_x_voice_session_id"
+        (backend,) = {
+            p["backend"]["service"]["name"] for p in ingress["spec"]["rules"][0]["http"]["paths"]
+        }
+        service = named(objects, "Service", backend)
+        assert service["spec"]["selector"] == {"app.kubernetes.io/component": "web"}

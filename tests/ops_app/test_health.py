@@ -133,12 +133,59 @@ async def test_not_ready_while_draining(api):
     assert after.status_code == 200
 
 
-async def test_not_ready_when_redis_is_unreachable(api, monkeypatch):
+async def test_ready_whatever_shared_dependency_is_down(api, settings, monkeypatch, breakers_reset):
+    # Given Redis and the database failing their checks and both breakers open: every
+    # pod sees the same, and readiness must not take them all out of the Service.
     def unreachable() -> str:
         raise ConnectionError("Connection refused")
 
     monkeypatch.setattr(health, "_redis", unreachable)
+    monkeypatch.setattr(health, "_database", unreachable)
+    await _open(breakers.openai(), settings.OPENAI_BREAKER_FAILURES)
+    await _open(breakers.amplifier(), settings.AMPLIFIER_BREAKER_FAILURES)
 
-    response = await api.get("/health/ready")
+    ready = await api.get("/health/ready")
+    overall = await api.get("/health")
 
-    assert response.status_code == 503 and "redis unreachable" in response.json()["reasons"]
+    assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+    assert overall.json()["checks"]["redis"]["status"] == "failing"
+    assert overall.json()["status"] == "unhealthy"
+
+
+async def test_a_hung_database_cannot_hold_readiness(api, monkeypatch):
+    async def hung(self) -> int:
+        await asyncio.Event().wait()  # the database never answers
+        return 0
+
+    monkeypatch.setattr(type(VoiceSession.objects.live()), "acount", hung)
+
+    # Bounded so that a probe waiting on the database fails instead of hanging.
+    response = await asyncio.wait_for(api.get("/health/ready"), 20)
+
+    assert response.status_code == 200 and response.json() == {"status": "ready"}
+
+
+async def test_not_ready_while_the_server_process_is_starting(api, monkeypatch):
+    # Given a server whose start work fails once (it is tried again on the next call).
+    from voiceplatform import lifecycle
+
+    attempts = []
+
+    def start_once_failing() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("not yet")
+
+    async def app(scope, receive, send):
+        return None
+
+    monkeypatch.setattr(lifecycle, "started", start_once_failing)
+    server = lifecycle.StartsOnFirstCall(app)
+
+    await server({"type": "http"}, None, None)
+    starting = await api.get("/health/ready")
+    await server({"type": "http"}, None, None)
+    started = await api.get("/health/ready")
+
+    assert starting.status_code == 503 and starting.json()["reasons"] == ["starting"]
+    assert started.status_code == 200 and len(attempts) == 2

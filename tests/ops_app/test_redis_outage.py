@@ -1,6 +1,7 @@
 """Fault drill: Redis stops in the middle of a conversation. New sessions, relayed
 events and the end still work (process-local cache, rate limits, breakers and channel
-layer); /health says degraded with redis failing and /health/ready 503; when Redis
+layer); /health says degraded with redis failing while /health/ready stays 200 (Redis is
+shared: a readiness that followed it would take every pod out at once); when Redis
 comes back, everything goes back to it by itself within seconds.
 
 The drill stops only a Redis of its own, on a free loopback port."""
@@ -170,7 +171,7 @@ def test_a_redis_outage_mid_conversation_degrades_health_and_never_answers_500(o
         assert _next_of(socket, LiveEvent.SESSION_ENDED)["reason"]
         socket.close()
 
-        # And health says so: degraded, redis failing, not ready for new sessions.
+        # And health says so: degraded, redis failing; the pod stays ready (it serves).
         def health_degraded() -> bool:
             health = http.get("/health")
             body = health.json()
@@ -188,7 +189,7 @@ def test_a_redis_outage_mid_conversation_degrades_health_and_never_answers_500(o
         _until(health_degraded, "/health degraded with redis failing")
         ready = http.get("/health/ready")
         observed["ready in outage"] = (ready.status_code, ready.json().get("reasons"))
-        assert ready.status_code == 503 and "redis unreachable" in ready.json()["reasons"]
+        assert ready.status_code == 200, ready.text
 
         # When Redis comes back on the same port.
         own_redis.start()
