@@ -45,8 +45,9 @@ class ProbeCall:
         )
         self.send({"type": "response.create"})
 
-    async def wait_for(self, predicate, timeout: float = 10.0) -> dict:
-        """The first event (already seen or to come) for which predicate is true."""
+    async def wait_for(self, predicate, timeout: float = 10.0, what: str = "") -> dict:
+        """The first event (already seen or to come) for which predicate is true; a
+        TimeoutError naming what was awaited (and every event seen) after timeout s."""
         deadline = time.monotonic() + timeout
         seen = 0
         while True:
@@ -56,7 +57,10 @@ class ProbeCall:
             seen = len(self.events)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no matching event among {[e['type'] for e in self.events]}")
+                raise TimeoutError(
+                    f"no {what or 'matching event'} within {timeout} s among "
+                    f"{[e['type'] for e in self.events]}"
+                )
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)

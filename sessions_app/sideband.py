@@ -109,6 +109,11 @@ async def detach(session_id: str, *, drain_seconds: float = 0.0) -> None:
         with contextlib.suppress(TimeoutError, Exception):
             await asyncio.wait_for(asyncio.shield(task), drain_seconds)
     task.cancel()
+    # A cancellation some await swallowed is noticed at the holder's next step
+    # (_stop_if_cancelled); should one land where no step follows, it is asked again.
+    while not (await asyncio.wait({task}, timeout=10.0))[0]:
+        log.warning("sideband_slow_to_stop", session_id=session_id)
+        task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
 
@@ -172,6 +177,7 @@ async def _hold(session_id: str, call_id: str, handlers: Handlers) -> None:
     ended_by_upstream = False
     try:
         while not listener.done():
+            _stop_if_cancelled()
             await asyncio.wait({listener}, timeout=settings.SIDEBAND_HEARTBEAT_SECONDS)
             if listener.done():
                 break
@@ -215,6 +221,7 @@ async def _listen(hold: _Hold, call_id: str, handlers: Handlers) -> bool:
                 log.info("sideband_answers_missed_call", call_id=item["call_id"])
                 _start_answer(calls, connection, session_id, item, handlers, answering)
             while True:
+                _stop_if_cancelled()
                 try:
                     raw = await connection.recv_bytes()
                 except Exception as exc:  # the SDK raises the websocket's close error
@@ -285,6 +292,7 @@ class _Speaker:
         try:
             pending = await handlers.tasks_pending(self.session_id)
             while True:
+                _stop_if_cancelled()
                 if pending:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.told.wait(), self.RECHECK_SECONDS)
@@ -332,6 +340,16 @@ class _Speaker:
             if channel is not None:
                 with contextlib.suppress(Exception):
                     await layer.group_discard(group, channel)
+
+
+def _stop_if_cancelled() -> None:
+    """Raises CancelledError when this task was asked to stop. Some awaits swallow a
+    cancellation (asgiref's sync_to_async when its thread's work ends at the same
+    moment, Python 3.11's wait_for when its inner future does); a listener that went on
+    to its next recv() after that would hold the call, and its detach, forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _mark(session_id: str, *, connected: bool, only_if_marked: bool = False) -> None:

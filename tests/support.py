@@ -359,7 +359,9 @@ class SearchProvider(BaseHTTPRequestHandler):
 
 # --- async tests --------------------------------------------------------------------
 async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
-    """Polls an async check until it returns something truthy."""
+    """Polls an async check until it returns something truthy, for timeout s at most:
+    then returns its last (falsy) answer, for the caller to assert on with what it
+    awaited. Never loops on: a check that hangs is the per-test timeout's."""
     deadline = time.monotonic() + timeout
     while True:
         result = await check()

@@ -12,7 +12,7 @@ from django.core.management import get_commands
 
 from tests.deploy.support import DEPLOY, ROOT
 
-SCRIPTS = sorted((DEPLOY / "scripts").glob("*.sh"))
+SCRIPTS = [*sorted((DEPLOY / "scripts").glob("*.sh")), ROOT / "scripts" / "cluster.sh"]
 RUNBOOK = DEPLOY / "RUNBOOK.md"
 # Referenced by the runbook and the manifests, written by another issue.
 # Commands a runbook may name before the app has them (none today).

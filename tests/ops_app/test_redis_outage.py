@@ -75,10 +75,16 @@ def _live_events(url: str, session: dict):
 
 def _next_of(socket, kind: str) -> dict:
     deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        event = json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
+    seen = []
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            event = json.loads(socket.recv(timeout=left))
+        except TimeoutError:
+            break
         if event.get("type") == kind:
             return event
+        seen.append(event.get("type"))
+    raise TimeoutError(f"no {kind} event within {WAIT_SECONDS} s; saw {seen}")
 
 
 @pytest.fixture(params=["tasks in-process", "tasks through the broker"])

@@ -7,6 +7,8 @@ end the transcript holds every turn once and a tool call ran once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -124,6 +126,7 @@ async def talk(call: ProbeCall, text: str) -> str:
             and (text in e["transcript"] or e["transcript"].startswith("Here is what I found"))
         ),
         timeout=30,
+        what=f"reply to {text!r}",
     )
     return reply["transcript"]
 
@@ -136,6 +139,7 @@ async def talk_reply(call: ProbeCall) -> str:
             and e["transcript"].startswith("Here is what I found")
         ),
         timeout=30,
+        what="reply with the tool's output",
     )
     return reply["transcript"]
 
@@ -408,7 +412,9 @@ async def test_a_tool_call_nobody_held_the_call_for_is_answered_once_by_the_next
         await call.wait_for(
             lambda e: (
                 e["type"] == "response.output_item.done" and e["item"]["type"] == "function_call"
-            )
+            ),
+            timeout=30,
+            what="function_call item",
         )
         await relay(http, call)
         sideband.attach(session_id, call.call_id, actions.SIDEBAND_HANDLERS)  # a sweep
@@ -430,3 +436,37 @@ async def test_a_tool_call_nobody_held_the_call_for_is_answered_once_by_the_next
     assert reply.startswith("Here is what I found") and "total" in reply
     assert len(executions) == 1 and executions[0].origin == "sideband"
     assert len(outputs) == 1
+
+
+async def test_a_holder_told_to_stop_stops_even_when_an_await_swallowed_the_cancellation(
+    http, simulator, lease_store
+):
+    call = await open_call(http)
+    session_id = call.session["session_id"]
+    recording = asyncio.Event()
+
+    async def swallowing(session_id: str, realtime_events: list[dict]) -> int:
+        # What asgiref's sync_to_async does when its thread's work ends as the
+        # cancellation comes (and 3.11's wait_for when its future does): the await
+        # returns, and the CancelledError is gone.
+        recording.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.5)
+        return 0
+
+    try:
+        await sideband.detach(session_id)  # the holder /sdp started
+        handlers = dataclasses.replace(actions.SIDEBAND_HANDLERS, transcript=swallowing)
+        sideband.attach(session_id, call.call_id, handlers)
+        # The upstream's first event on the sideband (session.created) is being recorded.
+        await asyncio.wait_for(recording.wait(), 15)
+
+        stopping = asyncio.ensure_future(sideband.detach(session_id))
+        stopped, _ = await asyncio.wait({stopping}, timeout=5)
+    finally:
+        await call.close()
+
+    assert stopped, "the holder still listened 5 s after it was told to stop"
+    assert session_id not in sideband.held()
+    assert holder_of(lease_store, session_id) == ""  # let go, not left to lapse
+    assert not (await VoiceSession.objects.aget(pk=session_id)).sideband_connected

@@ -5,6 +5,7 @@ cancelled; its steps, tokens and cost reach the caller's hooks."""
 from __future__ import annotations
 
 import asyncio
+import time
 from functools import partial
 
 import pytest
@@ -161,7 +162,9 @@ async def test_an_immediate_cancellation_abandons_the_step_in_flight(make_delega
     tool, workspace = await make_delegate(recorder=recorder, cancellation=token)
 
     async def cancel_once_started():
+        deadline = time.monotonic() + 30
         while not recorder.started:
+            assert time.monotonic() < deadline, "the delegate's first step did not start in 30 s"
             await asyncio.sleep(0.01)
         token.request_immediate()
 
