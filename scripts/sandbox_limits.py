@@ -1,6 +1,7 @@
 """Prints what one bash tool call may use, as seen from inside the sandbox: run it on a
 worker host (`.venv/bin/python scripts/sandbox_limits.py`) to check the isolation and
-limits that host really gives (memory, processes, /tmp, seccomp, user namespaces)."""
+limits that host really gives (memory, processes, /tmp, seccomp, user namespaces, and
+whether the workspace's quota holds against a burst of fallocate)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ except MemoryError:
     print('memory refused after', len(held) * 64, 'MiB')
 "
 (for i in $(seq 1 100); do sleep 2 & done) 2>&1 | tail -1
+for i in $(seq 1 100); do fallocate -l 4M fill$i 2>/dev/null || break; done
+echo "workspace after asking for 100 x 4 MiB: $(du -sm . | cut -f1) MiB"; rm -f fill*
 pwd"""
 
 
