@@ -3,6 +3,7 @@ renderings, the Dockerfile's stages, Prometheus expressions."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -187,3 +188,11 @@ def metric_names(expression: str) -> set[str]:
 def base_metric(series: str) -> str:
     """The metric family a series belongs to (histogram _bucket/_sum/_count)."""
     return re.sub(r"_(bucket|sum|count)$", "", series)
+
+
+def nginx_renderer():
+    """scripts/render_nginx.py, the one way deploy/nginx/nginx.conf is made local."""
+    spec = importlib.util.spec_from_file_location("render_nginx", ROOT / "scripts/render_nginx.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import re
 import shutil
 import signal
@@ -36,6 +35,7 @@ from django.db import connection
 from sessions_app import leases
 from sessions_app.models import VoiceSession
 from sessions_app.probe import ProbeCall, open_call
+from tests.deploy.support import nginx_renderer
 from tests.sessions_app.test_sideband_takeover import (
     SPOKEN_REPLY,
     SPOKEN_TURN,
@@ -62,13 +62,6 @@ pytestmark = [
 
 LEASE_SECONDS = 3.0
 PODS = ("web-1", "web-2")
-
-
-def _renderer():
-    spec = importlib.util.spec_from_file_location("render_nginx", ROOT / "scripts/render_nginx.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Pod:
@@ -108,7 +101,7 @@ class Proxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.home = home
         self.pods_by_port = {pod.port: pod.name for pod in pods.values()}
-        conf = _renderer().render(
+        conf = nginx_renderer().render(
             (ROOT / "deploy/nginx/nginx.conf").read_text(),
             listen=self.port,
             upstreams={name: pod.port for name, pod in pods.items()},

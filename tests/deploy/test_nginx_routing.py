@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.deploy.support import DEPLOY
+from tests.deploy.support import DEPLOY, nginx_renderer
 from tests.support import free_port
 
 pytestmark = pytest.mark.skipif(
@@ -40,17 +40,18 @@ class _NamedReplica(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def proxy(tmp_path):
     servers = []
-    conf = (DEPLOY / "nginx/nginx.conf").read_text()
     for name in REPLICAS:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NamedReplica)
         server.replica_name = name
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        conf = conf.replace(f"server {name}:8000;", f"server 127.0.0.1:{server.server_port};")
     port = free_port()
-    conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-    conf = conf.replace("worker_processes auto;", "worker_processes 1;")
-    conf = conf.replace("/tmp/", f"{tmp_path}/").replace("/dev/stdout", f"{tmp_path}/access.log")
+    conf = nginx_renderer().render(
+        (DEPLOY / "nginx/nginx.conf").read_text(),
+        listen=port,
+        upstreams={name: s.server_port for name, s in zip(REPLICAS, servers, strict=True)},
+        prefix=tmp_path,
+    )
     (tmp_path / "nginx.conf").write_text(conf)
     nginx = subprocess.Popen(
         ["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
