@@ -16,6 +16,7 @@ TASK_ID = {
     "maxLength": 40,
     "description": "The task's id, as its start said (default: the latest running one).",
 }
+NAMES_A_TASK = {"type": "object", "properties": {"task_id": TASK_ID}, "additionalProperties": False}
 
 
 def _describe(task) -> str:
@@ -35,11 +36,7 @@ class TaskStatusTool(WorkspaceTool):
         "How this conversation's background tasks are going: each one's status, time so "
         "far and latest progress (or its result when done)."
     )
-    input_schema = {
-        "type": "object",
-        "properties": {"task_id": TASK_ID},
-        "additionalProperties": False,
-    }
+    input_schema = NAMES_A_TASK
 
     async def execute(self, input: dict) -> ToolResult:  # noqa: A002
         tasks = Task.objects.filter(session_id=self.session_id).order_by("-created_at")
@@ -57,11 +54,7 @@ class CancelTaskTool(WorkspaceTool):
         "Stop one of this conversation's background tasks (the latest running one unless "
         "a task_id is given). You will be told when it has stopped."
     )
-    input_schema = {
-        "type": "object",
-        "properties": {"task_id": TASK_ID},
-        "additionalProperties": False,
-    }
+    input_schema = NAMES_A_TASK
 
     async def execute(self, input: dict) -> ToolResult:  # noqa: A002
         tasks = Task.objects.filter(session_id=self.session_id).select_related("execution")
