@@ -83,6 +83,7 @@ async def detach(execution: ToolExecution) -> Task:
     task, created = await Task.objects.aget_or_create(
         execution=execution, defaults=_task_fields(execution)
     )
+    task.execution = execution  # found, not made (the worker of a long-running call made it)
     if created:
         await events.publish(execution.session_id, events.LiveEvent.TASK_UPDATE, **task.to_dict())
         log.info("task_started", task=task.pk, tool=task.tool)

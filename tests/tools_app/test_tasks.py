@@ -248,3 +248,24 @@ async def test_an_agent_is_cancelled_mid_step_and_runs_no_further(api, make_sess
     assert not await asyncio.to_thread(
         lambda: (Workspace.for_session(session.pk).root / "done.txt").exists()
     )
+
+
+async def test_a_call_whose_worker_made_its_task_first_is_answered_with_that_task(
+    make_live_session,
+):
+    session = await make_live_session()
+    execution = await ToolExecution.objects.acreate(
+        session=session, call_id="call_made", tool="bash", status="running"
+    )
+    made = await asyncio.to_thread(background.task_for_worker, execution)
+    fresh = await ToolExecution.objects.aget(pk=execution.pk)
+
+    task = await background.detach(fresh)
+
+    assert task.pk == made.pk
+    assert task.as_started() == {
+        "call_id": "call_made",
+        "tool": "bash",
+        "status": "running",
+        "task_id": made.pk,
+    }
