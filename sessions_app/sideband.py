@@ -281,18 +281,25 @@ class _Speaker:
             self.idle.clear()
         elif kind == "response.done":
             self.idle.set()
+        elif kind in ("conversation.item.added", "conversation.item.created"):
+            item = event.get("item")
+            if isinstance(item, dict) and item.get("type") == "function_call_output":
+                self.told.set()  # an answer went out: it may have started a task
 
     async def tell_tasks(self) -> None:
         handlers = self.handlers
         if handlers.deliver_task is None or handlers.tasks_pending is None:
             return
+        # A call with no task costs the channel layer nothing: the holder listens for
+        # its tasks' ends only once one runs or waits to be told.
         listening = None
-        if handlers.task_group is not None:
-            listening = asyncio.create_task(self._listen(handlers.task_group(self.session_id)))
         try:
             pending = await handlers.tasks_pending(self.session_id)
             while True:
                 _stop_if_cancelled()
+                if pending and listening is None and handlers.task_group is not None:
+                    group = handlers.task_group(self.session_id)
+                    listening = asyncio.create_task(self._listen(group))
                 if pending:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.told.wait(), self.RECHECK_SECONDS)
