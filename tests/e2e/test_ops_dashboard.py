@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 from ops_app.models import AuditEvent, OpsState
 from tests.e2e.test_browser_client import connect, open_page, say
 from tests.support import FAKE_MEDIA, launch
+from tools_app.models import Task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -129,4 +130,25 @@ async def test_the_dashboard_fits_a_phone_and_works_from_the_keyboard(contexts, 
     assert unlabelled == []
     assert pressed.strip() == "Force this level"
     assert (await OpsState.objects.aget()).forced_level == 2
+    assert ops.problems == []
+
+
+async def test_an_operator_sees_a_running_task_and_cancels_it(contexts, stack, artifacts):
+    await sync_to_async(User.objects.create_superuser)("task-operator", password=PASSWORD)
+    call = await open_page(await contexts(), stack)
+    await connect(call)
+    await say(call, "run 'for i in $(seq 1 60); do echo ops-step-$i; sleep 1; done'")
+    await call.wait_for_selector(".task-card .badge-running", timeout=30_000)
+    ops = await sign_in(await contexts(), stack, "task-operator")
+    await ops.set_viewport_size({"width": 1360, "height": 900})
+
+    await ops.wait_for_selector("#ops-tasks tr[data-task] td:has-text('ops-step')")
+    await ops.screenshot(path=str(artifacts / "ops-tasks-running.png"), full_page=True)
+    await ops.click("#ops-tasks button:text-is('Cancel')")
+    await ops.wait_for_selector(".notice:has-text('is being cancelled')")
+    await call.wait_for_selector(".task-card .badge-cancelled", timeout=30_000)
+
+    task = await Task.objects.order_by("-created_at").afirst()
+    assert task.status == "cancelled" and task.cancelled_by == "task-operator"
+    assert await AuditEvent.objects.filter(action="task_cancelled", target=task.pk).aexists()
     assert ops.problems == []
