@@ -25,6 +25,8 @@ file="$stem.dump"
 
 # One psql session holds a snapshot open; the counts and pg_dump both read it.
 coproc SNAPSHOT { psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -F ' '; }
+# Bash unsets SNAPSHOT_PID as soon as the coprocess is reaped: keep our own copy to wait on.
+snapshot_pid=$SNAPSHOT_PID
 echo "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot();" >&"${SNAPSHOT[1]}"
 read -r snapshot <&"${SNAPSHOT[0]}"
 grep -v '^--' "$(dirname "$0")/row-counts.sql" >&"${SNAPSHOT[1]}"
@@ -36,7 +38,7 @@ done
 pg_dump --dbname="$DATABASE_URL" --snapshot="$snapshot" --format=custom --compress=6 \
   --file="$file.partial"
 printf 'COMMIT;\n\\q\n' >&"${SNAPSHOT[1]}"
-wait "$SNAPSHOT_PID"
+wait "$snapshot_pid"
 # A dump that cannot be listed cannot be restored: fail now, not on the day it is needed.
 pg_restore --list "$file.partial" >/dev/null
 mv "$file.counts.partial" "$stem.counts"
