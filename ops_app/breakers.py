@@ -152,15 +152,20 @@ return 1
 
 
 async def ais_open(breaker: pybreaker.CircuitBreaker) -> bool:
-    """is_open from async code. A closed breaker (the usual case) is read on the event
+    """is_open from async code."""
+    return await astate_of(breaker) == "open"
+
+
+async def astate_of(breaker: pybreaker.CircuitBreaker) -> str:
+    """state_of from async code. A closed breaker (the usual case) is read on the event
     loop; anything else, and Redis away, goes through pybreaker on a thread."""
     storage = breaker._state_storage  # noqa: SLF001 (pybreaker has no getter)
     if not isinstance(storage, FallbackRedisStorage):
-        return is_open(breaker)  # in memory: no I/O
+        return state_of(breaker)  # in memory: no I/O
     state = await aredis.either(lambda redis: redis.get(storage._key("state")), lambda: b"?")
     if state is None or state == b"closed":
-        return False
-    return await sync_to_async(is_open, thread_sensitive=False)(breaker)
+        return pybreaker.STATE_CLOSED
+    return await sync_to_async(state_of, thread_sensitive=False)(breaker)
 
 
 async def arecord(breaker: pybreaker.CircuitBreaker, ok: bool) -> None:

@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from ops_app import breakers, charts, degradation, state
+from ops_app import charts, degradation, state
 from ops_app.forms import ForcedLevelForm, MaintenanceForm
 from ops_app.models import AuditEvent
 from sessions_app.models import VoiceSession
@@ -48,16 +48,16 @@ SECTIONS = {
 
 async def snapshot() -> dict[str, Any]:
     """Everything the dashboard shows, as plain data (no lazy querysets)."""
-    level, reasons = await degradation.explain()
+    service = await degradation.current(probe=True)
     ops = await state.current()
     forced = ops.forced_level_now()
-    breaker_states = await sync_to_async(_breaker_states, thread_sensitive=False)()
     data = await sync_to_async(_from_database)(timezone.now())
     return {
         **data,
-        "level": level,
-        "level_name": degradation.LEVEL_NAMES[level],
-        "reasons": reasons,
+        "status": service.status,
+        "level": service.level,
+        "level_name": service.level_name,
+        "reasons": service.reasons,
         "maintenance": {
             "on": ops.maintenance,
             "message": ops.maintenance_message,
@@ -72,7 +72,7 @@ async def snapshot() -> dict[str, Any]:
             "reason": ops.forced_reason,
             "until": ops.forced_until,
         },
-        "breakers": breaker_states,
+        "breakers": [{"name": name, "state": state} for name, state in service.breakers.items()],
         "capacity": settings.SESSION_CAPACITY,
     }
 
@@ -97,11 +97,6 @@ def render(
         section: render_to_string(template, context, request=request)
         for section, template in SECTIONS.items()
     }
-
-
-def _breaker_states() -> list[dict[str, str]]:
-    """Blocking (Redis): run in a thread."""
-    return [{"name": name, "state": state} for name, state in breakers.states().items()]
 
 
 def _from_database(now: datetime) -> dict[str, Any]:
@@ -165,10 +160,15 @@ def _last_hour(now: datetime) -> dict[str, Any]:
     since = until - WINDOW
     starts = [since + BUCKET * i for i in range(WINDOW // BUCKET)]
 
-    # An error: the session failed, or any of its tool calls did.
+    # An error: the session failed, or the service failed one of its tool calls (a
+    # tool's own answer, such as a refused path or an unconfigured tool, is no error).
     failed = Q(status=VoiceSession.Status.FAILED) | Q(
         Exists(
-            ToolExecution.objects.filter(session=OuterRef("pk"), status=ToolExecution.Status.FAILED)
+            ToolExecution.objects.filter(
+                session=OuterRef("pk"),
+                status=ToolExecution.Status.FAILED,
+                failure__in=ToolExecution.SERVICE_FAILURES,
+            )
         )
     )
     per_bucket = {}

@@ -1,6 +1,6 @@
-"""GET /metrics: the Prometheus exposition of this process, with the gauges that
-describe the service (live sessions, tasks running, capacity, level, breakers) read at
-scrape time.
+"""GET /metrics: django-prometheus's exporter (this process's registry, or every
+process's samples under PROMETHEUS_MULTIPROC_DIR), with the gauges that describe the
+service (live sessions, tasks running, capacity, level, breakers) read at scrape time.
 With METRICS_BEARER_TOKEN set it answers only `Authorization: Bearer <token>`."""
 
 from __future__ import annotations
@@ -8,13 +8,12 @@ from __future__ import annotations
 import contextlib
 import secrets
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from django_prometheus.exports import ExportToDjangoView
 
-from ops_app import breakers, degradation
+from ops_app import degradation
 from ops_app.metrics import (
     BREAKER_STATE_VALUES,
     circuit_breaker_state,
@@ -39,7 +38,7 @@ async def metrics(request: HttpRequest) -> HttpResponse:
             "Send Authorization: Bearer <METRICS_BEARER_TOKEN>.", code=ErrorCode.UNAUTHORIZED
         )
     await refresh()
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return ExportToDjangoView(request)
 
 
 async def refresh() -> None:
@@ -50,7 +49,8 @@ async def refresh() -> None:
         live = await VoiceSession.objects.live().filter(pod=pod).acount()
         voice_sessions_active.labels(region=settings.REGION, pod=pod).set(live)
         voice_tasks_running.set(await Task.objects.running().acount())
-    voice_degradation_level.set(await degradation.current_level())
-    states = await sync_to_async(breakers.states, thread_sensitive=False)()
-    for service, state in states.items():
-        circuit_breaker_state.labels(service=service).set(BREAKER_STATE_VALUES[state])
+    service = await degradation.current()
+    voice_degradation_level.set(service.level)
+    for name, state in service.breakers.items():
+        if state in BREAKER_STATE_VALUES:  # not read in time: the last value stands
+            circuit_breaker_state.labels(service=name).set(BREAKER_STATE_VALUES[state])

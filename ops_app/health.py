@@ -1,145 +1,81 @@
-"""Live checks of what the service depends on (seed 7.4): the database, Redis, the
-Celery workers, both circuit breakers and file storage. Each check is bounded (a hung
-dependency cannot hold a probe past CHECK_TIMEOUT_SECONDS) and its answer is kept for
-FRESH_SECONDS, so probes cannot overload the backends."""
+"""Runs the checks of what the service depends on (seed 7.4), django-health-check's
+plugins (ops_app.health_checks). Each run is bounded (a hung dependency cannot hold a
+probe past CHECK_TIMEOUT_SECONDS) and its answer is kept for FRESH_SECONDS, so probes
+cannot overload the backends. The breakers are the exception: read every time (a Redis
+GET), so every page and probe reports the state they are in at that moment."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import structlog
-from django.conf import settings
-from django.core.files.storage import FileSystemStorage, default_storage
-from django.db import OperationalError, connections
+from health_check.base import HealthCheckResult
+from health_check.exceptions import ServiceWarning
 
-from ops_app import breakers
-from voiceplatform import dbpool, outage
-from voiceplatform.celery import app
+from ops_app import health_checks
 
 log = structlog.get_logger(__name__)
 
 CHECK_TIMEOUT_SECONDS = 2.0
 FRESH_SECONDS = 2.0
-OK, FAILING, DISABLED = "ok", "failing", "disabled"
+OK, WARNING, FAILING, DISABLED = "ok", "warning", "failing", "disabled"
+ALWAYS_FRESH = frozenset({"openai_breaker", "amplifier_breaker"})
 
 
 @dataclass(frozen=True)
 class Check:
-    status: str  # ok | failing | disabled (not configured here: nothing to fail)
+    # ok | warning (works, but look) | failing | disabled (not configured: nothing to fail)
+    status: str
     detail: str = ""
     ms: float = 0.0
+    # The library's own result, for its other renderings (/health?format=openmetrics).
+    result: HealthCheckResult | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
         return self.status != FAILING
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {"status": self.status, "detail": self.detail, "ms": self.ms}
 
 
-def _database() -> str:
-    connection = connections["default"]
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except OperationalError as exc:
-        if dbpool.exhausted(exc):  # it answers every connection we hold: busy, not away
-            return f"{connection.vendor} (every pooled connection in use)"
-        raise
-    finally:
-        connection.close()  # a pool thread must not keep a connection of its own
-    return connection.vendor
+class _Tracked(concurrent.futures.Executor):
+    """The pool, remembering the thread a check's run took: a check whose last run
+    still hangs is not started again (a dependency that never answers cannot use up
+    the pool)."""
 
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-def _redis() -> str:
-    """Pings Redis itself (not through the fallbacks), and tells them what it found:
-    a probe that gets through ends an outage at once."""
-    from django_redis import get_redis_connection
-
-    try:
-        get_redis_connection("default").ping()
-    except Exception as exc:
-        if outage.is_unreachable(exc):
-            outage.redis.failed(exc)
-        raise
-    outage.redis.succeeded()
-    return "ping"
-
-
-def _workers() -> str:
-    """A Celery worker consuming our task queue answers (waits its whole timeout)."""
-    queue = app.conf.task_default_queue
-    replies = app.control.inspect(timeout=settings.WORKER_PING_TIMEOUT_SECONDS)
-    consuming = replies.active_queues() or {}
-    names = [
-        name for name, queues in consuming.items() if any(q.get("name") == queue for q in queues)
-    ]
-    if not names:
-        raise RuntimeError(f"no worker consumes the queue '{queue}'")
-    return f"{len(names)} worker(s)"
-
-
-def _storage() -> str:
-    if isinstance(default_storage, FileSystemStorage):
-        location = default_storage.location
-        os.makedirs(location, exist_ok=True)
-        if not os.access(location, os.W_OK):
-            raise PermissionError(f"{location} is not writable")
-        return "local"
-    default_storage.exists("health-probe")
-    return type(default_storage).__name__
-
-
-def _breaker(name: str):
-    def check() -> str:
-        state = breakers.state_of(breakers.by_name(name))
-        if state == "open":
-            raise RuntimeError("open")
-        return state
-
-    return check
-
-
-# Each probe runs on a thread of its own (a hung dependency holds it): one per check
-# at a time, so a dependency that never answers cannot use up the thread pool.
-_threads: dict[str, concurrent.futures.Future] = {}
-
-
-async def _run(name: str, probe) -> Check:
-    started = time.perf_counter()
-    previous = _threads.get(name)
-    if previous is not None and not previous.done():
-        return Check(FAILING, "the last probe has not answered yet")
-    thread = _threads[name] = _pool.submit(probe)
-    try:
-        detail = await asyncio.wait_for(asyncio.wrap_future(thread), CHECK_TIMEOUT_SECONDS)
-        status = OK
-    except TimeoutError:
-        status, detail = FAILING, f"no answer within {CHECK_TIMEOUT_SECONDS:g} s"
-    except Exception as exc:  # any failure of the dependency is the answer
-        # Only the kind on the public /health: the message may name hosts and users.
-        log.warning("health_check_failed", check=name, error=str(exc)[:300])
-        status, detail = FAILING, type(exc).__name__
-    return Check(status, str(detail), round((time.perf_counter() - started) * 1000, 1))
+    def submit(self, fn, /, *args, **kwargs):
+        future = _threads[self.name] = _pool.submit(fn, *args, **kwargs)
+        return future
 
 
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
+_threads: dict[str, concurrent.futures.Future] = {}
 
 
-def _probes() -> dict:
-    probes = {
-        "database": _database,
-        "redis": _redis if settings.REDIS_URL else None,
-        "workers": None if app.conf.task_always_eager else _workers,
-        "openai_breaker": _breaker("openai"),
-        "amplifier_breaker": _breaker("amplifier"),
-        "storage": _storage,
-    }
-    return probes
+async def _run(name: str, plugin) -> Check:
+    previous = _threads.get(name)
+    if previous is not None and not previous.done():
+        return Check(FAILING, "the last probe has not answered yet")
+    try:
+        result = await asyncio.wait_for(plugin.get_result(_Tracked(name)), CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return Check(
+            FAILING, f"no answer within {CHECK_TIMEOUT_SECONDS:g} s", CHECK_TIMEOUT_SECONDS * 1000
+        )
+    ms = round(result.time_taken * 1000, 1)
+    found = getattr(plugin, "found", "")
+    if result.error is None:
+        return Check(OK, found, ms, result)
+    # The library logged the failure; the message says what failed, never a host or user.
+    status = WARNING if isinstance(result.error, ServiceWarning) else FAILING
+    return Check(status, str(result.error.message)[:200], ms, result)
 
 
 _cached: dict[str, tuple[float, Check]] = {}
@@ -153,15 +89,17 @@ async def check(name: str, *, wait: bool = True) -> Check:
     returned at once while a new run starts in the background, so request paths never
     wait on a probe; only a first run is waited for (unless wait is off, then the
     dependency is taken to be there until the probe says otherwise)."""
-    probe = _probes()[name]
-    if probe is None:
-        return Check(DISABLED, "in-process in this configuration")
+    make = health_checks.configured()[name]
+    if make is None:
+        return Check(DISABLED, "not used in this configuration")
+    if name in ALWAYS_FRESH:
+        return await _run(name, make())
     known = _cached.get(name)
     if known is not None and time.monotonic() - known[0] < FRESH_SECONDS:
         return known[1]
     running = _running.get(name)
     if running is None or running.done() or running.get_loop() is not asyncio.get_running_loop():
-        running = asyncio.ensure_future(_run_and_keep(name, probe))
+        running = asyncio.ensure_future(_run_and_keep(name, make()))
         _running[name] = running
     if known is not None:
         return known[1]
@@ -170,10 +108,10 @@ async def check(name: str, *, wait: bool = True) -> Check:
     return await asyncio.shield(running)
 
 
-async def _run_and_keep(name: str, probe) -> Check:
+async def _run_and_keep(name: str, plugin) -> Check:
     # Kept before the run counts as done: a caller that finds it done finds it kept
     # (a done-callback would run a moment later, and a second probe could start).
-    answer = await _run(name, probe)
+    answer = await _run(name, plugin)
     _note(name, answer)
     return answer
 
@@ -205,10 +143,21 @@ def on_recovery(name: str, callback) -> None:
         _recovery[name].append(callback)
 
 
-async def run_all() -> dict[str, Check]:
-    names = list(_probes())
-    results = await asyncio.gather(*(check(name) for name in names))
+async def run_all(*, wait: bool = True, only: frozenset[str] | None = None) -> dict[str, Check]:
+    """Every check by name. Without wait, what the last probes found (request paths);
+    with only, checks outside it answer what they last found and start no probe."""
+    names = list(health_checks.configured())
+    results = await asyncio.gather(
+        *(check(name, wait=wait) if only is None or name in only else _peek(name) for name in names)
+    )
     return dict(zip(names, results, strict=True))
+
+
+async def _peek(name: str) -> Check:
+    if health_checks.configured()[name] is None:
+        return Check(DISABLED, "not used in this configuration")
+    known = _cached.get(name)
+    return known[1] if known is not None else Check(OK, "not probed yet")
 
 
 def forget() -> None:

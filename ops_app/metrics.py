@@ -9,8 +9,9 @@ voice_session_duration_seconds = Histogram(
     "Duration of voice sessions",
     buckets=[30, 60, 120, 300, 600, 900],
 )
+# source: web, api or sip (the seed's labels, and where the session came from).
 voice_session_created_total = Counter(
-    "voice_session_created_total", "Total sessions created", ["region", "status"]
+    "voice_session_created_total", "Total sessions created", ["region", "status", "source"]
 )
 voice_openai_latency_seconds = Histogram(
     "voice_openai_latency_seconds",
@@ -19,6 +20,11 @@ voice_openai_latency_seconds = Histogram(
     buckets=[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
 )
 voice_errors_total = Counter("voice_errors_total", "Total errors", ["error_type", "component"])
+# Every component voice_errors_total counts: a failure of the service, never a caller's
+# bad input nor a tool's own answer (a refused path is the tool working).
+ERROR_COMPONENTS = frozenset(
+    {"api", "openai", "tools", "database", "redis", "sideband", "webhooks"}
+)
 voice_tool_execution_duration_seconds = Histogram(
     "voice_tool_execution_duration_seconds",
     "Tool execution time",
@@ -83,3 +89,10 @@ circuit_breaker_state = Gauge(
     "circuit_breaker_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open", ["service"]
 )
 BREAKER_STATE_VALUES = {"closed": 0, "open": 1, "half-open": 2}
+
+
+def count_error(component: str, error_type: str) -> None:
+    """One failure of a component. error_type comes from our code (an error code, an
+    exception's class name), never from a caller: it stays a small set."""
+    assert component in ERROR_COMPONENTS, component
+    voice_errors_total.labels(error_type=error_type[:60], component=component).inc()

@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
 
 from ops_app import ratelimit
-from ops_app.metrics import voice_api_request_duration_seconds
+from ops_app.metrics import count_error, voice_api_request_duration_seconds
 from voiceplatform.api import client_ip, client_network
 from voiceplatform.errors import TooManyRequests, render
 
@@ -99,6 +99,8 @@ class MetricsAfterMiddleware(_Native, PrometheusAfterMiddleware):
             voice_api_request_duration_seconds.labels(
                 endpoint=endpoint, method=method_label(request), status=status_label(response)
             ).observe(time.perf_counter() - started)
+            if response.status_code >= 500:
+                count_error("api", f"http_{status_label(response)}")
         return super().process_response(request, response)
 
 

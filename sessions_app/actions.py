@@ -101,15 +101,21 @@ async def start_session(
     try:
         secret = await realtime.create_client_secret(config_of(session))
     except realtime.UpstreamError:
-        voice_session_created_total.labels(region=settings.REGION, status="failed").inc()
+        _count_created(session, "failed")
         raise
     session.upstream_session_id = secret["session_id"][:80]
     created = journal.created(session)
     await journal.write(created)
     await journal.remember(session, row=created["row"])
-    voice_session_created_total.labels(region=settings.REGION, status="created").inc()
+    _count_created(session, "created")
     log.info("session_started", session_id=session.id, caller=caller.kind, ip=client_ip)
     return StartedSession(session=session, token=tokens.issue(session.id), client_secret=secret)
+
+
+def _count_created(session: VoiceSession, status: str) -> None:
+    voice_session_created_total.labels(
+        region=settings.REGION, status=status, source=session.source
+    ).inc()
 
 
 async def _resumable(caller: Caller, session_id: str) -> VoiceSession:
@@ -197,6 +203,7 @@ async def accept_incoming_call(call_id: str, *, caller_id: str) -> tuple[str, Vo
         if exc.status in (502, 503, 504) and exc.code != ErrorCode.UPSTREAM_REFUSED:
             raise ServiceUnavailable("Could not accept the call.", retry_after=5) from exc
         # Refused for good (the caller hung up, the call is unknown): nothing to retry.
+        _count_created(session, "failed")
         await end_session(
             session, reason=VoiceSession.EndReason.ACCEPT_REFUSED, status=VoiceSession.Status.FAILED
         )
@@ -204,6 +211,7 @@ async def accept_incoming_call(call_id: str, *, caller_id: str) -> tuple[str, Vo
     await VoiceSession.objects.filter(pk=session.pk).aupdate(
         status=VoiceSession.Status.ACTIVE, connected_at=timezone.now(), updated_at=timezone.now()
     )
+    _count_created(session, "created")
     _went_live(session, call_id)
     return "accepted", session
 

@@ -36,6 +36,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils.dateparse import parse_datetime
 
 from ops_app import health
+from ops_app.metrics import count_error
 from sessions_app import transcripts
 from sessions_app.models import VoiceSession
 from voiceplatform import aredis, dbpool
@@ -139,6 +140,7 @@ def went_away(exc: Exception) -> None:
     if dbpool.exhausted(exc):
         raise dbpool.busy() from exc
     health.report_failure("database", f"{type(exc).__name__}: {exc}")
+    count_error("database", type(exc).__name__)
     log.warning("database_unreachable", error=type(exc).__name__)
 
 

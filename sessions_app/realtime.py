@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from ops_app import breakers
-from ops_app.metrics import voice_errors_total, voice_openai_latency_seconds
+from ops_app.metrics import count_error, voice_openai_latency_seconds
 from voiceplatform.errors import ApiError, ErrorCode
 
 log = structlog.get_logger(__name__)
@@ -172,7 +172,7 @@ async def _upstream(operation: str, *, guarded: bool = True) -> AsyncIterator[No
     OpenAI breaker is open, a guarded operation (one that starts something) is refused
     at once with 503 instead of waiting on a failing upstream; cleanup still tries."""
     if guarded and await breakers.ais_open(breakers.openai()):
-        voice_errors_total.labels(error_type="circuit_open", component="openai").inc()
+        count_error("openai", "circuit_open")
         raise UpstreamError(
             "The voice service is failing right now; try again shortly.",
             status=503,
@@ -195,7 +195,7 @@ async def _upstream(operation: str, *, guarded: bool = True) -> AsyncIterator[No
             status=error.status,
             code=error.code,
         )
-        voice_errors_total.labels(error_type=error.code, component="openai").inc()
+        count_error("openai", error.code)
         raise error from None
     else:
         await breakers.arecord(breakers.openai(), True)

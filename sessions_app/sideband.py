@@ -31,6 +31,7 @@ from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from ops_app import drain
+from ops_app.metrics import count_error
 from sessions_app import events, leases, realtime
 from sessions_app.models import ConversationItem, VoiceSession
 
@@ -239,6 +240,7 @@ async def _listen(hold: _Hold, call_id: str, handlers: Handlers) -> bool:
                     await handlers.transcript(session_id, [event])
                 except Exception as exc:  # a database or Redis hiccup must not end the call
                     log.warning("sideband_event_not_recorded", error=type(exc).__name__)
+                    count_error("sideband", "event_not_recorded")
                 item = (
                     event.get("item") if event.get("type") == "response.output_item.done" else None
                 )
@@ -248,6 +250,7 @@ async def _listen(hold: _Hold, call_id: str, handlers: Handlers) -> bool:
         raise
     except Exception as exc:
         log.warning("sideband_failed", error=type(exc).__name__)
+        count_error("sideband", type(exc).__name__)
         hold.failed = True
         return False
     finally:
@@ -437,6 +440,7 @@ async def _answer(connection, session_id: str, item: dict, handlers: Handlers) -
         await connection.send({"type": "response.create"})
     except Exception as exc:  # one bad call must not drop the sideband
         log.warning("tool_answer_not_sent", error=type(exc).__name__)
+        count_error("sideband", "tool_answer_not_sent")
 
 
 def answer_id(call_id) -> str:
@@ -517,6 +521,7 @@ async def _keep(handlers: Handlers) -> None:
                     await sync_to_async(connections.close_all)()
         except Exception:  # one failed pass (database away) must not stop the sweep
             log.exception("sideband_sweep_failed")
+            count_error("sideband", "sweep_failed")
         await asyncio.sleep(settings.SIDEBAND_SWEEP_SECONDS)
 
 

@@ -12,6 +12,7 @@ from django.db import IntegrityError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ops_app import audit, ratelimit
+from ops_app.metrics import count_error
 from ops_app.models import AuditEvent
 from sessions_app import actions
 from sessions_app.models import WebhookEvent
@@ -121,7 +122,8 @@ async def receive(
         return "accepted", record
     try:
         record.outcome = await _incoming_call(record, event.get("data") or {})
-    except Exception:
+    except Exception as exc:
+        count_error("webhooks", type(exc).__name__)
         await record.adelete()
         raise
     await record.asave(update_fields=["outcome", "session", "updated_at"])

@@ -60,6 +60,12 @@ class ToolExecution(models.Model):
         AGENT = "agent"  # an agent's own step, within its task
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED)
+    # Failures of the service (kinds of ours), as against a tool's own answer (a path
+    # refused, a tool this server has not configured): /ops/'s error rate and
+    # voice_errors_total{component="tools"} count these only.
+    SERVICE_FAILURES = frozenset(
+        {"worker_lost", "out_of_time", "workspace_unavailable", "storage_full", "tool_raised"}
+    )
 
     session = models.ForeignKey(
         VoiceSession, related_name="tool_executions", on_delete=models.CASCADE
@@ -74,6 +80,8 @@ class ToolExecution(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     output = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    # Empty unless failed; then what kind of failure (worker.finish).
+    failure = models.CharField(max_length=40, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

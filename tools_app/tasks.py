@@ -30,7 +30,9 @@ def execute_tool_task(self, execution_id: int) -> None:
     try:
         worker.run(execution_id, worker=self.request.hostname, reset=reset)
     except SoftTimeLimitExceeded:
-        worker.fail_for_the_bridge(ToolExecution.objects.get(pk=execution_id), worker.OUT_OF_TIME)
+        worker.fail_for_the_bridge(
+            ToolExecution.objects.get(pk=execution_id), worker.OUT_OF_TIME, "out_of_time"
+        )
 
 
 @shared_task

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from ops_app import breakers
+from ops_app.metrics import count_error
 from sessions_app import events
 from tools_app import background, mounts, placement, registry
 from tools_app.builtin.base import WorkspaceTool, failure
@@ -57,7 +58,7 @@ def run(execution_id: int, worker: str | None = None, *, reset: bool = False) ->
     if not claimed:
         if execution.status == ToolExecution.Status.RUNNING and _original_run_is_gone(execution):
             log.warning("tool_worker_lost", execution=execution_id, worker=execution.worker)
-            fail_for_the_bridge(execution, WORKER_LOST)
+            fail_for_the_bridge(execution, WORKER_LOST, "worker_lost")
         return
     structlog.contextvars.bind_contextvars(
         session_id=execution.session_id, call_id=execution.call_id
@@ -68,12 +69,21 @@ def run(execution_id: int, worker: str | None = None, *, reset: bool = False) ->
         # The session's workspace: its own, or that of the session it resumed.
         workspace = Workspace.for_session(execution.session.workspace)
     except mounts.StorageFull as exc:  # the host's workspaces are all taken: an answer
-        finish(execution, ok=False, output=told + exc.strerror, error=exc.strerror)
+        finish(
+            execution, ok=False, output=told + exc.strerror, error=exc.strerror, kind="storage_full"
+        )
         return
     except OSError as exc:  # the worker's own disk: the bridge failing
         log.exception("workspace_unavailable", tool=execution.tool)
         message = f"The tool's workspace is unavailable ({type(exc).__name__})."
-        finish(execution, ok=False, output=told + message, error=message, infrastructure_ok=False)
+        finish(
+            execution,
+            ok=False,
+            output=told + message,
+            error=message,
+            kind="workspace_unavailable",
+            infrastructure_ok=False,
+        )
         return
     try:
         spec = registry.get(execution.tool)
@@ -87,11 +97,17 @@ def run(execution_id: int, worker: str | None = None, *, reset: bool = False) ->
         # everyone. Only lost workers and task time limits do.
         log.exception("tool_raised", tool=execution.tool)
         message = f"The tool failed unexpectedly ({type(exc).__name__})."
-        finish(execution, ok=False, output=told + message, error=message)
+        finish(execution, ok=False, output=told + message, error=message, kind="tool_raised")
         return
     # A tool's own failure, its own timeout included, is an answer for the model.
-    error = (result.error or {}).get("message", "") if not result.success else ""
-    finish(execution, ok=result.success, output=told + as_output(result), error=str(error))
+    error = (result.error or {}) if not result.success else {}
+    finish(
+        execution,
+        ok=result.success,
+        output=told + as_output(result),
+        error=str(error.get("message", "")),
+        kind=str(error.get("type", "failed" if not result.success else "")),
+    )
     log.info(
         "tool_finished",
         tool=execution.tool,
@@ -171,10 +187,17 @@ async def _stop_when_cancelled(tool, execution: ToolExecution, running: asyncio.
 
 
 def finish(
-    execution: ToolExecution, *, ok: bool, output: str, error: str, infrastructure_ok: bool = True
+    execution: ToolExecution,
+    *,
+    ok: bool,
+    output: str,
+    error: str,
+    kind: str = "",
+    infrastructure_ok: bool = True,
 ) -> bool:
     """Records the result of a running execution, once: a second finisher (a late
-    original after a redelivery, the lost-run sweep) changes nothing."""
+    original after a redelivery, the lost-run sweep) changes nothing. kind: what kind
+    of failure (the tool's own error type, or ours: ToolExecution.SERVICE_FAILURES)."""
     now = timezone.now()
     cap = settings.TOOL_OUTPUT_MAX_BYTES
     output = redact(storable(output if len(output) <= cap else output[:cap] + "\n[output cut]"))
@@ -183,6 +206,7 @@ def finish(
         "status": ToolExecution.Status.SUCCEEDED if ok else ToolExecution.Status.FAILED,
         "output": output,
         "error": redact(storable(error[:2000])),
+        "failure": "" if ok else (kind or "failed")[:40],
         "finished_at": now,
         "duration_seconds": (now - started).total_seconds(),
         "updated_at": now,
@@ -197,13 +221,17 @@ def finish(
     _publish(execution)  # the waiting caller first: the breaker's count can follow
     background.complete(execution)
     breakers.record(breakers.amplifier(), infrastructure_ok)
+    if fields["failure"] in ToolExecution.SERVICE_FAILURES:
+        count_error("tools", fields["failure"])
     return True
 
 
-def fail_for_the_bridge(execution: ToolExecution, message: str) -> bool:
+def fail_for_the_bridge(execution: ToolExecution, message: str, kind: str) -> bool:
     """Fails a running execution for a reason of ours (lost worker, time limit): the
     model hears it, and it counts against the tools breaker."""
-    return finish(execution, ok=False, output=message, error=message, infrastructure_ok=False)
+    return finish(
+        execution, ok=False, output=message, error=message, kind=kind, infrastructure_ok=False
+    )
 
 
 def fail_lost() -> tuple[int, list[ToolExecution]]:
@@ -224,7 +252,7 @@ def fail_lost() -> tuple[int, list[ToolExecution]]:
             for execution in running.filter(started_at__gte=cutoff, started_at__lt=leased)
             if placement.run_is_gone(execution)
         ]
-    failed = sum(fail_for_the_bridge(execution, WORKER_LOST) for execution in lost)
+    failed = sum(fail_for_the_bridge(execution, WORKER_LOST, "worker_lost") for execution in lost)
     stranded = ToolExecution.objects.filter(
         status=ToolExecution.Status.QUEUED, created_at__lt=now - timedelta(seconds=60)
     ).only("pk", "tool", "session_id")

@@ -11,7 +11,7 @@ import fnmatch
 from typing import Any
 
 from django.core.cache.backends.locmem import LocMemCache
-from django_redis.cache import RedisCache
+from django_prometheus.cache.backends.redis import RedisCache
 
 from voiceplatform import outage
 
@@ -30,7 +30,8 @@ def _on_either(name: str):
 
 
 class FallbackRedisCache(RedisCache):
-    """django-redis's RedisCache that serves a LocMemCache while Redis is down."""
+    """django-redis's RedisCache (django-prometheus's, which counts gets, hits and
+    misses) that serves a LocMemCache while Redis is down."""
 
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)

@@ -20,6 +20,8 @@ from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ops_app.metrics import count_error
+
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
@@ -51,6 +53,7 @@ class Outage:
         return max(0.05, self._retry_at - time.monotonic())
 
     def failed(self, exc: BaseException) -> None:
+        count_error(self.name, type(exc).__name__)
         with self._lock:
             now = time.monotonic()
             self._retry_at = now + settings.REDIS_RETRY_SECONDS

@@ -173,6 +173,7 @@ INSTALLED_APPS = [
     "channels",
     "csp",
     "django_prometheus",
+    "health_check",
     "axes",
     "sessions_app",
     "tools_app",
@@ -249,6 +250,11 @@ if DATABASE_URL and DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # (the database restarted or was away) is replaced, not lent to fail a request
         # or a health check.
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# django-prometheus's wrappers of the same backends: queries, errors and connections
+# counted (django_db_* on /metrics).
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends."
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_secret("REDIS_URL")
@@ -708,6 +714,8 @@ OPENAI_BREAKER_RESET_SECONDS = env_int("OPENAI_BREAKER_RESET_SECONDS", 30)
 # GET /metrics answers only this bearer token when it is set (keep metrics internal).
 METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN")
 WORKER_PING_TIMEOUT_SECONDS = env_float("WORKER_PING_TIMEOUT_SECONDS", 1.0)
+# /health's disk check warns (the service degraded) at this share of MEDIA_ROOT's disk used.
+HEALTH_DISK_MAX_PERCENT = env_float("HEALTH_DISK_MAX_PERCENT", 90.0)
 
 # Celery worker and beat prove they are alive by touching a file in here (their
 # container health checks read its age: python -m voiceplatform.healthcheck).

@@ -78,7 +78,8 @@ def app_metrics() -> list:
 
 @pytest.fixture
 async def scraped(api, simulator) -> dict[str, str]:
-    """/metrics of the in-process app after a session that ran a tool and ended:
+    """/metrics of the in-process app after a session that ran a tool and ended, and
+    one OpenAI failed to start:
     family name -> its exposition text."""
     session = await api.post("/session", content_type="application/json")
     assert session.status_code == 201
@@ -93,6 +94,9 @@ async def scraped(api, simulator) -> dict[str, str]:
     assert tool.status_code == 200 and tool.json()["status"] == "succeeded"
     ended = await api.post(body["urls"]["end"], headers=bearer)
     assert ended.status_code == 200
+    simulator.fault("error", status=500)  # and one the upstream fails: an error counted
+    refused = await api.post("/session", content_type="application/json")
+    assert refused.status_code >= 500
     metrics = await api.get("/metrics")
     assert metrics.status_code == 200
 
@@ -109,16 +113,19 @@ async def scraped(api, simulator) -> dict[str, str]:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("name", app_metrics())
-async def test_every_metric_an_alert_panel_or_autoscaler_asks_for_is_exported(scraped, name):
+async def test_every_metric_an_alert_panel_or_autoscaler_asks_for_is_exported_with_data(
+    scraped, name
+):
     assert name in scraped, (
         f"{name} (asked for by {sorted(queried_metrics()[name])}) is not on /metrics"
     )
+    assert scraped[name].strip(), f"{name} is on /metrics but has no sample after the session"
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_scripted_session_shows_in_the_samples(scraped):
     assert (
-        'voice_session_created_total{region="local",status="created"}'
+        'voice_session_created_total{region="local",source="web",status="created"}'
         in scraped["voice_session_created_total"]
     )
     assert 'tool_name="write_file"' in scraped["voice_tool_execution_total"]

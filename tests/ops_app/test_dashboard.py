@@ -340,13 +340,14 @@ def test_the_snapshot_takes_the_same_few_queries_however_many_sessions(count):
     assert snap["hour"]["created"] == in_window > 0
 
 
-def test_the_last_hour_counts_sessions_errors_tools_and_p95():
+def test_the_last_hour_counts_sessions_service_errors_tools_and_p95():
     now = timezone.now()
-    ok, failed, with_failed_tool, old = (
+    ok, failed, with_failed_tool, with_refused_tool, old = (
         VoiceSessionFactory(
             status="ended", connected_at=now, created_at=now - timedelta(seconds=2)
         ),
         VoiceSessionFactory(status="failed"),
+        VoiceSessionFactory(status="ended"),
         VoiceSessionFactory(status="ended"),
         VoiceSessionFactory(status="failed", created_at=now - timedelta(hours=2)),
     )
@@ -355,18 +356,38 @@ def test_the_last_hour_counts_sessions_errors_tools_and_p95():
             session=ok, call_id=f"c{i}", tool="bash", status="succeeded", duration_seconds=seconds
         )
     ToolExecution.objects.create(
-        session=with_failed_tool, call_id="x", tool="read_file", status="failed"
+        session=with_failed_tool,
+        call_id="x",
+        tool="read_file",
+        status="failed",
+        failure="worker_lost",
+    )
+    # A tool's own answers: a refused path, a tool this server has not configured.
+    ToolExecution.objects.create(
+        session=with_refused_tool,
+        call_id="y",
+        tool="read_file",
+        status="failed",
+        failure="path_refused",
+    )
+    ToolExecution.objects.create(
+        session=with_refused_tool,
+        call_id="z",
+        tool="web_search",
+        status="failed",
+        failure="not_configured",
     )
 
     hour = async_to_sync(dashboard.snapshot)()["hour"]
 
-    assert (hour["created"], hour["failed"]) == (3, 2)
-    assert hour["error_rate"] == pytest.approx(2 / 3)
-    assert sum(bucket["created"] for bucket in hour["buckets"]) == 3
-    assert hour["buckets"][-1]["created"] == 3  # all just now
+    assert (hour["created"], hour["failed"]) == (4, 2)
+    assert hour["error_rate"] == pytest.approx(2 / 4)
+    assert sum(bucket["created"] for bucket in hour["buckets"]) == 4
+    assert hour["buckets"][-1]["created"] == 4  # all just now
     assert [(t["tool"], t["succeeded"], t["failed"]) for t in hour["tools"]] == [
         ("bash", 20, 0),
-        ("read_file", 0, 1),
+        ("read_file", 0, 2),
+        ("web_search", 0, 1),
     ]
     p95 = {row["name"]: (row["p95"], row["samples"]) for row in hour["latencies"]}
     assert p95["connect"] == (pytest.approx(2.0), 1)

@@ -9,13 +9,24 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
+from health_check.exceptions import ServiceUnavailable
 
-from ops_app import breakers, drain, health
+from ops_app import breakers, drain, health, health_checks
 from sessions_app.models import VoiceSession
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHECKS = {"database", "redis", "workers", "openai_breaker", "amplifier_breaker", "storage"}
+CHECKS = {
+    "database",
+    "redis",
+    "workers",
+    "worker_isolation",
+    "openai_breaker",
+    "amplifier_breaker",
+    "storage",
+    "disk",
+    "journal",
+}
 
 
 @pytest.fixture
@@ -62,11 +73,10 @@ async def test_tools_down_is_degraded_but_still_serving(api, settings, breakers_
 
 
 async def test_a_hung_database_cannot_hold_a_probe_past_the_bound(api, monkeypatch):
-    def hung() -> str:
+    def hung(self) -> None:
         time.sleep(5)
-        return "never"
 
-    monkeypatch.setattr(health, "_database", hung)
+    monkeypatch.setattr(health_checks.PooledDatabase, "run", hung)
     started = time.monotonic()
 
     response = await api.get("/health")
@@ -80,13 +90,13 @@ async def test_a_hung_database_cannot_hold_a_probe_past_the_bound(api, monkeypat
 
 async def test_checks_are_kept_briefly_so_probes_cannot_hammer_the_backends(api, monkeypatch):
     calls = []
-    real = health._storage
+    real = health_checks.Storage.run
 
-    def counted() -> str:
+    def counted(self) -> None:
         calls.append(1)
-        return real()
+        real(self)
 
-    monkeypatch.setattr(health, "_storage", counted)
+    monkeypatch.setattr(health_checks.Storage, "run", counted)
     # Long enough that a slow machine cannot outlast it while the probes arrive.
     monkeypatch.setattr(health, "FRESH_SECONDS", 60.0)
     responses = await asyncio.gather(*(api.get("/health") for _ in range(10)))
@@ -136,11 +146,11 @@ async def test_not_ready_while_draining(api):
 async def test_ready_whatever_shared_dependency_is_down(api, settings, monkeypatch, breakers_reset):
     # Given Redis and the database failing their checks and both breakers open: every
     # pod sees the same, and readiness must not take them all out of the Service.
-    def unreachable() -> str:
-        raise ConnectionError("Connection refused")
+    async def unreachable(self) -> None:
+        raise ServiceUnavailable("Connection refused")
 
-    monkeypatch.setattr(health, "_redis", unreachable)
-    monkeypatch.setattr(health, "_database", unreachable)
+    monkeypatch.setattr(health_checks.SharedRedis, "run", unreachable)
+    monkeypatch.setattr(health_checks.PooledDatabase, "run", unreachable)
     await _open(breakers.openai(), settings.OPENAI_BREAKER_FAILURES)
     await _open(breakers.amplifier(), settings.AMPLIFIER_BREAKER_FAILURES)
 

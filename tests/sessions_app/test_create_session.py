@@ -245,7 +245,7 @@ async def test_created_and_failed_sessions_are_counted_at_metrics(api, simulator
 
     def count(status: str) -> float:
         value = REGISTRY.get_sample_value(
-            "voice_session_created_total", {"region": "local", "status": status}
+            "voice_session_created_total", {"region": "local", "status": status, "source": "web"}
         )
         return value or 0.0
 
