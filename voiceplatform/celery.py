@@ -14,6 +14,11 @@ from celery.signals import (
 )
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
+# A worker's metrics (serve_worker_metrics): every process writes its samples here from
+# the moment it imports a metric, so the directory must exist first (containers set
+# it to a path under /tmp that nothing has made).
+if _metrics_dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(_metrics_dir, exist_ok=True)
 
 app = Celery("voiceplatform")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -345,11 +345,15 @@ def test_network_policies_open_only_the_seeds_ports(objects):
         who = selector.get("matchLabels", {}).get("app.kubernetes.io/component") or str(selector)
         for rule in policy["spec"].get("ingress", []):
             ingress_ports |= {p["port"] for p in rule["ports"]}
+            if any(p["port"] == 9108 for p in rule["ports"]):  # the worker's metrics
+                monitoring = {"kubernetes.io/metadata.name": "monitoring"}
+                assert who == "worker"
+                assert rule["from"] == [{"namespaceSelector": {"matchLabels": monitoring}}]
         for rule in policy["spec"].get("egress", []):
             assert rule.get("ports"), f"{policy['metadata']['name']}: an egress rule without ports"
             egress.setdefault(who, set()).update(p["port"] for p in rule["ports"])
 
-    assert ingress_ports == {8000}
+    assert ingress_ports == {8000, 9108}
     assert set().union(*egress.values()) <= {53, 5432, 6379, 443, 80, 6443}
     assert [who for who, ports in egress.items() if 80 in ports] == ["worker"], (
         "plain HTTP only for the worker's web_fetch"
@@ -514,12 +518,12 @@ def test_readiness_probes_ask_a_path_that_answers_from_local_state_only(objects)
 
     web = named(objects, "Deployment", "voice-server")["spec"]["template"]["spec"]
     path = web["containers"][0]["readinessProbe"]["httpGet"]["path"]
-    source = Path(probes.__file__).read_text()
-    ready = source[source.index("async def ready") :]
 
     assert resolve(path).func is probes.ready
-    # Not a shared dependency: no health check (Redis, database, workers, breakers).
-    assert "health." not in ready and "breakers" not in ready
+    # Its checks are local ones only: no shared dependency (Redis, database, workers,
+    # breakers), which are ops_app.health_checks' plugins.
+    assert probes.Ready.checks == (probes.Starting, probes.Draining, probes.UnderCapacity)
+    assert all(check.__module__ == "ops_app.probes" for check in probes.Ready.checks)
     assert path != "/health"
 
 
