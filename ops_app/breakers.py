@@ -217,8 +217,3 @@ def state_of(breaker: pybreaker.CircuitBreaker) -> str:
     if breaker.current_state == pybreaker.STATE_OPEN:
         return "half-open"
     return breaker.current_state
-
-
-def states() -> dict[str, str]:
-    """Every breaker's state by service (blocking: Redis)."""
-    return {name: state_of(breaker) for name, breaker in all_breakers().items()}

@@ -119,6 +119,9 @@ async def _run_and_keep(name: str, plugin) -> Check:
 def _note(name: str, answer: Check) -> None:
     before = _cached.get(name)
     _cached[name] = (time.monotonic(), answer)
+    was = before[1].status if before is not None else None
+    if answer.status != was and (answer.status in (FAILING, WARNING) or was in (FAILING, WARNING)):
+        log.warning("health_check_changed", check=name, status=answer.status, detail=answer.detail)
     if answer.ok and (before is None or not before[1].ok):
         for callback in _recovery.get(name, []):
             callback()

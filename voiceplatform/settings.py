@@ -823,6 +823,9 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
+        # django-health-check logs every failing probe with its traceback (every 2 s in
+        # an outage); ops_app.health logs each check's change of state once instead.
+        "health_check": {"level": "ERROR"},
     },
 }
 
