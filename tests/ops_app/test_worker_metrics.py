@@ -66,3 +66,37 @@ async def test_a_session_ended_by_the_workers_sweep_is_counted_at_the_workers_po
         page = (await http.get(f"http://127.0.0.1:{metered_worker}/metrics")).text
     count = re.search(r"^voice_session_duration_seconds_count (\S+)$", page, re.MULTILINE)
     assert count and float(count.group(1)) >= 1
+
+
+async def test_a_call_the_workers_sweep_fails_counts_a_tools_error_at_the_workers_port(
+    metered_worker, settings
+):
+    from tools_app.models import ToolExecution
+    from tools_app.tasks import fail_lost_executions_task
+
+    session = await VoiceSession.objects.acreate(
+        status="active", model="gpt-realtime", expires_at=timezone.now() + timedelta(minutes=10)
+    )
+    longest = max(settings.TOOL_TIMEOUT_SECONDS, settings.TASK_MAX_SECONDS)
+    lost = await ToolExecution.objects.acreate(
+        session=session,
+        call_id="call_lost",
+        tool="bash",
+        status="running",
+        started_at=timezone.now() - timedelta(seconds=longest + 120),
+    )
+
+    await sync_to_async(fail_lost_executions_task.delay)()
+
+    async def failed():
+        return (await ToolExecution.objects.aget(pk=lost.pk)).failure == "worker_lost"
+
+    assert await eventually(failed, timeout=30)
+    async with httpx.AsyncClient(timeout=5) as http:
+        page = (await http.get(f"http://127.0.0.1:{metered_worker}/metrics")).text
+    errors = re.search(
+        r'^voice_errors_total\{component="tools",error_type="worker_lost"\} (\S+)$',
+        page,
+        re.MULTILINE,
+    )
+    assert errors and float(errors.group(1)) >= 1
