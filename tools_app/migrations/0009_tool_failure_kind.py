@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tools_app', '0008_support_views_tasks'),
+        ("tools_app", "0008_support_views_tasks"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='toolexecution',
-            name='failure',
+            model_name="toolexecution",
+            name="failure",
             field=models.CharField(blank=True, max_length=40),
         ),
     ]
