@@ -47,11 +47,13 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" -eq 0 ]; then
   echo "installing chromium"; apt_install chromium chromium-driver || echo "chromium unavailable"
 fi
 
-# tests/deploy: promtool (Debian's prometheus), shellcheck, nginx -t, pg_dump/pg_restore.
+# tests/deploy: promtool (Debian's prometheus), amtool and Alertmanager (Debian's
+# prometheus-alertmanager), shellcheck, nginx -t, pg_dump/pg_restore.
 # Their services are not started: only the programs are used.
 if [ "$(id -u)" -eq 0 ]; then
   missing=()
   command -v promtool >/dev/null || missing+=(prometheus)
+  command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
   command -v shellcheck >/dev/null || missing+=(shellcheck)
   command -v nginx >/dev/null || missing+=(nginx)
   command -v pg_dump >/dev/null || missing+=(postgresql-client)
