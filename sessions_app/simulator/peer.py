@@ -57,18 +57,18 @@ def check_offer(sdp: str) -> None:
 async def answer(call: SimCall, offer_sdp: str) -> str:
     """Answers the offer with a real peer bound to the call; returns the answer SDP."""
     check_offer(offer_sdp)
+    # An offer without a loopback candidate is usual: a browser posts its offer before
+    # gathering any, and the answer's candidate is then reached by the browser's own
+    # checks. Only a call whose media never connects is worth a word (_on_state).
+    without_loopback_candidate = False
     if settings.SIMULATOR_ICE_LOOPBACK_ONLY:
         restrict_ice_to_loopback()
         offer_sdp = loopback_candidates_only(offer_sdp)
-        if "a=candidate:" not in offer_sdp:
-            # The answer is still given, but ICE cannot succeed: say why here rather
-            # than leave the caller with a bare connection failure.
-            log.warning(
-                "offer_without_loopback_candidate", call_id=call.call_id, hint=_LOOPBACK_HINT
-            )
+        without_loopback_candidate = "a=candidate:" not in offer_sdp
     # No ICE servers: aiortc would otherwise ask a public STUN server.
     peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     call.peer = peer
+    connected = False
 
     @peer.on("datachannel")
     def on_datachannel(channel) -> None:
@@ -107,7 +107,20 @@ async def answer(call: SimCall, offer_sdp: str) -> str:
 
     @peer.on("connectionstatechange")
     async def on_state() -> None:
-        if peer.connectionState in ("failed", "closed"):
+        nonlocal connected
+        if peer.connectionState == "connected":
+            connected = True
+        elif peer.connectionState in ("failed", "closed"):
+            if not connected and without_loopback_candidate:
+                # The call ended (ICE failed, or it was hung up) before its media ever
+                # connected, and the caller offered nothing on loopback: likely a
+                # browser that may not use loopback candidates. Say how to call.
+                log.warning(
+                    "media_never_connected_without_loopback_candidate",
+                    call_id=call.call_id,
+                    state=peer.connectionState,
+                    hint=_LOOPBACK_HINT,
+                )
             await call.close(peer.connectionState)
 
     try:

@@ -12,7 +12,7 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from sessions_app.probe import offering_peer
-from tests.support import free_port
+from tests.support import eventually, free_port
 from voiceplatform.logconfig import json_formatter
 
 BASH = {
@@ -208,41 +208,71 @@ async def test_on_its_own_it_serves_the_simulator_and_none_of_the_product(simula
     assert product.status_code == 404 and product.json()["error"]["code"] == "not_found"
 
 
-async def test_an_offer_without_a_loopback_candidate_logs_how_to_connect(caplog):
+def _before_gathering(sdp: str) -> str:
+    """The offer as a browser posts it before ICE gathering: no candidate, no end."""
+    lines = [
+        line
+        for line in sdp.splitlines()
+        if not line.startswith(("a=candidate:", "a=end-of-candidates"))
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+async def test_only_a_call_that_never_connects_without_a_loopback_candidate_warns(caplog):
     from sessions_app.simulator import application
 
     key = {"Authorization": "Bearer sk-sim-local", "Content-Type": "application/sdp"}
-    peer, _ = await offering_peer()
+    # An ordinary browser call: the page posts its offer before ICE gathering, and the
+    # browser's own checks reach the answer's candidate.
+    browser, channel = await offering_peer()
+    on_channel = _arrivals(channel)
     # What Chromium offers without --allow-loopback-in-peer-connection: other addresses
     # only (a documentation address here; the simulator drops it before any check).
-    offers = {
-        "loopback": peer.localDescription.sdp,
-        "elsewhere": peer.localDescription.sdp.replace("127.0.0.1", "192.0.2.10"),
-    }
+    elsewhere, _ = await offering_peer()
     transport = httpx.ASGITransport(app=application, client=("127.0.0.1", 5000))
-    answers, warned = {}, {}
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-        for name, offer in offers.items():
-            caplog.clear()
-            with caplog.at_level(logging.WARNING):
-                answers[name] = await http.post(
-                    "/simulator/v1/realtime/calls", content=offer, headers=key
-                )
-            # As an operator reads it: the JSON log line.
-            warned[name] = [
-                json.loads(json_formatter().format(record))
-                for record in caplog.records
-                if record.levelno == logging.WARNING
-            ]
-            call_path = answers[name].headers["location"].removeprefix("/v1/")
-            await http.post(f"/simulator/v1/{call_path}/hangup", headers=key)
-    await peer.close()
 
-    assert [answer.status_code for answer in answers.values()] == [201, 201]
-    assert warned["loopback"] == []
-    [line] = warned["elsewhere"]
-    assert line["event"] == "offer_without_loopback_candidate"
-    assert line["call_id"] == answers["elsewhere"].headers["location"].rsplit("/", 1)[-1]
+    def warnings(call_id: str) -> list[dict]:
+        # As an operator reads them: the JSON log lines.
+        lines = [
+            json.loads(json_formatter().format(record))
+            for record in caplog.records
+            if record.levelno >= logging.WARNING
+        ]
+        return [line for line in lines if line.get("call_id") == call_id]
+
+    with caplog.at_level(logging.WARNING):
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            ordinary = await http.post(
+                "/simulator/v1/realtime/calls",
+                content=_before_gathering(browser.localDescription.sdp),
+                headers=key,
+            )
+            await browser.setRemoteDescription(RTCSessionDescription(ordinary.text, "answer"))
+            # The simulator's data channel opened: its media connected.
+            first = await asyncio.wait_for(on_channel.get(), 10)
+            await http.post(f"/simulator{ordinary.headers['location']}/hangup", headers=key)
+
+            failing = await http.post(
+                "/simulator/v1/realtime/calls",
+                content=elsewhere.localDescription.sdp.replace("127.0.0.1", "192.0.2.10"),
+                headers=key,
+            )
+            failing_id = failing.headers["location"].rsplit("/", 1)[-1]
+            # Its media never connects; the caller gives up.
+            await http.post(f"/simulator{failing.headers['location']}/hangup", headers=key)
+
+            async def warned() -> list[dict]:
+                return warnings(failing_id)
+
+            [line] = await eventually(warned)
+    await browser.close()
+    await elsewhere.close()
+
+    assert [ordinary.status_code, failing.status_code] == [201, 201]
+    assert first["type"] == "session.created"
+    assert warnings(ordinary.headers["location"].rsplit("/", 1)[-1]) == []
+    assert line["event"] == "media_never_connected_without_loopback_candidate"
+    assert line["state"] in {"failed", "closed"}
     assert "--allow-loopback-in-peer-connection" in line["hint"]
     assert "aiortc" in line["hint"]
 
