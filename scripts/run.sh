@@ -16,12 +16,16 @@ own_mounts=()
 if [ "$(id -u)" -ne 0 ] && unshare --user --map-current-user --keep-caps --mount true 2>/dev/null; then
   own_mounts=(unshare --user --map-current-user --keep-caps --mount --propagation private --)
 fi
+# Stops what it started: each child asked to stop (SIGTERM: daphne drains, Celery
+# finishes its running tasks), then waited for.
 stop() {
   trap - TERM INT EXIT
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
 }
-trap stop TERM INT EXIT
+# Ctrl-C or a SIGTERM asked for the stop: once the children are down, that is success.
+trap 'stop; exit 0' TERM INT
+trap stop EXIT
 if [ -n "${REDIS_URL:-}" ] && [ "${RUN_WORKER:-1}" = 1 ]; then
   # With WORKER_METRICS_PORT set, the worker serves what its pool processes observe.
   # Without -Q it consumes every queue in CELERY_TASK_QUEUES: tasks, and the tool calls'
@@ -35,5 +39,9 @@ if [ -n "${REDIS_URL:-}" ] && [ "${RUN_WORKER:-1}" = 1 ]; then
 fi
 "${own_mounts[@]}" .venv/bin/daphne -b "${HOST:-127.0.0.1}" -p "${PORT:-8000}" voiceplatform.asgi:application &
 pids+=($!)
-# Whichever stops first (or a signal to this script) stops the others.
-wait -n
+# Whichever stops first stops the others, and its status is the command's (a signal
+# to this script is a requested stop: 0).
+status=0
+wait -n || status=$?
+stop
+exit "$status"

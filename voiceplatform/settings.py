@@ -724,7 +724,9 @@ HEARTBEAT_INTERVAL_SECONDS = env_float("HEARTBEAT_INTERVAL_SECONDS", 10.0)
 HEARTBEAT_MAX_AGE_SECONDS = env_float("HEARTBEAT_MAX_AGE_SECONDS", 60.0)
 
 # --- celery -----------------------------------------------------------------------
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+# In-process: the memory transport, named with its host so that kombu does not warn
+# about a missing one each time an eager task is sent.
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -813,11 +815,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "voiceplatform.logconfig.json_formatter"}},
+    "filters": {
+        "serving_line": {"()": "voiceplatform.logconfig.ServingLine"},
+        "quiet_periodic_runs": {"()": "voiceplatform.logconfig.QuietPeriodicRuns"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # One start-up line with the URL served (`serving`), none of daphne's others.
+        "daphne.server": {"level": "INFO", "filters": ["serving_line"]},
+        "celery.app.trace": {"filters": ["quiet_periodic_runs"]},
         "aioice": {"level": "WARNING"},
         "aiortc": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
