@@ -33,7 +33,7 @@ def expression(alert: str, severity: str) -> str:
     return rule["expr"]
 
 
-def per_minute(series: str, count: int) -> dict:
+def per_minute(series: str, count: float) -> dict:
     """A counter growing by count every minute for 20 minutes."""
     return {"series": series, "values": f"0+{count}x20"}
 
@@ -73,18 +73,20 @@ ERRORS = 'voice_errors_total{{environment="{env}",component="{component}",error_
 
 
 def test_the_error_rate_counts_every_components_failures_per_api_request(tmp_path):
-    # Production: 60 API requests a minute (and ten times as many probes and scrapes),
-    # 6 failures a minute spread over components: 10 %. Staging: 60 requests, 1 failure.
+    # Production: 1 API request a second (and ten times as many probes and scrapes),
+    # failures spread over components making half of that. Staging: 1 request a second,
+    # 1/32 of it failing. (Rates that are binary fractions: sums come out exact in any
+    # order.)
     series = [
         per_minute(REQUESTS.format(env="production", endpoint="/session"), 60),
         per_minute(REQUESTS.format(env="production", endpoint="/health/ready"), 300),
         per_minute(REQUESTS.format(env="production", endpoint="/metrics"), 300),
-        per_minute(ERRORS.format(env="production", component="api"), 2),
-        per_minute(ERRORS.format(env="production", component="database"), 2),
-        per_minute(ERRORS.format(env="production", component="tools"), 1),
-        per_minute(ERRORS.format(env="production", component="redis"), 1),
+        per_minute(ERRORS.format(env="production", component="api"), 15),
+        per_minute(ERRORS.format(env="production", component="database"), 7.5),
+        per_minute(ERRORS.format(env="production", component="tools"), 3.75),
+        per_minute(ERRORS.format(env="production", component="redis"), 3.75),
         per_minute(REQUESTS.format(env="staging", endpoint="/session"), 60),
-        per_minute(ERRORS.format(env="staging", component="webhooks"), 1),
+        per_minute(ERRORS.format(env="staging", component="webhooks"), 1.875),
     ]
 
     result = evaluate(
@@ -93,13 +95,13 @@ def test_the_error_rate_counts_every_components_failures_per_api_request(tmp_pat
         [
             (
                 expression("HighErrorRate", "critical"),
-                [{"labels": '{environment="production"}', "value": 0.1}],
+                [{"labels": '{environment="production"}', "value": 0.5}],
             ),
             (
                 expression("HighErrorRate", "warning"),
                 [
-                    {"labels": '{environment="production"}', "value": 0.1},
-                    {"labels": '{environment="staging"}', "value": 1 / 60},
+                    {"labels": '{environment="production"}', "value": 0.5},
+                    {"labels": '{environment="staging"}', "value": 1 / 32},
                 ],
             ),
         ],
