@@ -34,7 +34,13 @@ if not Path(CHROMIUM).exists():
 # The browser tests' package only: its worker must be gone before tests that need to
 # know which workers answer (the deployment checklist's isolation check).
 @pytest.fixture(scope="package")
-def stack(django_db_setup, django_db_blocker, tmp_path_factory):
+def stack_logs(tmp_path_factory) -> Path:
+    """Where the stack's processes write: server.log (the run command), worker.log."""
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="package")
+def stack(django_db_setup, django_db_blocker, stack_logs):
     """(base URL) of a live server and a Celery worker on the test database."""
     with django_db_blocker.unblock():
         env = {
@@ -50,7 +56,7 @@ def stack(django_db_setup, django_db_blocker, tmp_path_factory):
             "CELERY_TASK_DEFAULT_QUEUE": "e2e",
             "TOOL_WORKSPACE_ROOT": str(ROOT / "var" / "test-workspaces"),
         }
-    logs = tmp_path_factory.mktemp("stack")
+    logs = stack_logs
     port = free_port()
     server = start_server(
         ["bash", str(ROOT / "scripts/run.sh")],

@@ -102,6 +102,30 @@ async def test_a_conversation_with_a_tool_call_from_start_to_end(browser, stack,
     assert page.problems == []
 
 
+async def test_an_ordinary_call_logs_no_warning(browser, stack, stack_logs):
+    server_log = stack_logs / "server.log"
+    already = len(server_log.read_text().splitlines())
+    page = await open_page(browser, stack)
+
+    await connect(page)
+    await page.wait_for_selector(
+        "#transcript li.assistant:not(.partial):has-text('I can talk with you')"
+    )
+    await page.click("#stop")
+    await page.wait_for_selector("#connection:text-is('Conversation ended')")
+    session = await latest_session()
+
+    # The server's JSON lines while the call lasted (daphne's access log is plain text).
+    lines = [
+        json.loads(line)
+        for line in server_log.read_text().splitlines()[already:]
+        if line.startswith("{")
+    ]
+    assert session.status == "ended"
+    assert [line for line in lines if line["level"] not in ("debug", "info")] == []
+    assert page.problems == []
+
+
 async def test_time_from_start_to_connected(browser, stack, artifacts):
     page = await open_page(browser, stack)
     seconds = []
