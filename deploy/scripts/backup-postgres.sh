@@ -26,6 +26,7 @@ file="$stem.dump"
 # One psql session holds a snapshot open; the counts and pg_dump both read it.
 coproc SNAPSHOT { psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -F ' '; }
 # Bash unsets SNAPSHOT_PID as soon as the coprocess is reaped: keep our own copy to wait on.
+# shellcheck disable=SC2153  # set by coproc above, which shellcheck does not follow
 snapshot_pid=$SNAPSHOT_PID
 echo "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot();" >&"${SNAPSHOT[1]}"
 read -r snapshot <&"${SNAPSHOT[0]}"
