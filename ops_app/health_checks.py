@@ -1,7 +1,8 @@
 """What /health checks, as django-health-check plugins: the library's own checks for the
 database, Redis, Celery, storage and disk, each adjusted where this service needs more,
 and ours for what only this service knows (its circuit breakers, the isolation bash gets
-on the workers, history waiting in the journal). ops_app.health runs them."""
+on the workers); the apps register theirs (sessions_app: history waiting in the
+journal). ops_app.health runs them."""
 
 from __future__ import annotations
 
@@ -108,18 +109,6 @@ class WorkerIsolation(HealthCheck):
             raise ServiceWarning(f"bash is refused on {', '.join(weak)}: no bubblewrap there")
 
 
-@dataclasses.dataclass
-class JournalBacklog(HealthCheck):
-    """History written while the database was away that has not reached it yet."""
-
-    async def run(self) -> None:
-        from sessions_app import journal
-
-        waiting = await journal.pending()
-        if waiting:
-            raise ServiceWarning(f"{waiting} write(s) wait for the database")
-
-
 def _existing(path: Path) -> Path:
     """path, or its nearest parent that exists (media is made on the first upload)."""
     while not path.exists() and path != path.parent:
@@ -144,5 +133,14 @@ def configured() -> dict[str, Callable[[], HealthCheck] | None]:
             path=_existing(settings.MEDIA_ROOT),
             max_disk_usage_percent=settings.HEALTH_DISK_MAX_PERCENT,
         ),
-        "journal": JournalBacklog,
+        **_registered,
     }
+
+
+# Checks the apps add of what they own (sessions_app: the journal's backlog), by name.
+_registered: dict[str, Callable[[], HealthCheck]] = {}
+
+
+def register(name: str, make: Callable[[], HealthCheck]) -> None:
+    """Adds a check to /health (from an app's ready(): ops_app imports no app above it)."""
+    _registered[name] = make

@@ -6,7 +6,7 @@ class SessionsConfig(AppConfig):
     verbose_name = "Voice sessions"
 
     def ready(self) -> None:
-        from ops_app import health
+        from ops_app import health, health_checks
         from sessions_app import (
             actions,
             journal,
@@ -16,5 +16,6 @@ class SessionsConfig(AppConfig):
 
         # The journal is written as soon as the database answers again (and at start-up).
         health.on_recovery("database", journal.replay_soon)
+        health_checks.register("journal", journal.Backlog)
         # Calls this process takes over from another are handled as its own are.
         sideband.take_over_with(actions.SIDEBAND_HANDLERS)

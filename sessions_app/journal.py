@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import fcntl
 import json
 import os
@@ -34,6 +35,8 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils.dateparse import parse_datetime
+from health_check import HealthCheck
+from health_check.exceptions import ServiceWarning
 
 from ops_app import health
 from ops_app.metrics import count_error
@@ -410,3 +413,14 @@ async def _replay_if_pending() -> None:
             await replay()
     except Exception as exc:  # a background task: say why, the next trigger retries
         log.warning("journal_replay_failed", error=type(exc).__name__)
+
+
+@dataclasses.dataclass
+class Backlog(HealthCheck):
+    """/health's "journal": history written while the database was away that has not
+    reached it yet (registered by sessions_app.apps)."""
+
+    async def run(self) -> None:
+        waiting = await pending()
+        if waiting:
+            raise ServiceWarning(f"{waiting} write(s) wait for the database")
