@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import structlog
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -233,10 +234,20 @@ async def _queue(execution: ToolExecution) -> None:
 
 
 async def _run_in_process(execution: ToolExecution) -> None:
+    # Its database work on a thread of its own, not the request's: the call may outlive
+    # the request that queued it (a task), and the request's thread-sensitive context
+    # ends with its answer. That thread's connection is closed at the end.
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-in-process")
     try:
-        await enqueue(execute_tool_task, execution.pk)
-    except Exception:  # the call's row says how it ended; nothing waits on this
-        log.exception("tool_failed_in_process", execution=execution.pk)
+        async with ThreadSensitiveContext(executor=thread):
+            try:
+                await enqueue(execute_tool_task, execution.pk)
+            except Exception:  # the call's row says how it ended; nothing waits on this
+                log.exception("tool_failed_in_process", execution=execution.pk)
+            finally:
+                await sync_to_async(connections.close_all)()
+    finally:
+        thread.shutdown(wait=False)
 
 
 class Waiter:
