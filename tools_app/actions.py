@@ -27,6 +27,7 @@ from tools_app import background, placement
 from tools_app.calls import ToolCall, arguments_of, check_call
 from tools_app.models import Task, ToolExecution
 from tools_app.tasks import execute_tool_task
+from voiceplatform import tracing
 from voiceplatform.celery import enqueue
 from voiceplatform.errors import (
     ApiError,
@@ -53,21 +54,34 @@ async def run_for_client(
     """POST /tools/<name>: the finished execution, or the task it became. While the
     server holds the call's sideband it runs the model's calls itself; the browser may
     then only ask for their results."""
-    await ratelimit.hit(f"tools:{session.pk}", settings.TOOLS_RATE_PER_MINUTE)
-    call = await check_call(session, name=name, call_id=call_id, arguments=arguments)
-    if session.sideband_connected:
-        seen = await _seen_by_sideband(session, call_id)
-        if seen is None or seen.tool != name or seen.arguments != arguments:
-            raise Conflict(
-                "This call was not made by the model on this session's call.",
-                code=ErrorCode.UNKNOWN_CALL,
-            )
-    return await _run(call, ToolExecution.Origin.CLIENT, detach=detach)
+    origin = ToolExecution.Origin.CLIENT
+    with tracing.span(
+        "tool.call", tracing.tool_attributes(session.pk, call_id, name, origin=origin)
+    ):
+        await ratelimit.hit(f"tools:{session.pk}", settings.TOOLS_RATE_PER_MINUTE)
+        call = await check_call(session, name=name, call_id=call_id, arguments=arguments)
+        if session.sideband_connected:
+            seen = await _seen_by_sideband(session, call_id)
+            if seen is None or seen.tool != name or seen.arguments != arguments:
+                raise Conflict(
+                    "This call was not made by the model on this session's call.",
+                    code=ErrorCode.UNKNOWN_CALL,
+                )
+        return await _run(call, origin, detach=detach)
 
 
 async def answer_for_model(session_id: str, item: dict) -> str:
     """The sideband's door: what the model hears for its function_call item, a clear
-    reason included when the call cannot run."""
+    reason included when the call cannot run. Each call is a trace of its own."""
+    origin = ToolExecution.Origin.SIDEBAND
+    attributes = tracing.tool_attributes(
+        session_id, item.get("call_id"), item.get("name"), origin=origin
+    )
+    with tracing.span("tool.call", attributes, new_trace=True):
+        return await _answer_for_model(session_id, item)
+
+
+async def _answer_for_model(session_id: str, item: dict) -> str:
     session = await journal.lookup(session_id)
     if session is None:
         raise VoiceSession.DoesNotExist(session_id)
