@@ -102,6 +102,11 @@ def return_database_connections(task=None, **kwargs) -> None:
 
 
 @worker_process_shutdown.connect
+def send_last_spans(**kwargs) -> None:
+    tracing.flush()
+
+
+@worker_process_shutdown.connect
 def forget_pool_process(pid: int | None = None, **kwargs) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

@@ -93,6 +93,13 @@ def install_for_tests(exporter: Any, service: str = WEB) -> Any:
     return _provider
 
 
+def flush() -> None:
+    """Sends what is still batched (a Celery pool process about to end: it leaves
+    without running the interpreter's exit hooks, where the SDK would)."""
+    if _provider is not None:
+        _provider.force_flush()
+
+
 def uninstall() -> None:
     """Stops tracing this process (tests): the libraries are left as they were."""
     global _provider, _tracer

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -284,11 +285,11 @@ def test_a_server_with_an_otlp_endpoint_exports_its_spans_there(protocol, tmp_pa
             def exported():
                 return receiver.named("POST /session")
 
-            deadline_spans = _wait(exported)
+            found = _wait(exported)
         finally:
             stop_server(server)
 
-    (request,) = deadline_spans
+    (request,) = found
     assert request["service"] == "voice-under-test"
     assert request["parent_id"] == ""
     # The upstream call it made (the simulator, mounted in the same server) is a client
@@ -303,8 +304,7 @@ def test_a_server_with_an_otlp_endpoint_exports_its_spans_there(protocol, tmp_pa
 
 
 def _wait(check, timeout: float = 20.0):
-    import time
-
+    """check's answer once truthy, or its last after timeout s (for the caller's assert)."""
     deadline = time.monotonic() + timeout
     while not (found := check()) and time.monotonic() < deadline:
         time.sleep(0.1)
