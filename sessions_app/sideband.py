@@ -34,6 +34,7 @@ from ops_app import drain
 from ops_app.metrics import count_error
 from sessions_app import events, leases, realtime
 from sessions_app.models import ConversationItem, VoiceSession
+from voiceplatform import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -77,9 +78,12 @@ def attach(session_id: str, call_id: str, handlers: Handlers) -> None:
     if drain.is_draining():
         log.info("sideband_left_to_another_process", session_id=session_id)
         return
-    task = asyncio.create_task(
-        _own_context(session_id, call_id, handlers), name=f"sideband:{session_id}"
-    )
+    # Held for minutes: not part of the trace of the request that started it (each
+    # function call it answers is a trace of its own).
+    with tracing.outside_any_trace():
+        task = asyncio.create_task(
+            _own_context(session_id, call_id, handlers), name=f"sideband:{session_id}"
+        )
     _running[session_id] = task
     task.add_done_callback(lambda done: _forget(session_id, done))
 

@@ -357,6 +357,111 @@ class SearchProvider(BaseHTTPRequestHandler):
         pass
 
 
+class OtlpReceiver:
+    """A trace collector on loopback: takes OTLP exports over HTTP (protobuf POSTs on
+    /v1/traces) or gRPC (the TraceService), and keeps each span it was sent as a dict:
+    name, kind, trace_id, span_id, parent_id (hex; "" for a root), attributes, service.
+    Use it as a context manager; `endpoint` is what OTEL_EXPORTER_OTLP_ENDPOINT takes."""
+
+    def __init__(self, protocol: str = "http/protobuf") -> None:
+        self.protocol = protocol
+        self.spans: list[dict] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> OtlpReceiver:
+        if self.protocol == "grpc":
+            self._start_grpc()
+        else:
+            self._start_http()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop()
+
+    def take(self, raw: bytes) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        request = ExportTraceServiceRequest.FromString(raw)
+        taken = []
+        for resource_spans in request.resource_spans:
+            resource = {a.key: _otlp_value(a.value) for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    taken.append(
+                        {
+                            "name": span.name,
+                            "kind": span.kind,
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent_id": span.parent_span_id.hex(),
+                            "attributes": {a.key: _otlp_value(a.value) for a in span.attributes},
+                            "service": resource.get("service.name"),
+                        }
+                    )
+        with self._lock:
+            self.spans.extend(taken)
+
+    def named(self, name: str) -> list[dict]:
+        with self._lock:
+            return [span for span in self.spans if span["name"] == name]
+
+    def _start_http(self) -> None:
+        from http.server import ThreadingHTTPServer
+
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path != "/v1/traces":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                receiver.take(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.endpoint = f"http://127.0.0.1:{server.server_port}"
+        self._stop = server.shutdown
+
+    def _start_grpc(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import (
+            trace_service_pb2,
+            trace_service_pb2_grpc,
+        )
+
+        receiver = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request, context):  # noqa: N802 (the service's name)
+                receiver.take(request.SerializeToString())
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        server = grpc.server(ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self._stop = lambda: server.stop(grace=None)
+
+
+def _otlp_value(value):
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
 # --- async tests --------------------------------------------------------------------
 async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
     """Polls an async check until it returns something truthy, for timeout s at most:

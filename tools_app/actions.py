@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import structlog
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -26,6 +27,7 @@ from tools_app import background, placement
 from tools_app.calls import ToolCall, arguments_of, check_call
 from tools_app.models import Task, ToolExecution
 from tools_app.tasks import execute_tool_task
+from voiceplatform import tracing
 from voiceplatform.celery import enqueue
 from voiceplatform.errors import (
     ApiError,
@@ -52,21 +54,34 @@ async def run_for_client(
     """POST /tools/<name>: the finished execution, or the task it became. While the
     server holds the call's sideband it runs the model's calls itself; the browser may
     then only ask for their results."""
-    await ratelimit.hit(f"tools:{session.pk}", settings.TOOLS_RATE_PER_MINUTE)
-    call = await check_call(session, name=name, call_id=call_id, arguments=arguments)
-    if session.sideband_connected:
-        seen = await _seen_by_sideband(session, call_id)
-        if seen is None or seen.tool != name or seen.arguments != arguments:
-            raise Conflict(
-                "This call was not made by the model on this session's call.",
-                code=ErrorCode.UNKNOWN_CALL,
-            )
-    return await _run(call, ToolExecution.Origin.CLIENT, detach=detach)
+    origin = ToolExecution.Origin.CLIENT
+    with tracing.span(
+        "tool.call", tracing.tool_attributes(session.pk, call_id, name, origin=origin)
+    ):
+        await ratelimit.hit(f"tools:{session.pk}", settings.TOOLS_RATE_PER_MINUTE)
+        call = await check_call(session, name=name, call_id=call_id, arguments=arguments)
+        if session.sideband_connected:
+            seen = await _seen_by_sideband(session, call_id)
+            if seen is None or seen.tool != name or seen.arguments != arguments:
+                raise Conflict(
+                    "This call was not made by the model on this session's call.",
+                    code=ErrorCode.UNKNOWN_CALL,
+                )
+        return await _run(call, origin, detach=detach)
 
 
 async def answer_for_model(session_id: str, item: dict) -> str:
     """The sideband's door: what the model hears for its function_call item, a clear
-    reason included when the call cannot run."""
+    reason included when the call cannot run. Each call is a trace of its own."""
+    origin = ToolExecution.Origin.SIDEBAND
+    attributes = tracing.tool_attributes(
+        session_id, item.get("call_id"), item.get("name"), origin=origin
+    )
+    with tracing.span("tool.call", attributes, new_trace=True):
+        return await _answer_for_model(session_id, item)
+
+
+async def _answer_for_model(session_id: str, item: dict) -> str:
     session = await journal.lookup(session_id)
     if session is None:
         raise VoiceSession.DoesNotExist(session_id)
@@ -233,10 +248,20 @@ async def _queue(execution: ToolExecution) -> None:
 
 
 async def _run_in_process(execution: ToolExecution) -> None:
+    # Its database work on a thread of its own, not the request's: the call may outlive
+    # the request that queued it (a task), and the request's thread-sensitive context
+    # ends with its answer. That thread's connection is closed at the end.
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-in-process")
     try:
-        await enqueue(execute_tool_task, execution.pk)
-    except Exception:  # the call's row says how it ended; nothing waits on this
-        log.exception("tool_failed_in_process", execution=execution.pk)
+        async with ThreadSensitiveContext(executor=thread):
+            try:
+                await enqueue(execute_tool_task, execution.pk)
+            except Exception:  # the call's row says how it ended; nothing waits on this
+                log.exception("tool_failed_in_process", execution=execution.pk)
+            finally:
+                await sync_to_async(connections.close_all)()
+    finally:
+        thread.shutdown(wait=False)
 
 
 class Waiter:

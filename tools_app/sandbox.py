@@ -38,6 +38,7 @@ from django.conf import settings
 
 from tools_app import cgroups, mounts, seccomp
 from tools_app.workspace import TreeTooDeep, Workspace, sandbox_uid
+from voiceplatform import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -439,25 +440,32 @@ def _start(
     # Without bubblewrap the filter is loaded by the child itself, where libseccomp is
     # there (the start-up line says whether it is).
     filter_here = not under_bwrap and seccomp.available()
+    attributes = {
+        "sandbox.isolation": "bubblewrap" if under_bwrap else "rlimits",
+        "sandbox.cgroup": cgroup is not None,
+        "sandbox.uid": workspace.uid,
+    }
     try:
-        process = subprocess.Popen(
-            [*_bwrap(str(workspace.root), fd), *shell] if fd is not None else shell,
-            cwd=workspace.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=(fd,) if fd is not None else (),
-            # No threads run in the child: the preexec function is safe here.
-            preexec_fn=_limit(  # noqa: PLW1509
-                workspace,
-                timeout,
-                file_size=file_size,
-                cgroup=cgroup,
-                filter_here=filter_here,
-            ),
-        )
+        with tracing.span("sandbox.spawn", attributes) as span:
+            process = subprocess.Popen(
+                [*_bwrap(str(workspace.root), fd), *shell] if fd is not None else shell,
+                cwd=workspace.root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(fd,) if fd is not None else (),
+                # No threads run in the child: the preexec function is safe here.
+                preexec_fn=_limit(  # noqa: PLW1509
+                    workspace,
+                    timeout,
+                    file_size=file_size,
+                    cgroup=cgroup,
+                    filter_here=filter_here,
+                ),
+            )
+            span.set_attribute("process.pid", process.pid)
     finally:
         if fd is not None:
             os.close(fd)
@@ -567,7 +575,31 @@ def run_bash(
 
     Files may grow as far as the workspace's quota leaves room (RLIMIT_FSIZE, at most
     TOOL_BASH_FILE_SIZE_BYTES): none when it is full, though removing still works. The
-    workspace is measured while the call runs, and the call stopped when over."""
+    workspace is measured while the call runs, and the call stopped when over. Traced
+    as `sandbox.run`, the spawn as `sandbox.spawn` within it."""
+    with tracing.span("sandbox.run", {"sandbox.timeout_seconds": timeout}) as span:
+        result = _run_bash(workspace, command, timeout, stop=stop, on_output=on_output)
+        span.set_attributes(
+            {
+                "sandbox.timed_out": result.timed_out,
+                "sandbox.cancelled": result.cancelled,
+                "sandbox.output_truncated": result.truncated,
+                "sandbox.over_quota": result.stopped_over_quota or result.over_quota,
+            }
+        )
+        if result.exit_code is not None:  # none when it was stopped
+            span.set_attribute("process.exit_code", result.exit_code)
+    return result
+
+
+def _run_bash(
+    workspace: Workspace,
+    command: str,
+    timeout: float,
+    *,
+    stop: Stop | None,
+    on_output: Callable[[bytes], None] | None,
+) -> BashResult:
     quota = settings.TOOL_WORKSPACE_MAX_BYTES
     used = _usage(workspace)
     room = 0 if used is None else max(0, quota - used)

@@ -25,7 +25,7 @@ from tools_app.builtin.base import WorkspaceTool, failure
 from tools_app.builtin.delegate import DelegateTool
 from tools_app.models import ToolExecution
 from tools_app.workspace import Workspace
-from voiceplatform import syncloop
+from voiceplatform import syncloop, tracing
 from voiceplatform.celery import app as celery_app
 from voiceplatform.redaction import redact, storable
 
@@ -63,6 +63,20 @@ def run(execution_id: int, worker: str | None = None, *, reset: bool = False) ->
     structlog.contextvars.bind_contextvars(
         session_id=execution.session_id, call_id=execution.call_id
     )
+    attributes = tracing.tool_attributes(
+        execution.session_id,
+        execution.call_id,
+        execution.tool,
+        worker=worker,
+        workspace_reset=reset,
+    )
+    with tracing.span("tool.run", attributes) as span:
+        _run_claimed(execution, reset=reset)
+        span.set_attribute("voice.tool_status", execution.status)
+
+
+def _run_claimed(execution: ToolExecution, *, reset: bool) -> None:
+    """Runs an execution this worker claimed, and records how it ended."""
     told = placement.RESET_NOTICE if reset else ""
     started = time.perf_counter()
     try:

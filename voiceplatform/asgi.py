@@ -9,6 +9,11 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
 django.setup(set_prefix=False)
 
+from voiceplatform import tracing  # noqa: E402
+
+# Before anything connects to Redis or PostgreSQL: their clients are traced from here.
+tracing.setup(tracing.WEB)
+
 from voiceplatform.handler import Handler  # noqa: E402
 
 django_asgi_app = Handler()
@@ -21,9 +26,15 @@ from voiceplatform.lifecycle import StartsOnFirstCall  # noqa: E402
 from voiceplatform.routing import websocket_router  # noqa: E402
 
 # Bodies are capped per route before Django reads them. The first call starts the
-# sideband sweep and the SIGTERM drain (there is no lifespan under daphne).
+# sideband sweep and the SIGTERM drain (there is no lifespan under daphne), outside any
+# request's trace. With tracing on, each HTTP request is a span (WebSockets are not).
 application = StartsOnFirstCall(
-    ProtocolTypeRouter({"http": BodySizeLimit(django_asgi_app), "websocket": websocket_router()})
+    ProtocolTypeRouter(
+        {
+            "http": tracing.traced_http(BodySizeLimit(django_asgi_app)),
+            "websocket": websocket_router(),
+        }
+    )
 )
 
 daphne_limits.install()

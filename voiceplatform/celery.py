@@ -13,6 +13,8 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
+from voiceplatform import tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voiceplatform.settings")
 # A worker's metrics (serve_worker_metrics): every process writes its samples here from
 # the moment it imports a metric, so the directory must exist first (containers set
@@ -60,6 +62,24 @@ def serve_worker_metrics(**kwargs) -> None:
 
 
 @worker_process_init.connect
+def trace_pool_process(**kwargs) -> None:
+    # Each pool process sets tracing up for itself, after the fork: an exporter's
+    # threads and connections do not survive one.
+    tracing.setup(tracing.WORKER)
+
+
+@worker_init.connect
+def trace_worker_without_pool_processes(sender=None, **kwargs) -> None:
+    # A worker whose tasks run in its own process (solo, threads) has no pool process
+    # to set tracing up in. (The pools are loaded here, in workers only.)
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    if sender is not None and not issubclass(get_implementation(sender.pool_cls), PreforkPool):
+        tracing.setup(tracing.WORKER)
+
+
+@worker_process_init.connect
 def keep_an_event_loop(**kwargs) -> None:
     # Live events and tool results go out over the channel layer from sync task code:
     # on a loop the process keeps, with its Redis connections, not a new one each time.
@@ -79,6 +99,11 @@ def return_database_connections(task=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_process_shutdown.connect
+def send_last_spans(**kwargs) -> None:
+    tracing.flush()
 
 
 @worker_process_shutdown.connect

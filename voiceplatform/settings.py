@@ -717,6 +717,21 @@ WORKER_PING_TIMEOUT_SECONDS = env_float("WORKER_PING_TIMEOUT_SECONDS", 1.0)
 # /health's disk check warns (the service degraded) at this share of MEDIA_ROOT's disk used.
 HEALTH_DISK_MAX_PERCENT = env_float("HEALTH_DISK_MAX_PERCENT", 90.0)
 
+# Traces (voiceplatform.tracing), on OpenTelemetry's own variables: on when an OTLP
+# endpoint is set, nothing at all otherwise. The SDK and the exporter read the others
+# themselves (OTEL_EXPORTER_OTLP_HEADERS, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES,
+# OTEL_BSP_*, ...). gRPC by default, as the collector's port 4317 expects.
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+OTEL_TRACES_ENDPOINT = (
+    env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env_str("OTEL_EXPORTER_OTLP_ENDPOINT")
+).strip()
+OTEL_TRACES_PROTOCOL = env_choice(
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    OTLP_PROTOCOLS,
+    env_choice("OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOLS, "grpc"),
+)
+TRACING_ENABLED = bool(OTEL_TRACES_ENDPOINT) and not env_bool("OTEL_SDK_DISABLED", False)
+
 # Celery worker and beat prove they are alive by touching a file in here (their
 # container health checks read its age: python -m voiceplatform.healthcheck).
 HEARTBEAT_DIR = Path(env_str("HEARTBEAT_DIR", str(VAR_DIR / "heartbeat")))

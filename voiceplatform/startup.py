@@ -6,6 +6,7 @@ import structlog
 from django.conf import settings
 
 from tools_app.sandbox import describe_limits, isolation
+from voiceplatform import tracing
 
 log = structlog.get_logger("voiceplatform.startup")
 
@@ -25,6 +26,7 @@ def describe_backends() -> dict[str, str]:
         "pod": settings.POD_NAME,
         "tool_isolation": isolation(),
         "tool_limits": describe_limits(),
+        "traces": tracing.describe(),
     }
 
 

@@ -15,6 +15,7 @@ from django.core.management import get_commands
 from django.urls import Resolver404, resolve
 
 from tests.deploy.support import (
+    DEPLOY,
     K8S,
     KUBERNETES_VERSION,
     OVERLAYS,
@@ -354,11 +355,45 @@ def test_network_policies_open_only_the_seeds_ports(objects):
             egress.setdefault(who, set()).update(p["port"] for p in rule["ports"])
 
     assert ingress_ports == {8000, 9108}
-    assert set().union(*egress.values()) <= {53, 5432, 6379, 443, 80, 6443}
+    assert set().union(*egress.values()) <= {53, 5432, 6379, 443, 80, 6443, 4317}
+    assert sorted(who for who, ports in egress.items() if 4317 in ports) == ["web", "worker"], (
+        "traces go out from the processes that make them"
+    )
     assert [who for who, ports in egress.items() if 80 in ports] == ["worker"], (
         "plain HTTP only for the worker's web_fetch"
     )
     assert egress["beat"] == {6379} and egress["migrate"] == {5432}
+
+
+def test_traces_reach_only_the_collector_the_commented_endpoint_names(objects):
+    collector = yaml.safe_load((DEPLOY / "observability/otel-collector.yaml").read_text())
+    grpc = collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    commented = [
+        line.removeprefix("# ").partition("=")[2]
+        for line in (K8S / "base/config.env").read_text().splitlines()
+        if line.startswith("# OTEL_EXPORTER_OTLP_ENDPOINT=")
+    ]
+    rules = [
+        rule
+        for policy in of_kind(objects, "NetworkPolicy")
+        for rule in policy["spec"].get("egress", [])
+        if any(port["port"] == 4317 for port in rule["ports"])
+    ]
+
+    # Off unless an operator sets it; when set, the collector in "monitoring" on 4317.
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in _config(objects)["data"]
+    assert commented == ["http://otel-collector.monitoring.svc:4317"]
+    assert grpc.endswith(":4317")
+    assert len(rules) == 2
+    for rule in rules:
+        (to,) = rule["to"]
+        assert to == {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+        }
+    pipeline = collector["service"]["pipelines"]["traces"]
+    assert pipeline["receivers"] == ["otlp"]
+    for kind in ("receivers", "processors", "exporters"):
+        assert set(pipeline[kind]) <= set(collector[kind]), f"{kind} used but not configured"
 
 
 # --- ingress and affinity ---------------------------------------------------------------------

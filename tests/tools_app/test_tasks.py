@@ -221,6 +221,31 @@ async def test_delegate_runs_an_agent_as_a_task_whose_steps_files_and_cost_are_k
     assert session.cost_usd >= task.cost_usd
 
 
+async def test_a_task_run_in_process_goes_on_after_the_served_request_has_answered(
+    http, make_session, simulator
+):
+    # Through the served app (its requests have their own thread-sensitive context,
+    # which the test client's do not): the embedded default runs tasks in-process.
+    session = await make_session(
+        status="active", tools=policy.definitions(["delegate", "write_file"])
+    )
+    arguments = {"agent": "coder", "instruction": "Create a file called plan.md with steps"}
+
+    started = await http.post(
+        "/tools/delegate",
+        json={"call_id": "call_agent", "arguments": arguments},
+        headers=bearer(session),
+    )
+
+    async def done():
+        execution = await ToolExecution.objects.aget(session=session, call_id="call_agent")
+        return execution.is_finished and execution
+
+    assert started.status_code == 202
+    execution = await eventually(done, timeout=30)
+    assert execution and execution.status == "succeeded", execution and execution.output
+
+
 async def test_an_agent_is_cancelled_mid_step_and_runs_no_further(api, make_session, simulator):
     session = await make_session(
         status="active", tools=policy.definitions(["delegate", "bash", "write_file"])

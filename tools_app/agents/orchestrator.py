@@ -22,6 +22,7 @@ from amplifier_core import ChatRequest, Message, ToolCall, ToolResult, ToolSpec
 from django.conf import settings
 
 from tools_app.builtin.base import failure, schema_problem
+from voiceplatform import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -91,55 +92,63 @@ class ToolLoop:
                 if input_tokens + output_tokens >= self.max_tokens:
                     raise _Stop("max_tokens")
                 steps += 1
-                messages = await context.get_messages_for_request(provider=provider)
-                request = ChatRequest(
-                    messages=[Message(**message) for message in messages], tools=specs or None
-                )
-                await hooks.emit("provider:request", {"provider": provider.name, "step": steps})
-                response = await self._bounded(provider.complete(request), deadline, cancellation)
-                usage = response.usage
-                if usage is not None:
-                    input_tokens += usage.input_tokens
-                    output_tokens += usage.output_tokens
-                    cost += usage.cost_usd or Decimal(0)
+                # A step: one model call and the tool calls it asked for.
+                with tracing.span("agent.step", {"agent.step": steps}):
+                    messages = await context.get_messages_for_request(provider=provider)
+                    request = ChatRequest(
+                        messages=[Message(**message) for message in messages], tools=specs or None
+                    )
+                    await hooks.emit("provider:request", {"provider": provider.name, "step": steps})
+                    response = await self._bounded(
+                        provider.complete(request), deadline, cancellation
+                    )
+                    usage = response.usage
+                    if usage is not None:
+                        input_tokens += usage.input_tokens
+                        output_tokens += usage.output_tokens
+                        cost += usage.cost_usd or Decimal(0)
+                        await hooks.emit(
+                            "llm:response",
+                            {
+                                "step": steps,
+                                "usage": {
+                                    "input_tokens": usage.input_tokens,
+                                    "output_tokens": usage.output_tokens,
+                                },
+                            },
+                        )
+                    text = "".join(block.text for block in response.content if block.type == "text")
+                    if text:
+                        output = text
+                    await context.add_message(
+                        {
+                            "role": "assistant",
+                            "content": [block.model_dump() for block in response.content],
+                        }
+                    )
+                    calls = provider.parse_tool_calls(response)
+                    if not calls:
+                        if text:
+                            await hooks.emit(PROGRESS, {"step": steps, "text": text})
+                        break
                     await hooks.emit(
-                        "llm:response",
+                        PROGRESS,
                         {
                             "step": steps,
-                            "usage": {
-                                "input_tokens": usage.input_tokens,
-                                "output_tokens": usage.output_tokens,
-                            },
+                            "text": f"Step {steps}: " + ", ".join(call.name for call in calls),
                         },
                     )
-                text = "".join(block.text for block in response.content if block.type == "text")
-                if text:
-                    output = text
-                await context.add_message(
-                    {
-                        "role": "assistant",
-                        "content": [block.model_dump() for block in response.content],
-                    }
-                )
-                calls = provider.parse_tool_calls(response)
-                if not calls:
-                    if text:
-                        await hooks.emit(PROGRESS, {"step": steps, "text": text})
-                    break
-                await hooks.emit(
-                    PROGRESS,
-                    {
-                        "step": steps,
-                        "text": f"Step {steps}: " + ", ".join(call.name for call in calls),
-                    },
-                )
-                for call in calls:
-                    result = await self._bounded(
-                        self._run_tool(call, tools, hooks, cancellation), deadline, cancellation
-                    )
-                    await context.add_message(
-                        {"role": "tool", "tool_call_id": call.id, "content": result_text(result)}
-                    )
+                    for call in calls:
+                        result = await self._bounded(
+                            self._run_tool(call, tools, hooks, cancellation), deadline, cancellation
+                        )
+                        await context.add_message(
+                            {
+                                "role": "tool",
+                                "tool_call_id": call.id,
+                                "content": result_text(result),
+                            }
+                        )
         except _Stop as stop:
             stopped = stop.reason
         except Exception as exc:  # the model's upstream failing: the run's answer
@@ -179,6 +188,15 @@ class ToolLoop:
                 await asyncio.wait({task})
 
     async def _run_tool(
+        self, call: ToolCall, tools: dict[str, Any], hooks: Any, cancellation: Any
+    ) -> ToolResult:
+        attributes = {"voice.tool_name": call.name, "agent.tool_call_id": call.id}
+        with tracing.span("agent.tool", attributes) as span:
+            result = await self._tool_result(call, tools, hooks, cancellation)
+            span.set_attribute("agent.tool_succeeded", result.success)
+        return result
+
+    async def _tool_result(
         self, call: ToolCall, tools: dict[str, Any], hooks: Any, cancellation: Any
     ) -> ToolResult:
         data = {"tool_name": call.name, "tool_call_id": call.id, "tool_input": call.arguments}

@@ -35,6 +35,7 @@ from django.conf import settings
 
 from sessions_app import costs
 from sessions_app.realtime import api_key
+from voiceplatform import tracing
 
 NAME = "openai"
 
@@ -192,10 +193,25 @@ class ResponsesProvider:
             arguments["tools"] = tools
         if request.max_output_tokens:
             arguments["max_output_tokens"] = request.max_output_tokens
-        try:
-            response = await self.client().responses.create(**arguments)
-        except openai.APIError as exc:
-            raise _translate(exc) from None
+        # Named as OpenTelemetry's generative-AI conventions name a model call.
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": model,
+        }
+        with tracing.span(f"chat {model}", attributes) as span:
+            try:
+                response = await self.client().responses.create(**arguments)
+            except openai.APIError as exc:
+                raise _translate(exc) from None
+            usage = usage_of(model, response.usage)
+            span.set_attributes(
+                {
+                    "gen_ai.response.id": response.id,
+                    "gen_ai.usage.input_tokens": usage.input_tokens,
+                    "gen_ai.usage.output_tokens": usage.output_tokens,
+                }
+            )
         content: list[Any] = []
         calls: list[ToolCall] = []
         for item in response.output or []:
@@ -215,7 +231,7 @@ class ResponsesProvider:
         return ChatResponse(
             content=content,
             tool_calls=calls or None,
-            usage=usage_of(model, response.usage),
+            usage=usage,
             finish_reason="tool_calls" if calls else "stop",
             metadata={"response_id": response.id, "model": model},
         )

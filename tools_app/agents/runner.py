@@ -24,6 +24,7 @@ from amplifier_core import AmplifierSession, HookResult, ModuleLoader, ToolResul
 
 from tools_app.agents import context, orchestrator, provider
 from tools_app.agents.bundles import Bundle
+from voiceplatform import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -170,6 +171,26 @@ async def run_agent(
     cancellation: Any = None,
 ) -> AgentResult:
     """Runs bundle's agent on instruction; see the module's docstring."""
+    with tracing.span("agent.run", {"voice.agent": bundle.name}) as span:
+        result = await _run_agent(bundle, instruction, tools, hooks, cancellation)
+        span.set_attributes(
+            {
+                "agent.steps": result.steps,
+                "agent.stopped": result.stopped or "finished",
+                "gen_ai.usage.input_tokens": result.input_tokens,
+                "gen_ai.usage.output_tokens": result.output_tokens,
+            }
+        )
+    return result
+
+
+async def _run_agent(
+    bundle: Bundle,
+    instruction: str,
+    tools: Mapping[str, Any],
+    hooks: AgentHooks,
+    cancellation: Any,
+) -> AgentResult:
     usable = {name: tool for name, tool in tools.items() if name in bundle.tools}
     bridge = _Bridge(hooks)
     session = AmplifierSession(mount_plan(bundle), session_id=f"agent-{uuid.uuid4().hex[:12]}")
