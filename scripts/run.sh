@@ -17,11 +17,25 @@ if [ "$(id -u)" -ne 0 ] && unshare --user --map-current-user --keep-caps --mount
   own_mounts=(unshare --user --map-current-user --keep-caps --mount --propagation private --)
 fi
 # Stops what it started: each child asked to stop (SIGTERM: daphne drains, Celery
-# finishes its running tasks), then waited for.
+# finishes its running tasks), then waited for, at most RUN_STOP_SECONDS (30): one
+# still up then is killed, and says so (a stop asked for must end the command).
 stop() {
   trap - TERM INT EXIT
   kill "${pids[@]}" 2>/dev/null || true
+  local limit=${RUN_STOP_SECONDS:-30}
+  local deadline=$((SECONDS + limit))
+  for pid in "${pids[@]}"; do
+    while running "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+    if running "$pid"; then
+      echo "run.sh: process $pid did not stop within $limit s; killing it" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
   wait 2>/dev/null || true
+}
+# Alive, not a zombie waiting to be reaped.
+running() {
+  [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* (.*) Z ' "/proc/$1/stat" 2>/dev/null
 }
 # Ctrl-C or a SIGTERM asked for the stop: once the children are down, that is success.
 trap 'stop; exit 0' TERM INT

@@ -167,3 +167,17 @@ def search_provider():
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/search"
     server.shutdown()
+
+
+@pytest.fixture
+def real_celery(settings):
+    """Tasks go to Redis for worker processes, as in production (the queues emptied
+    before and after)."""
+    from voiceplatform.celery import app as celery_app
+
+    celery_app.conf.task_always_eager = False
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    celery_app.control.purge()
+    yield
+    celery_app.control.purge()
+    celery_app.conf.task_always_eager = True

@@ -32,7 +32,6 @@ from ops_app.models import (
 from sessions_app.models import VoiceSession
 from tests import support
 from tests.support import free_port, wait_for_worker
-from voiceplatform.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -571,16 +570,6 @@ async def test_tool_isolation_passes_with_tasks_in_process():
 
     assert verdict.passed, verdict.detail
     assert "this process" in verdict.detail
-
-
-@pytest.fixture
-def real_celery(settings):
-    """Tasks go to Redis for worker processes, as in production."""
-    celery_app.conf.task_always_eager = False
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    settings.WORKER_PING_TIMEOUT_SECONDS = 1.0
-    yield
-    celery_app.conf.task_always_eager = True
 
 
 @pytest.fixture

@@ -18,20 +18,8 @@ from tools_app.calls import ToolCall
 from tools_app.models import ToolExecution
 from tools_app.worker import WORKER_LOST
 from tools_app.workspace import Workspace
-from voiceplatform.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def real_celery(settings):
-    """Tasks go to Redis for a worker process, as in production."""
-    celery_app.conf.task_always_eager = False
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    celery_app.control.purge()
-    yield
-    celery_app.control.purge()
-    celery_app.conf.task_always_eager = True
 
 
 @pytest.fixture

@@ -32,7 +32,6 @@ from tests.support import (
 from tools_app import policy
 from tools_app.models import ToolExecution
 from voiceplatform import tracing
-from voiceplatform.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -164,17 +163,6 @@ async def test_the_models_tool_call_on_the_sideband_is_a_trace_of_its_own(
         if span.context.trace_id == connect.context.trace_id and span.end_time > connect.end_time
     ]
     assert later == []
-
-
-@pytest.fixture
-def real_celery(settings):
-    """Tasks go to Redis for a worker process, as in production."""
-    celery_app.conf.task_always_eager = False
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    celery_app.control.purge()
-    yield
-    celery_app.control.purge()
-    celery_app.conf.task_always_eager = True
 
 
 @pytest.fixture
