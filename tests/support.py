@@ -151,9 +151,17 @@ def start_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own group, so stop_server leaves no child behind
+            preexec_fn=_interruptible,
         )
     wait_until_serving(f"http://127.0.0.1:{port}{live_path}", process)
     return process
+
+
+def _interruptible() -> None:
+    """Ctrl-C reaches the server as from a terminal, even when this run of the suite
+    was started in the background, which ignores SIGINT for everything it starts (and a
+    shell cannot trap a signal ignored when it started)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def daphne(port: int) -> list[str]:
