@@ -54,6 +54,19 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 30.
     raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
 
 
+def embedded_env(port: int, var_dir: Path) -> dict[str, str]:
+    """A server process in the embedded default (SQLite under var_dir, no Redis, the
+    simulator mounted as the upstream), serving on port."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "voiceplatform.settings",
+        "DATABASE_URL": "",
+        "REDIS_URL": "",
+        "OPENAI_API_KEY": "",
+        "PORT": str(port),
+        "VAR_DIR": str(var_dir),
+    }
+
+
 def database_env(db: dict) -> dict[str, str]:
     """What a server or worker process needs to use this run's PostgreSQL and Redis."""
     return {

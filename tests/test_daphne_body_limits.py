@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.support import free_port, start_server, stop_server
+from tests.support import embedded_env, free_port, start_server, stop_server
 
 MIB = 1024 * 1024
 
@@ -18,14 +18,7 @@ MIB = 1024 * 1024
 @pytest.fixture
 def daphne(tmp_path):
     port = free_port()
-    env = {
-        "DJANGO_SETTINGS_MODULE": "voiceplatform.settings",
-        "DATABASE_URL": "",
-        "REDIS_URL": "",
-        "OPENAI_API_KEY": "",
-        "PORT": str(port),
-        "VAR_DIR": str(tmp_path / "var"),
-    }
+    env = embedded_env(port, tmp_path / "var")
     command = [
         sys.executable,
         "-m",

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.support import ROOT, free_port, start_server, stop_server
+from tests.support import ROOT, embedded_env, free_port, start_server, stop_server
 
 SWEEP = "sessions_app.tasks.expire_sessions_task"
 
@@ -35,12 +35,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     port = free_port()
     env = {
-        "PORT": str(port),
-        "VAR_DIR": str(tmp / "var"),
-        "DJANGO_SETTINGS_MODULE": "voiceplatform.settings",
-        "DATABASE_URL": "",
-        "REDIS_URL": "",
-        "OPENAI_API_KEY": "",
+        **embedded_env(port, tmp / "var"),
         "LOG_LEVEL": "DEBUG",
         # The sweep every second; a session never connected expires after 2 s.
         "SESSION_EXPIRY_SWEEP_SECONDS": "1",

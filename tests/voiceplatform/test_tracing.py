@@ -22,6 +22,7 @@ from tests.support import (
     ROOT,
     OtlpReceiver,
     daphne,
+    embedded_env,
     eventually,
     free_port,
     start_server,
@@ -254,12 +255,7 @@ def test_a_server_with_an_otlp_endpoint_exports_its_spans_there(protocol, tmp_pa
     port = free_port()
     with OtlpReceiver(protocol) as receiver:
         env = {
-            "DJANGO_SETTINGS_MODULE": "voiceplatform.settings",
-            "DATABASE_URL": "",
-            "REDIS_URL": "",
-            "OPENAI_API_KEY": "",
-            "PORT": str(port),
-            "VAR_DIR": str(tmp_path / "var"),
+            **embedded_env(port, tmp_path / "var"),
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
             "OTEL_SERVICE_NAME": "voice-under-test",
