@@ -89,7 +89,10 @@ async def check(name: str, *, wait: bool = True) -> Check:
     returned at once while a new run starts in the background, so request paths never
     wait on a probe; only a first run is waited for (unless wait is off, then the
     dependency is taken to be there until the probe says otherwise)."""
-    make = health_checks.configured()[name]
+    return await _check(name, health_checks.configured()[name], wait)
+
+
+async def _check(name: str, make, wait: bool) -> Check:
     if make is None:
         return Check(DISABLED, "not used in this configuration")
     if name in ALWAYS_FRESH:
@@ -149,15 +152,18 @@ def on_recovery(name: str, callback) -> None:
 async def run_all(*, wait: bool = True, only: frozenset[str] | None = None) -> dict[str, Check]:
     """Every check by name. Without wait, what the last probes found (request paths);
     with only, checks outside it answer what they last found and start no probe."""
-    names = list(health_checks.configured())
+    plugins = health_checks.configured()
     results = await asyncio.gather(
-        *(check(name, wait=wait) if only is None or name in only else _peek(name) for name in names)
+        *(
+            _check(name, make, wait) if only is None or name in only else _peek(name, make)
+            for name, make in plugins.items()
+        )
     )
-    return dict(zip(names, results, strict=True))
+    return dict(zip(plugins, results, strict=True))
 
 
-async def _peek(name: str) -> Check:
-    if health_checks.configured()[name] is None:
+async def _peek(name: str, make) -> Check:
+    if make is None:
         return Check(DISABLED, "not used in this configuration")
     known = _cached.get(name)
     return known[1] if known is not None else Check(OK, "not probed yet")
