@@ -15,6 +15,11 @@ from tools_app.models import Task
 VIEW = OpsState.VIEW_PERMISSION
 OPERATE = OpsState.OPERATE_PERMISSION
 CANCEL_TASK = Task.CANCEL_PERMISSION
+# Watching a live call shows what its history page shows: both permissions. Ending one
+# is a permission of its own.
+READ_SESSIONS = "sessions_app.view_voicesession"
+WATCH = (VIEW, READ_SESSIONS)
+END_CALL = OpsState.END_CALL_PERMISSION
 
 
 async def permits(user: Any, *needed: str) -> bool:

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from ops_app import audit, breakers, state
 from ops_app.degradation import FULL, VOICE_ONLY
+from ops_app.forms import END_REASON_MAX
 from ops_app.models import AuditEvent
 from sessions_app import actions as session_actions
 from sessions_app.models import VoiceSession
@@ -160,6 +161,42 @@ async def _audit(action: AuditEvent.Action, actor: Any, **fields: Any) -> None:
     """actor: the user who acted, or a name for someone outside the web (e.g. cli:root)."""
     name = actor if isinstance(actor, str) else "system"
     await audit.arecord(action, actor=actor, actor_name=name, **fields)
+
+
+# What a session id can be (sessions_app.models.new_session_id, and the ids older rows
+# keep); anything else is no session, and is never sent to the database.
+_SESSION_ID = re.compile(r"[\w-]{1,40}", re.ASCII)
+
+
+async def end_call(*, actor: Any, session_id: str, reason: str, ip: str | None = None) -> bool:
+    """Ends one live call for a member of staff, with the reason they give: the model
+    says a short goodbye when it can, then the call is hung up upstream (end reason
+    staff) and the caller's page is told; audited. True when the goodbye was said.
+    400 without a reason or with one too long, 404 for an unknown session, 409 for one
+    that has ended or is being ended."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise BadRequest("Say why the call is ended.", code=ErrorCode.INVALID_REASON)
+    if len(reason) > END_REASON_MAX:
+        raise BadRequest(
+            f"Say why in at most {END_REASON_MAX} characters.", code=ErrorCode.INVALID_REASON
+        )
+    session = None
+    if _SESSION_ID.fullmatch(session_id):
+        session = await VoiceSession.objects.filter(pk=session_id).afirst()
+    if session is None:
+        raise NotFound(
+            f"There is no session {session_id[:40]!r}.", code=ErrorCode.SESSION_NOT_FOUND
+        )
+    said = await session_actions.end_for_staff(session)
+    await _audit(
+        AuditEvent.Action.CALL_ENDED,
+        actor,
+        target=audit.describe(session),
+        ip=ip,
+        details={"reason": reason, "goodbye_said": said, "call_id": session.call_id or ""},
+    )
+    return said
 
 
 # What a task id can be (tools_app.models.new_task_id); anything else is no task, and

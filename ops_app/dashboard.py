@@ -82,6 +82,8 @@ def render(
     *,
     can_operate: bool,
     can_cancel: bool = False,
+    can_watch: bool = False,
+    can_end: bool = False,
     request: HttpRequest | None = None,
     forms: dict[str, Any] | None = None,
 ) -> dict[str, str]:
@@ -91,6 +93,8 @@ def render(
         "snap": snap,
         "can_operate": can_operate,
         "can_cancel": can_cancel,
+        "can_watch": can_watch,
+        "can_end": can_end,
         "forms": {"maintenance": MaintenanceForm(), "level": ForcedLevelForm(), **(forms or {})},
     }
     return {

@@ -53,3 +53,20 @@ class ForcedLevelForm(_Form):
         help_text="Recorded in the audit log.",
     )
     hours = forms.FloatField(label="Hours", initial=1)
+
+
+# The longest reason for ending a call (ops_app.actions.end_call checks it too).
+END_REASON_MAX = 300
+
+
+class EndCallForm(_Form):
+    def __init__(self, *args, **kwargs) -> None:
+        # Its own ids: the dashboard's level form has a reason field too.
+        super().__init__(*args, auto_id="end-%s", **kwargs)
+
+    reason = forms.CharField(
+        label="Why end this call",
+        max_length=END_REASON_MAX,
+        help_text="Recorded in the audit log. The caller hears a short goodbye first.",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )

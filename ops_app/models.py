@@ -16,6 +16,7 @@ class OpsState(models.Model):
     # The permissions below, as has_perm() names them.
     VIEW_PERMISSION = "ops_app.view_operations"
     OPERATE_PERMISSION = "ops_app.operate"
+    END_CALL_PERMISSION = "ops_app.end_call"
 
     maintenance = models.BooleanField(default=False)
     maintenance_message = models.CharField(max_length=300, blank=True)
@@ -34,6 +35,7 @@ class OpsState(models.Model):
         permissions = [
             ("view_operations", "Can view the operations dashboard"),
             ("operate", "Can switch maintenance, force levels and reset breakers"),
+            ("end_call", "Can end one live call"),
         ]
 
     def __str__(self) -> str:
@@ -76,6 +78,7 @@ class AuditEvent(models.Model):
         TASK_CANCELLED = "task_cancelled"
         DRAIN_STARTED = "drain_started"
         DRAIN_CANCELLED = "drain_cancelled"
+        CALL_ENDED = "call_ended"  # a member of staff ended one live call
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # No database constraint: deleting a user must not touch (and so be refused on)

@@ -17,4 +17,6 @@ urlpatterns = [
     path("level/release", views.release_level, name="level-release"),
     path("breakers/<str:name>/reset", views.reset_breaker, name="breaker-reset"),
     path("tasks/<str:task_id>/cancel", views.cancel_task, name="task-cancel"),
+    path("sessions/<str:session_id>/live", views.live_call_page, name="live-call"),
+    path("sessions/<str:session_id>/end", views.end_call, name="end-call"),
 ]

@@ -15,12 +15,13 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
-from ops_app import actions, dashboard
-from ops_app.access import CANCEL_TASK, OPERATE, VIEW, permits
-from ops_app.forms import ForcedLevelForm, MaintenanceForm
+from ops_app import actions, dashboard, live_call
+from ops_app.access import CANCEL_TASK, END_CALL, OPERATE, READ_SESSIONS, VIEW, permits
+from ops_app.forms import EndCallForm, ForcedLevelForm, MaintenanceForm
 from voiceplatform.api import client_ip
-from voiceplatform.errors import BadRequest, Conflict, ErrorCode, NotFound
+from voiceplatform.errors import ApiError, BadRequest, Conflict, ErrorCode, NotFound
 
 
 def operations_view(method: str, *, operate: bool = False, also: tuple[str, ...] = ()) -> Callable:
@@ -58,7 +59,13 @@ async def _page(
     can_cancel = await permits(user, CANCEL_TASK)
     snap = await dashboard.snapshot()
     sections = dashboard.render(
-        snap, can_operate=can_operate, can_cancel=can_cancel, request=request, forms=forms
+        snap,
+        can_operate=can_operate,
+        can_cancel=can_cancel,
+        can_watch=await permits(user, READ_SESSIONS),
+        can_end=await permits(user, END_CALL),
+        request=request,
+        forms=forms,
     )
     context = {
         "operator": user,
@@ -71,8 +78,9 @@ async def _page(
 
 
 def _done(request: HttpRequest, message: str) -> HttpResponse:
+    """Back to the page the form came from (a live view), or the dashboard."""
     messages.success(request, message)
-    return redirect("ops:dashboard")
+    return redirect(_back_to(request) or "ops:dashboard")
 
 
 @operations_view("GET")
@@ -149,5 +157,84 @@ async def cancel_task(request: HttpRequest, user: Any, task_id: str) -> HttpResp
     try:
         task = await actions.cancel_task(actor=user, task_id=task_id, ip=client_ip(request))
     except (NotFound, Conflict) as refused:
-        return await _page(request, user, status=refused.status, error=refused.message)
+        return await _refused(request, user, refused)
     return _done(request, f"Task {task.pk} is being cancelled: its worker stops it.")
+
+
+async def _live_page(
+    request: HttpRequest,
+    user: Any,
+    session_id: str,
+    *,
+    status: int = 200,
+    error: str = "",
+    form: EndCallForm | None = None,
+) -> HttpResponse:
+    call = await live_call.read(session_id)
+    if call is None:
+        return await _page(
+            request, user, status=404, error=f"There is no session {session_id[:40]!r}."
+        )
+    can_end = await permits(user, END_CALL)
+    can_cancel = await permits(user, CANCEL_TASK)
+    context = {
+        "operator": user,
+        "session": call.session,
+        "can_end": can_end,
+        "can_cancel": can_cancel,
+        "error": error,
+        "sections": live_call.render_sections(
+            call, can_end=can_end, can_cancel=can_cancel, request=request, form=form
+        ),
+        "entries": live_call.render_entries(call.entries),
+    }
+    return render(request, "ops/live_call.html", context, status=status)
+
+
+@operations_view("GET", also=(READ_SESSIONS,))
+async def live_call_page(request: HttpRequest, user: Any, session_id: str) -> HttpResponse:
+    return await _live_page(request, user, session_id)
+
+
+@operations_view("POST", also=(END_CALL,))
+async def end_call(request: HttpRequest, user: Any, session_id: str) -> HttpResponse:
+    form = EndCallForm(request.POST)
+    try:
+        said = await actions.end_call(
+            actor=user,
+            session_id=session_id,
+            reason=request.POST.get("reason", ""),
+            ip=client_ip(request),
+        )
+    except BadRequest as refused:
+        form.is_valid()
+        if not form.has_error("reason"):
+            form.add_error("reason", refused.message)
+        return await _refused(request, user, refused, form=form)
+    except (NotFound, Conflict) as refused:
+        return await _refused(request, user, refused)
+    goodbye = "after the model's goodbye" if said else "(no goodbye could be said first)"
+    return _done(request, f"The call {session_id} was ended {goodbye}.")
+
+
+def _back_to(request: HttpRequest) -> str | None:
+    """The live view a form came from (its `next`), when it is one of ours."""
+    target = request.POST.get("next", "")
+    if target.startswith("/ops/sessions/") and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return None
+
+
+async def _refused(
+    request: HttpRequest, user: Any, refused: ApiError, *, form: EndCallForm | None = None
+) -> HttpResponse:
+    """The page the form came from again, with why it was refused and its status."""
+    target = _back_to(request)
+    session_id = target.split("/")[3] if target else ""
+    if session_id:
+        return await _live_page(
+            request, user, session_id, status=refused.status, error=refused.message, form=form
+        )
+    return await _page(request, user, status=refused.status, error=refused.message)

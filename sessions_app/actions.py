@@ -563,6 +563,26 @@ async def end_session(
     return session
 
 
+# What the model says before staff hang a call up (end_for_staff).
+STAFF_GOODBYE = "I'm sorry, our support team has to end this call now. Thank you, and goodbye."
+
+
+async def end_for_staff(session: VoiceSession) -> bool:
+    """Ends one live call for a member of staff: the model says a short goodbye when
+    the call is connected (within STAFF_GOODBYE_SECONDS), then the call is hung up
+    upstream with end reason staff. True when the goodbye was said. Once per session
+    across processes: a second ask while the first runs is refused (409)."""
+    if not session.is_live or not await _claim(f"staff-end:{session.pk}"):
+        raise Conflict("This call has ended, or is being ended.", code=ErrorCode.SESSION_ENDED)
+    said = False
+    if session.call_id and session.status == VoiceSession.Status.ACTIVE:
+        said = await sideband.say_last_words(
+            session.call_id, STAFF_GOODBYE, seconds=settings.STAFF_GOODBYE_SECONDS
+        )
+    await end_session(session, reason=VoiceSession.EndReason.STAFF)
+    return said
+
+
 async def expire_overdue_sessions() -> int:
     """Ends every live session past its lifetime, or never connected within the grace;
     returns how many."""

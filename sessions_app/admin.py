@@ -18,10 +18,10 @@ from django.utils import formats, timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
+from ops_app.access import WATCH
 from sessions_app import export, history, search
 from sessions_app.models import ApiKey, VoiceSession, WebhookEvent
 from tools_app import registry
-from tools_app.models import ToolExecution
 from voiceplatform.admin import (
     AuditedMixin,
     BoundedRelatedFilter,
@@ -146,15 +146,7 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
         return super().change_view(request, object_id, form_url, context)
 
     def _conversation(self, request, session: VoiceSession) -> dict:
-        items = list(session.items.order_by("created_at", "id"))
-        # Each run's arguments cut in the database: the page stays bounded however
-        # much a session's calls sent.
-        runs = list(
-            session.tool_executions.exclude(origin=ToolExecution.Origin.AGENT)
-            .with_arguments_shown()
-            .order_by("created_at", "id")
-        )
-        resumed_by = list(session.resumed_by.order_by("created_at", "pk"))
+        entries, resumed_by = history.conversation(session)
         links = {
             "webhooks": reverse("admin:sessions_app_webhookevent_changelist")
             + f"?session__id__exact={session.pk}",
@@ -165,14 +157,14 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
                 + "?"
                 + urlencode({"q": f"sessions_app.voicesession:{session.pk}"})
             )
+        watch = session.is_live and request.user.has_perms(WATCH)
         return {
             "session": session,
+            "live_view": reverse("ops:live-call", args=[session.pk]) if watch else "",
             "caller": history.caller(session),
             "duration": history.clock(session.duration_seconds),
             "audio_quality": history.audio_quality(session.audio_stats),
-            "timeline": history.timeline(
-                session, items, runs, history.tasks_of(session), resumed_by
-            ),
+            "timeline": entries,
             "resumed_from": session.resumed_from_id,
             "resumed_by": [later.pk for later in resumed_by],
             "tool_names": [tool.get("name", "?") for tool in session.tools],

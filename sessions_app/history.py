@@ -4,6 +4,7 @@ background tasks in place with their steps."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class Entry:
     task: Task | None = None  # the call went on in the background (tasks_of())
     link: str = ""  # an event about another session: its page
     linked: str = ""  # that session's id
+    key: str = ""  # stable while the session goes on: what a live view updates in place
 
     @property
     def long(self) -> bool:
@@ -127,19 +129,32 @@ class Entry:
         return len(self.arguments) > LONG
 
 
+def _key(*parts: object) -> str:
+    """An entry's key, safe as an HTML id whatever the ids it is made of hold."""
+    return "e" + hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
 def _message(item: Item) -> Entry:
     if item.status == Item.Status.FAILED:
-        return Entry(item.created_at, "error", text="The user's words could not be transcribed.")
+        return Entry(
+            item.created_at,
+            "error",
+            text="The user's words could not be transcribed.",
+            key=_key("item", item.pk),
+        )
     return Entry(
         item.created_at,
         item.role,
         text=item.text,
         partial=item.status == Item.Status.IN_PROGRESS,
+        key=_key("item", item.pk),
     )
 
 
 def _tool_call(at: datetime, name: str, call_id: str, arguments: str) -> Entry:
-    return Entry(at, "tool", name=name, call_id=call_id, arguments=arguments)
+    return Entry(
+        at, "tool", name=name, call_id=call_id, arguments=arguments, key=_key("call", call_id)
+    )
 
 
 def tasks_of(session: VoiceSession) -> dict[int, Task]:
@@ -247,7 +262,7 @@ def timeline(
     for task in tasks.values():
         if task.finished_at:
             said = f"Task {task.pk} ({task.summary or task.tool}) {task.status}"
-            entries.append(Entry(task.finished_at, "event", text=said))
+            entries.append(Entry(task.finished_at, "event", text=said, key=_key("task", task.pk)))
     if session.resumed_from_id:
         entries.append(
             Entry(
@@ -256,6 +271,7 @@ def timeline(
                 text="Resumed from",
                 link=session_page(session.resumed_from_id),
                 linked=session.resumed_from_id,
+                key=_key("resumed from", session.resumed_from_id),
             )
         )
     for later in resumed_by:
@@ -266,19 +282,41 @@ def timeline(
                 text="Resumed as",
                 link=session_page(later.pk),
                 linked=later.pk,
+                key=_key("resumed as", later.pk),
             )
         )
     if session.connected_at:
-        entries.append(Entry(session.connected_at, "event", text="Call connected"))
+        entries.append(
+            Entry(session.connected_at, "event", text="Call connected", key=_key("connected"))
+        )
     if session.ended_at:
         how = session.get_end_reason_display() or session.get_status_display()
-        entries.append(Entry(session.ended_at, "event", text=f"Ended: {how}"))
+        # Last of what was said: words said as it ended (a goodbye) are written a moment
+        # after the end was.
+        said = [item.created_at for item in items]
+        ended_at = max([session.ended_at, *said])
+        entries.append(Entry(ended_at, "event", text=f"Ended: {how}", key=_key("ended")))
     entries.sort(key=lambda entry: entry.at)
     start = session.connected_at or session.created_at
     for entry in entries:
         delta = entry.at - start
         entry.offset = ("−" if delta < timedelta(0) else "+") + clock(abs(delta.total_seconds()))
     return entries
+
+
+def conversation(session: VoiceSession) -> tuple[list[Entry], list[VoiceSession]]:
+    """The session's timeline as its page shows it, read from the database, and the
+    sessions that resumed it (the admin's page and the live view both read this)."""
+    items = list(session.items.order_by("created_at", "id"))
+    # Each run's arguments cut in the database: the page stays bounded however much a
+    # session's calls sent.
+    runs = list(
+        session.tool_executions.exclude(origin=ToolExecution.Origin.AGENT)
+        .with_arguments_shown()
+        .order_by("created_at", "id")
+    )
+    resumed_by = list(session.resumed_by.order_by("created_at", "pk"))
+    return timeline(session, items, runs, tasks_of(session), resumed_by), resumed_by
 
 
 def _arguments(run: ToolExecution) -> str:

@@ -132,6 +132,7 @@ class VoiceSession(models.Model):
         NEVER_CONNECTED = "never_connected"
         ACCEPT_REFUSED = "accept_refused"  # an incoming call could not be accepted
         MAINTENANCE = "maintenance"  # an operator ended live sessions for maintenance
+        STAFF = "staff"  # a member of staff ended this one call (ops_app.actions.end_call)
 
     LIVE_STATUSES = (Status.CREATED, Status.CONNECTING, Status.ACTIVE)
 

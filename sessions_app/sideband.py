@@ -123,6 +123,44 @@ async def detach(session_id: str, *, drain_seconds: float = 0.0) -> None:
         await task
 
 
+async def say_last_words(call_id: str, words: str, *, seconds: float) -> bool:
+    """Has the model on the call say words (a goodbye) before it is hung up: over a
+    connection of its own (upstream allows several), whichever process holds the call.
+    True once the model finished saying them (its audio played out, where the upstream
+    tells), False when it could not within seconds."""
+    instructions = (
+        "The call is being ended now by the support team. Say exactly this to the "
+        f'caller, in the language of the conversation, and nothing more: "{words}"'
+    )
+    done = False
+    try:
+        async with asyncio.timeout(seconds), realtime.sideband(call_id) as connection:
+            # Whatever the model was saying gives way to the goodbye.
+            await connection.send({"type": "response.cancel"})
+            await connection.send(
+                {"type": "response.create", "response": {"instructions": instructions}}
+            )
+            response_id, playing = None, False
+            while True:
+                event = json.loads(await connection.recv_bytes())
+                kind = event.get("type") if isinstance(event, dict) else None
+                if kind == "response.created":
+                    response_id = (event.get("response") or {}).get("id")
+                elif kind == "output_audio_buffer.started" and response_id:
+                    playing = True
+                elif kind == "output_audio_buffer.stopped" and playing:
+                    return True
+                elif kind == "response.done" and response_id:
+                    done = done or (event.get("response") or {}).get("id") == response_id
+                    if done and not playing:
+                        return True
+    except TimeoutError:
+        return done
+    except Exception as exc:  # the goodbye is a courtesy: the call is ended regardless
+        log.info("last_words_not_said", error=type(exc).__name__)
+        return False
+
+
 async def detach_all() -> None:
     for session_id in list(_running):
         await detach(session_id)

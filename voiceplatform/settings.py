@@ -475,6 +475,8 @@ WS_AUTH_TIMEOUT_SECONDS = env_float("WS_AUTH_TIMEOUT_SECONDS", 5.0)
 SDP_MAX_BYTES = env_int("SDP_MAX_BYTES", 64 * 1024)
 JSON_MAX_BYTES = env_int("JSON_MAX_BYTES", 256 * 1024)
 SIDEBAND_ENABLED = env_bool("SIDEBAND_ENABLED", True)
+# When staff end one call, the model's goodbye may take this long before the hangup.
+STAFF_GOODBYE_SECONDS = env_float("STAFF_GOODBYE_SECONDS", 8.0)
 SIDEBAND_DRAIN_SECONDS = env_float("SIDEBAND_DRAIN_SECONDS", 2.0)
 # A call's sideband is held under a lease in Redis that lapses this long after its
 # holder last renewed it (every SIDEBAND_HEARTBEAT_SECONDS); each web process sweeps

@@ -26,6 +26,7 @@ urlpatterns = [
     path("health/live", probes.live, name="health-live"),
     path("health/ready", probes.ready, name="health-ready"),
     path("api/openapi.json", views.openapi_document, name="openapi"),
+    path("favicon.ico", views.favicon, name="favicon"),
 ]
 
 if not settings.AWS_STORAGE_BUCKET_NAME:

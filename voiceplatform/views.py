@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.templatetags.static import static
 from django.utils.cache import patch_cache_control
+from django.views.decorators.http import require_safe
 
 from voiceplatform import openapi
 from voiceplatform.api import api_view
@@ -18,6 +20,13 @@ async def openapi_document(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(openapi.document_bytes(), content_type="application/json")
     patch_cache_control(response, public=True, max_age=OPENAPI_MAX_AGE_SECONDS)
     return response
+
+
+@require_safe
+async def favicon(request: HttpRequest) -> HttpResponse:
+    """GET /favicon.ico, which browsers ask for on pages that name no icon (the admin's):
+    our icon, not a 404 in the log."""
+    return HttpResponsePermanentRedirect(static("voiceplatform/favicon.svg"))
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

@@ -17,6 +17,10 @@ NOTHING_REMEMBERED_REPLY = "I don't remember an earlier conversation."
 # conversation: the part from this heading on (sessions_app.resume writes it).
 _REMEMBER = re.compile(r"\bwhat (?:do you remember|were we talking about)\b", re.I)
 EARLIER_HEADING = "Earlier conversation"
+# A response asked for with instructions of its own (response.create's
+# response.instructions, e.g. the goodbye when staff end a call): the scripted model
+# says what they quote, or "OK." when they quote nothing.
+_QUOTED = re.compile(r'"([^"]+)"')
 
 # What the user says -> the tool the scripted model calls, and with which arguments.
 _TOOL_TRIGGERS: list[tuple[re.Pattern[str], str, Callable[[re.Match[str]], dict]]] = [
@@ -143,6 +147,12 @@ class Conversation:
         await self.emit({"type": "conversation.item.done", "item": item})
 
     async def _response_create(self, event: dict) -> None:
+        asked = event.get("response")
+        own = asked.get("instructions") if isinstance(asked, dict) else None
+        if isinstance(own, str) and own.strip():
+            quoted = _QUOTED.search(own)
+            await self._reply(quoted.group(1) if quoted else "OK.")
+            return
         if self._notices:  # told something by the server: the model reports it
             notice = self._notices.pop(0)
             await self._reply(f"An update: {' '.join(notice.split())[:300]}")

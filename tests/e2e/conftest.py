@@ -96,6 +96,22 @@ async def browser(playwright_driver):
 
 
 @pytest.fixture
+async def contexts(playwright_driver):
+    """Fresh Chromiums (own profiles, fake microphone), closed at the end."""
+    opened = []
+
+    async def open_one():
+        context = await launch(playwright_driver, *FAKE_MEDIA)
+        opened.append(context)
+        return context
+
+    yield open_one
+    for context in opened:
+        await context.close()
+        shutil.rmtree(context.profile_dir, ignore_errors=True)
+
+
+@pytest.fixture
 def artifacts() -> Path:
     path = ROOT / "artifacts"
     path.mkdir(exist_ok=True)

@@ -4,36 +4,17 @@ and a call that was already live goes on."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 
 from ops_app.models import AuditEvent, OpsState
 from tests.e2e.test_browser_client import connect, open_page, say
-from tests.support import FAKE_MEDIA, launch
 from tools_app.models import Task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "a long operator password"  # noqa: S105 (a test account)
-
-
-@pytest.fixture
-async def contexts(playwright_driver):
-    """Fresh Chromiums (own profiles, fake microphone), closed at the end."""
-    opened = []
-
-    async def open_one():
-        context = await launch(playwright_driver, *FAKE_MEDIA)
-        opened.append(context)
-        return context
-
-    yield open_one
-    for context in opened:
-        await context.close()
-        shutil.rmtree(context.profile_dir, ignore_errors=True)
 
 
 async def sign_in(context, stack: str, username: str):

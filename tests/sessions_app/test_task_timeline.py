@@ -145,7 +145,7 @@ def _conversation(*, steps: int = 3, output: str = "Notes are in notes.md.") -> 
 
 def _entries(html: str) -> list[str]:
     timeline = html.split('id="timeline"', 1)[1].split("</ol>\n    {% else %}", 1)[0]
-    return re.findall(r'<li class="[^"]*" data-kind="(\w+)">', timeline)
+    return re.findall(r'<li id="\w+" class="[^"]*" data-kind="(\w+)">', timeline)
 
 
 def test_a_task_is_shown_in_place_with_its_agent_steps_tokens_cost_and_delivery(support):

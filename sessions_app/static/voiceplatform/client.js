@@ -2,6 +2,12 @@
 // realtime model, the conversation and tool activity on the page.
 // No build step: a plain ES module, served as a static file.
 
+// What the page says when the server ends the conversation, by its end reason.
+const ENDED_BECAUSE = {
+  max_duration: "The conversation reached its time limit.",
+  staff: "Our support team ended this conversation.",
+  maintenance: "The conversation was ended for maintenance.",
+};
 const $ = (id) => document.getElementById(id);
 const app = $("app");
 const STATS_EVERY_MS = Number(app.dataset.statsIntervalSeconds || 10) * 1000;
@@ -483,7 +489,7 @@ function openEvents(session) {
     else if (event.type === "task.progress") showProgress(event.call_id, event.progress);
     else if (event.type === "session.ended" && !call.ending) {
       if (event.reason === "call_ended") dropped(); // the call went away under us
-      else finish(event.reason === "max_duration" ? "The conversation reached its time limit." : "The conversation ended.");
+      else finish(ENDED_BECAUSE[event.reason] || "The conversation ended.");
     }
   };
   socket.onclose = (closed) => {
@@ -675,7 +681,11 @@ function teardown(state) {
 }
 
 async function finish(reason) {
-  const ended = teardown("Conversation ended");
+  await concluded(teardown("Conversation ended"), reason);
+}
+
+async function concluded(ended, reason) {
+  setConnection("Conversation ended");
   if (reason) showMessage(reason);
   loadRecent(); // the conversation just ended is the newest
   if (ended && ended.recording) await uploadRecording(ended.recording, ended.session);
@@ -705,10 +715,20 @@ function abandon() {
   if (failed) api(failed.session.urls.end, { token: failed.session.session_token, keepalive: true }).catch(() => {});
 }
 
-function dropped() {
+async function dropped() {
   const lost = teardown("Connection lost");
   if (lost) {
-    api(lost.session.urls.end, { token: lost.session.session_token, keepalive: true }).catch(() => {});
+    // The server may have ended it on purpose (staff, maintenance, the time limit) and
+    // hung up before its word arrived: the end answers how it ended, and the page says
+    // that instead of offering to reconnect.
+    let reason = null;
+    try {
+      const { response, data } = await api(lost.session.urls.end, { token: lost.session.session_token, keepalive: true });
+      if (response.ok && data) reason = data.end_reason;
+    } catch {
+      // Offline: it is lost.
+    }
+    if (ENDED_BECAUSE[reason]) return concluded(lost, ENDED_BECAUSE[reason]);
   }
   showMessage("The connection to the assistant was lost.");
   $("reconnect").hidden = false;
