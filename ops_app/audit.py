@@ -53,7 +53,7 @@ def record(
             error=type(exc).__name__,
         )
         return event
-    log.info("audit", action=str(action), actor=event.actor_name, target=event.target)
+    log.info("audit", action=str(action), actor=event.actor_name, target=event.target, ip=ip)
     return event
 
 

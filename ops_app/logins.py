@@ -11,14 +11,18 @@ handful of events, not one per guess."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from axes.signals import user_locked_out
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
 
 from ops_app import audit
 from ops_app.models import AuditEvent
@@ -93,6 +97,27 @@ def record_lockout(
             **_where(request),
         },
     )
+
+
+def locked_out_page(
+    request: HttpRequest, original_response: Any = None, credentials: dict | None = None
+) -> HttpResponse:
+    """What a locked-out sign-in sees (AXES_LOCKOUT_CALLABLE): the admin's look, which
+    username is paused from here, for how long, and what to do; 429 with Retry-After."""
+    field = get_user_model().USERNAME_FIELD
+    username = str((credentials or {}).get(field) or request.POST.get(field) or "")[:150]
+    minutes = settings.LOGIN_LOCKOUT_MINUTES
+    context = {
+        **admin.site.each_context(request),
+        "title": "Signing in is paused",
+        "username": username,
+        "failures": settings.LOGIN_FAILURE_LIMIT,
+        "minutes": minutes,
+        "until": timezone.now() + timedelta(minutes=minutes),
+    }
+    response = render(request, "admin/locked_out.html", context, status=429)
+    response["Retry-After"] = str(_lockout_seconds())
+    return response
 
 
 def _address_key(ip: str | None) -> str:

@@ -101,7 +101,8 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
     # Searched by sessions_app.search: words said, ids, user, key name, address.
     search_fields = ("id",)
     search_help_text = (
-        "Words said in the conversation, a session or call id, a user name, an API key's "
+        "Words said in the conversation, a session or call id (or its first characters), "
+        "a user name, an API key's "
         "name or a client address."
     )
     list_select_related = ("user", "api_key")

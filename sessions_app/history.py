@@ -253,7 +253,7 @@ def timeline(
             entry.duration = run.duration_seconds
             entry.task = tasks.get(run.pk)
             if entry.task is None:
-                entry.output = run.output or entry.output
+                entry.output = _without_error(run.output or entry.output, run.error)
                 entry.error = run.error
             # A task's result is shown with the task (cut); the call's own output is
             # what the model heard at once (that it started).
@@ -302,6 +302,15 @@ def timeline(
         delta = entry.at - start
         entry.offset = ("−" if delta < timedelta(0) else "+") + clock(abs(delta.total_seconds()))
     return entries
+
+
+def _without_error(output: str, error: str) -> str:
+    """A failed call's output without the error it ends with (a tool's failure is told
+    to the model as its output, and recorded as its error): the page shows it once."""
+    error = error.strip()
+    if error and output.rstrip().endswith(error):
+        return output.rstrip()[: -len(error)].rstrip()
+    return output
 
 
 def conversation(session: VoiceSession) -> tuple[list[Entry], list[VoiceSession]]:

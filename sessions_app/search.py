@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 
 from django.contrib.postgres.search import SearchHeadline, SearchQuery, SearchRank, SearchVector
 from django.db import connection
@@ -34,13 +35,18 @@ def full_text() -> bool:
     return connection.vendor == "postgresql"
 
 
+# What may be the start of a session or call id (e.g. "sess_Ab3d" copied from a log
+# line): long enough not to find nearly everything.
+_ID_PREFIX = re.compile(r"[\w-]{6,80}", re.ASCII)
+
+
 def _who(term: str) -> Q:
-    found = (
-        Q(pk=term)
-        | Q(call_id=term)
-        | Q(user__username__iexact=term)
-        | Q(api_key__name__icontains=term)
+    ids = (
+        Q(pk__startswith=term) | Q(call_id__startswith=term)
+        if _ID_PREFIX.fullmatch(term)
+        else Q(pk=term) | Q(call_id=term)
     )
+    found = ids | Q(user__username__iexact=term) | Q(api_key__name__icontains=term)
     with contextlib.suppress(ValueError):
         found |= Q(client_ip=str(ipaddress.ip_address(term)))
     return found

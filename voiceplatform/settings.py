@@ -410,6 +410,11 @@ AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True
 AXES_ENABLE_ADMIN = False
 AXES_VERBOSE = False
+# The lockout page: the admin's look, for how long, what to do (ops_app.logins).
+AXES_LOCKOUT_CALLABLE = "ops_app.logins.locked_out_page"
+# axes' log lines name who was locked out and from where (operators need both); it
+# never logs a password.
+AXES_SENSITIVE_PARAMETERS: list[str] = []
 
 # --- audit log --------------------------------------------------------------------
 # A refusal a caller can repeat fast (a tool refused by policy, a bad webhook signature)

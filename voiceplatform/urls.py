@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 
 from ops_app import exporter, probes
 from sessions_app import media
@@ -37,7 +38,10 @@ if not settings.AWS_STORAGE_BUCKET_NAME:
     )
 
 if settings.SIMULATOR_ENABLED:
-    urlpatterns.append(path("simulator/", include("sessions_app.simulator")))
+    urlpatterns += [
+        path("simulator", RedirectView.as_view(url="/simulator/", permanent=True)),
+        path("simulator/", include("sessions_app.simulator")),
+    ]
 
 handler400 = "voiceplatform.views.bad_request"
 handler403 = "voiceplatform.views.forbidden"

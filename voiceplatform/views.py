@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.shortcuts import render
 from django.templatetags.static import static
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_safe
@@ -33,7 +35,15 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Jso
     return error_response(400, ErrorCode.BAD_REQUEST, "The request could not be understood.")
 
 
-def forbidden(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+# Pages staff read in a browser: a refusal there is a page in the admin's look, saying
+# who is signed in and what to do; the API's refusals stay JSON.
+STAFF_PAGES = ("/admin/", "/ops/")
+
+
+def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith(STAFF_PAGES):
+        context = {**admin.site.each_context(request), "title": "Not allowed"}
+        return render(request, "admin/refused.html", context, status=403)
     return error_response(403, ErrorCode.FORBIDDEN, "This request is not allowed.")
 
 

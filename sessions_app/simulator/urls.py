@@ -5,6 +5,7 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
+    path("", views.index),
     path("v1/realtime/client_secrets", views.client_secrets),
     path("v1/responses", views.create_response),
     path("v1/realtime/calls", views.calls),

@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import Webhook
 
 from . import peer, responses
 from .auth import bearer_token, has_server_key
-from .state import STATE, Fault
+from .state import STATE, TERMINAL_STATES, Fault
 
 
 def _error(status: int, message: str, code: str, kind: str = "invalid_request_error"):
@@ -104,6 +104,29 @@ def _json_body(request: HttpRequest) -> dict | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+async def index(request: HttpRequest) -> JsonResponse:
+    """GET /simulator/ (the README names it): what is mounted here and how to use it."""
+    if request.method not in ("GET", "HEAD"):
+        return _error(405, "Method not allowed.", "method_not_allowed")
+    return JsonResponse(
+        {
+            "simulator": "voiceplatform's stand-in for OpenAI's realtime and Responses APIs",
+            "base_url": request.build_absolute_uri(request.path),
+            "endpoints": [
+                "POST v1/realtime/client_secrets",
+                "POST v1/realtime/calls",
+                "POST v1/realtime/calls/<call_id>/<accept|reject|hangup|refer>",
+                "WS v1/realtime?call_id=<call_id> (the sideband)",
+                "POST v1/responses",
+                "GET health/live",
+            ],
+            "live_calls": sum(
+                1 for call in STATE.calls.values() if call.state not in TERMINAL_STATES
+            ),
+        }
+    )
 
 
 async def live(request: HttpRequest) -> JsonResponse:

@@ -70,3 +70,40 @@ async def test_a_visitor_in_maintenance_sees_the_message_and_the_eta(browser, st
     assert response.status == 503
     assert "Service temporarily unavailable" in text
     assert "Moving to a bigger database." in text and "16:45 UTC" in text
+
+
+async def test_a_locked_out_sign_in_gets_a_page_saying_for_how_long_and_what_to_do(
+    browser, stack, artifacts
+):
+    await sync_to_async(_admin)()
+    page = await browser.new_page()
+    await page.goto(f"{stack}/admin/login/")
+    for attempt in range(5):
+        await page.fill("#id_username", "admin")
+        await page.fill("#id_password", f"wrong guess {attempt}")
+        await page.click("input[type=submit]")
+        await page.wait_for_load_state()
+
+    said = await page.inner_text("#content-main")
+    await page.screenshot(path=str(artifacts / "e2e-login-locked-out.png"), full_page=True)
+    await page.keyboard.press("Tab")
+    focused = await page.evaluate("document.activeElement.textContent")
+
+    assert "Signing in as admin from this address is paused after 5 failed attempts" in said
+    assert "Try again in 15 minutes" in said and "Axes › Access attempts" in said
+    assert focused  # the page's links are reachable from the keyboard
+
+
+async def test_staff_refused_a_page_get_the_admins_refusal_page(browser, stack, artifacts):
+    await sync_to_async(User.objects.create_user)("helpdesk", password=PASSWORD, is_staff=True)
+    page = await browser.new_page()
+    await sign_in(page, stack, "helpdesk", PASSWORD, "/admin/")
+
+    refused = await page.goto(f"{stack}/admin/sessions_app/apikey/")
+    said = await page.inner_text("#content")
+    await page.screenshot(path=str(artifacts / "e2e-admin-refused.png"), full_page=True)
+    await page.click("text=Back to the admin's home")
+
+    assert refused.status == 403
+    assert "You are authenticated as helpdesk, but are not authorized" in said
+    assert page.url == f"{stack}/admin/"

@@ -95,10 +95,19 @@ async def test_support_finds_a_conversation_by_a_word_said_reads_it_and_plays_it
         "return a.currentTime > 0 || a.ended; }",
         timeout=10_000,
     )
+    # The recording (WebM without a length as written) shows its length and can seek.
+    await page.wait_for_function(
+        "() => Number.isFinite(document.querySelector('#recording').duration)", timeout=10_000
+    )
+    length = await page.inner_text("#recording-length")
+    seekable = await page.eval_on_selector(
+        "#recording", "a => { a.currentTime = a.duration / 2; return a.seekable.length > 0; }"
+    )
     await page.screenshot(path=str(artifacts / "e2e-support-session-page.png"), full_page=True)
     fits = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     problems_reading = list(problems)
     keys = await page.goto(f"{stack}/admin/sessions_app/apikey/")
+    refusal = await page.inner_text("#content")
 
     assert "file" in found  # the best line, stemmed
     assert session.pk in facts
@@ -109,5 +118,6 @@ async def test_support_finds_a_conversation_by_a_word_said_reads_it_and_plays_it
     asked = position("user", "please list files")
     assert asked < position("tool", "bash") < position("assistant", "Here is what I found")
     assert fits
-    assert keys.status == 403
+    assert keys.status == 403 and "not authorized to access this page" in refusal
+    assert length.startswith("Length 0:") and seekable
     assert problems_reading == []

@@ -85,6 +85,23 @@ async def test_the_fifth_failure_locks_the_username_out_even_with_the_right_pass
     assert lockout.details["failures"] == 5 and lockout.details["minutes"] == 15
 
 
+async def test_the_lockout_page_says_who_for_how_long_and_what_to_do(api, staff, caplog):
+    for n in range(5):
+        await log_in(api, f"guess-{n}")
+
+    page = await log_in(api, PASSWORD)
+
+    html = page.content.decode()
+    assert page.status_code == 429 and page["Retry-After"] == "900"
+    assert page["Content-Type"].startswith("text/html") and '<body class=" login"' in html
+    assert "as <strong>operator</strong> from this address is paused" in html
+    assert "<strong>15 minutes</strong>" in html and "Axes › Access attempts" in html
+    # The log says who was locked out and from where.
+    lines = [r.getMessage() for r in caplog.records]
+    locking = [line for line in lines if "Locking out" in line]
+    assert locking and all("operator" in line and "127.0.0.1" in line for line in locking)
+
+
 async def test_hammering_a_locked_out_login_adds_no_more_events(api, staff, settings):
     settings.LOGIN_RATE_PER_MINUTE = 100  # axes' refusals, not the rate limit's
     for n in range(5):

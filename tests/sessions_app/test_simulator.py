@@ -364,3 +364,12 @@ async def test_the_control_webhook_is_sent_to_this_machine(on_this_machine, host
     # Sent: nothing listens on the port, so the delivery itself fails.
     assert response.status_code == 200
     assert response.json()["error"] == "ConnectError"
+
+
+def test_the_simulator_says_what_it_is_where_the_readme_names_it(client):
+    without_slash = client.get("/simulator")
+    index = client.get("/simulator/")
+
+    assert without_slash.status_code == 301 and without_slash["Location"] == "/simulator/"
+    assert index.status_code == 200 and "POST v1/responses" in index.json()["endpoints"]
+    assert client.post("/simulator/").status_code == 405

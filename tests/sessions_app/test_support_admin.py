@@ -202,6 +202,17 @@ def test_search_finds_sessions_by_id_call_user_key_and_address(support):
     assert found(by_user.pk) == {by_user.pk}
 
 
+def test_search_finds_a_session_or_call_by_the_first_characters_of_its_id(support):
+    one, two = _conversation("one"), _conversation("two", call_id="rtc_feedbeef0001")
+
+    def found(term: str) -> set[str]:
+        return {row.pk for row in _rows(support.get(LIST, {"q": term}))}
+
+    assert found(one.pk[:12]) == {one.pk}  # as copied, cut, from a log line
+    assert found("rtc_feedbe") == {two.pk}
+    assert two.pk not in found("sess_")  # too short to be a start of an id: a word
+
+
 def test_the_transcript_search_index_serves_the_search_query():
     if connection.vendor != "postgresql":
         pytest.skip("full-text search is PostgreSQL's")
@@ -253,6 +264,23 @@ def test_long_tool_output_is_collapsed_and_failures_show_their_error(support):
 
     assert "<summary>Output (250 characters)</summary>" in html
     assert 'class="tool failed"' in html and "exit 2" in html
+
+
+def test_a_failed_tool_calls_error_is_shown_once(support):
+    session = _conversation("go")
+    told = "Started.\n"
+    ToolExecution.objects.create(
+        session=session,
+        call_id="call_failed",
+        tool="read_file",
+        output=told + "No such file: notes.md",  # the tool's failure, as the model hears it
+        error="No such file: notes.md",
+        status=ToolExecution.Status.FAILED,
+    )
+
+    html = support.get(_page(session)).content.decode()
+
+    assert html.count("No such file: notes.md") == 1 and "Started." in html
 
 
 @pytest.fixture
@@ -380,6 +408,10 @@ def test_support_reads_history_but_not_keys_grants_users_or_audit(support):
 
     assert [support.get(url).status_code for url in allowed] == [200] * len(allowed)
     assert [support.get(url).status_code for url in refused] == [403] * len(refused)
+    refusal = support.get(refused[0])
+    assert refusal["Content-Type"].startswith("text/html")  # a page, not the API's JSON
+    assert "but are not authorized to access this page" in refusal.content.decode()
+    assert 'href="/admin/"' in refusal.content.decode()
     html = support.get(_page(session)).content.decode()
     assert "Audit events about this session" not in html
 
