@@ -145,6 +145,7 @@ class LiveCallConsumer(StaffFeed):
         self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
         self.sections: dict[str, str] = {}
         self.entries: dict[str, str] = {}
+        self.renderer = live_call.Entries()
         self.level: int | None = None
         self.level_entries: list = []  # lines for the level's changes while watching
         # Listen before the first read: an event in between wakes a second one.
@@ -171,7 +172,7 @@ class LiveCallConsumer(StaffFeed):
             self.sections.update(changed)
             await self.send_json({"type": "ops.update", "html": changed})
         entries = sorted([*call.entries, *self.level_entries], key=lambda entry: entry.at)
-        await self._send_timeline(live_call.render_entries(entries))
+        await self._send_timeline(self.renderer.render(entries))
         if not call.live:  # the page has the end; nothing more will come
             await self.send_json({"type": "live.ended"})
             await self.close(code=ENDED)

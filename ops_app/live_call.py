@@ -73,10 +73,39 @@ def level_entry(at: datetime, service: degradation.ServiceState, start: datetime
     )
 
 
-def render_entries(entries: list[history.Entry]) -> dict[str, str]:
-    """Each entry's HTML by its key, in the timeline's order."""
-    template = get_template(ENTRY)
-    return {entry.key: template.render({"entry": entry}) for entry in entries}
+def _shown(obj: object) -> str:
+    """What a model instance shows, as text: its loaded fields (and its steps')."""
+    fields = sorted((name, value) for name, value in vars(obj).items() if name != "_state")
+    steps = [_shown(step) for step in getattr(obj, "shown_steps", [])]
+    return repr((fields, steps))
+
+
+def _fingerprint(entry: history.Entry) -> str:
+    """Everything an entry's HTML is made of: the same fingerprint, the same HTML."""
+    shown = {name: value for name, value in vars(entry).items() if name != "task"}
+    return repr((sorted(shown.items()), _shown(entry.task) if entry.task else None))
+
+
+class Entries:
+    """Renders a timeline's entries to HTML by key, in order, rendering again only the
+    entries whose content changed since the last time (a 15-minute call is hundreds of
+    entries; a turn changes one or two)."""
+
+    def __init__(self) -> None:
+        self.template = get_template(ENTRY)
+        self.kept: dict[str, tuple[str, str]] = {}  # key -> (fingerprint, html)
+
+    def render(self, entries: list[history.Entry]) -> dict[str, str]:
+        rendered, kept = {}, {}
+        for entry in entries:
+            fingerprint = _fingerprint(entry)
+            seen = self.kept.get(entry.key)
+            if seen is None or seen[0] != fingerprint:
+                seen = (fingerprint, self.template.render({"entry": entry}))
+            kept[entry.key] = seen
+            rendered[entry.key] = seen[1]
+        self.kept = kept
+        return rendered
 
 
 def render_sections(

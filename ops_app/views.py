@@ -186,7 +186,7 @@ async def _live_page(
         "sections": live_call.render_sections(
             call, can_end=can_end, can_cancel=can_cancel, request=request, form=form
         ),
-        "entries": live_call.render_entries(call.entries),
+        "entries": live_call.Entries().render(call.entries),
     }
     return render(request, "ops/live_call.html", context, status=status)
 

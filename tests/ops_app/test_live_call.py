@@ -13,10 +13,10 @@ from django.contrib.auth.models import AnonymousUser, Permission, User
 from django.test import Client
 from django.utils import timezone
 
-from ops_app import actions, consumers
+from ops_app import actions, consumers, live_call
 from ops_app.consumers import LiveCallConsumer
 from ops_app.models import AuditEvent
-from sessions_app import events
+from sessions_app import events, history
 from sessions_app.models import VoiceSession
 from sessions_app.probe import open_call
 from tests.factories import ConversationItemFactory, TaskFactory, VoiceSessionFactory
@@ -332,3 +332,22 @@ async def test_end_call_checks_its_input_before_touching_anything():
     with pytest.raises(NotFound):
         await actions.end_call(actor=staff, session_id="x" * 400, reason="why")
     assert (await VoiceSession.objects.aget(pk=session.pk)).status == "active"
+
+
+def test_the_feed_renders_again_only_the_entries_that_changed():
+    session = _live()
+    first = ConversationItemFactory(session=session, text="hello", status="in_progress")
+    ConversationItemFactory(session=session, role="assistant", text="hi there")
+    renderer = live_call.Entries()
+    renders = []
+    template_render = renderer.template.render
+    renderer.template.render = lambda context: renders.append(context) or template_render(context)
+
+    before = renderer.render(history.conversation(session)[0])
+    first.status, first.text = "completed", "hello, is this support?"
+    first.save()
+    after = renderer.render(history.conversation(session)[0])
+
+    assert len(renders) == len(before) + 1  # all once, then only the turn that changed
+    changed = [key for key in after if after[key] != before.get(key)]
+    assert len(changed) == 1 and "is this support?" in after[changed[0]]
