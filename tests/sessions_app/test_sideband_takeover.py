@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -19,8 +20,12 @@ from collections import Counter
 import httpx
 import pytest
 import redis
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
+from websockets.asyncio.client import connect
 
 from sessions_app import actions, leases, sideband
 from sessions_app.models import ConversationItem, VoiceSession
@@ -470,3 +475,51 @@ async def test_a_holder_told_to_stop_stops_even_when_an_await_swallowed_the_canc
     assert session_id not in sideband.held()
     assert holder_of(lease_store, session_id) == ""  # let go, not left to lapse
     assert not (await VoiceSession.objects.aget(pk=session_id)).sideband_connected
+
+
+def _staff_cookie() -> str:
+    """The login cookie of a member of staff who may watch calls (pods share sessions)."""
+    staff = User.objects.create_superuser("watcher", password="x")
+    client = Client()
+    client.force_login(staff)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+
+
+async def test_a_live_view_on_another_pod_follows_the_call_through_a_takeover(
+    pods, lease_store, simulator_process
+):
+    a, b = pods
+    cookie = await sync_to_async(_staff_cookie)()
+    seen: list[str] = []
+
+    async def watch(socket) -> None:
+        async for message in socket:
+            update = json.loads(message)
+            if update["type"] == "live.timeline":
+                seen.extend(html for _, html in update["entries"])
+
+    async def shown(text: str) -> bool:
+        return any(text in html for html in seen)
+
+    async with httpx.AsyncClient(base_url=a.url, timeout=20) as via_a:
+        call = await open_call(via_a)
+        session_id = call.session["session_id"]
+        url = f"ws://127.0.0.1:{b.port}/ws/ops/sessions/{session_id}/live/"
+        try:
+            await held_by(lease_store, simulator_process, call, "pod-a", timeout=10)
+            async with connect(
+                url, additional_headers={"Cookie": cookie, "Origin": b.url}
+            ) as socket:
+                watching = asyncio.create_task(watch(socket))
+                await talk(call, "said while pod-a holds the call")
+                before = await eventually(lambda: shown("said while pod-a holds the call"))
+                a.stop()  # SIGKILL
+                await held_by(lease_store, simulator_process, call, "pod-b", timeout=20)
+                await talk(call, "said once pod-b holds the call")
+                after = await eventually(lambda: shown("said once pod-b holds the call"))
+                watching.cancel()
+        finally:
+            await call.close()
+
+    assert before, "the watcher on pod-b did not see a turn pod-a recorded"
+    assert after, "the watcher did not see a turn recorded after pod-b took the call over"
