@@ -13,13 +13,18 @@ from django.contrib.auth.models import AnonymousUser, Permission, User
 from django.test import Client
 from django.utils import timezone
 
-from ops_app import actions, consumers, live_call
+from ops_app import actions, consumers, degradation, live_call
 from ops_app.consumers import LiveCallConsumer
 from ops_app.models import AuditEvent
 from sessions_app import events, history
 from sessions_app.models import VoiceSession
 from sessions_app.probe import open_call
-from tests.factories import ConversationItemFactory, TaskFactory, VoiceSessionFactory
+from tests.factories import (
+    ConversationItemFactory,
+    TaskFactory,
+    VoiceSessionFactory,
+    async_create,
+)
 from voiceplatform.errors import BadRequest, Conflict, NotFound
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -162,15 +167,17 @@ async def test_the_socket_refuses_whoever_may_not_watch(who):
     assert (connected, code) == (False, 4403)
 
 
-async def test_a_new_turn_reaches_the_watcher_as_soon_as_it_is_published(quick, monkeypatch):
+async def test_a_new_turn_reaches_the_watcher_as_soon_as_it_is_published(
+    quick, monkeypatch, make_item
+):
     monkeypatch.setattr(consumers, "PUSH_SECONDS", 30.0)  # only the event can bring it soon
     session = await sync_to_async(_live)()
-    await sync_to_async(ConversationItemFactory)(session=session, text="first words")
+    await make_item(session=session, text="first words")
     socket = _socket(await sync_to_async(_user)("watcher", *WATCHER), session.pk)
     assert (await socket.connect())[0]
     first = await _until(socket, _has_text("first words"))
 
-    await sync_to_async(ConversationItemFactory)(session=session, text="second words")
+    await make_item(session=session, text="second words")
     started = asyncio.get_running_loop().time()
     await events.publish(session.pk, events.LiveEvent.TRANSCRIPT_ITEM, text="second words")
     update = await _until(socket, _has_text("second words"), seconds=5)
@@ -183,19 +190,19 @@ async def test_a_new_turn_reaches_the_watcher_as_soon_as_it_is_published(quick, 
     assert waited < 5
 
 
-async def test_what_no_event_announced_still_arrives_within_the_refresh(quick):
+async def test_what_no_event_announced_still_arrives_within_the_refresh(quick, make_item):
     session = await sync_to_async(_live)()
     socket = _socket(await sync_to_async(_user)("watcher", *WATCHER), session.pk)
     assert (await socket.connect())[0]
 
-    await sync_to_async(ConversationItemFactory)(session=session, text="relayed by the page")
+    await make_item(session=session, text="relayed by the page")
 
     assert await _until(socket, _has_text("relayed by the page"))
     await socket.disconnect()
 
 
 async def test_a_running_task_shows_with_its_cancel_button_for_who_may_cancel(quick):
-    task = await sync_to_async(TaskFactory)(progress="step 3 of 9")
+    task = await async_create(TaskFactory)(progress="step 3 of 9")
     await VoiceSession.objects.filter(pk=task.session_id).aupdate(status="active")
     user = await sync_to_async(_user)("watcher", *WATCHER, "tools_app.cancel_task")
     socket = _socket(user, task.session_id)
@@ -351,3 +358,37 @@ def test_the_feed_renders_again_only_the_entries_that_changed():
     assert len(renders) == len(before) + 1  # all once, then only the turn that changed
     changed = [key for key in after if after[key] != before.get(key)]
     assert len(changed) == 1 and "is this support?" in after[changed[0]]
+
+
+async def test_a_change_of_the_service_level_while_watching_is_a_line_of_the_timeline(
+    quick, monkeypatch
+):
+    session = await sync_to_async(_live)()
+    levels = iter([1, 1, 2])
+
+    async def current(**kwargs):
+        level = next(levels, 2)
+        reasons = ["tools unavailable: breaker open or no worker answers"] if level == 2 else []
+        return degradation.ServiceState("degraded", level, reasons, {})
+
+    monkeypatch.setattr(degradation, "current", current)
+    socket = _socket(await sync_to_async(_user)("watcher", *WATCHER), session.pk)
+    assert (await socket.connect())[0]
+
+    update = await _until(socket, _has_text("Service level now 2 (reduced)"))
+    await socket.disconnect()
+
+    assert any("tools unavailable" in html for _, html in update["entries"])
+
+
+def test_a_task_cancelled_from_the_live_view_returns_to_it():
+    task = TaskFactory()
+    VoiceSession.objects.filter(pk=task.session_id).update(status="active")
+    client = _client(*WATCHER, "tools_app.cancel_task")
+    page = f"/ops/sessions/{task.session_id}/live"
+
+    response = client.post(f"/ops/tasks/{task.pk}/cancel", {"next": page})
+
+    task.refresh_from_db()
+    assert response.status_code == 302 and response["Location"] == page
+    assert task.cancel_requested_at is not None
