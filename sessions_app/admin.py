@@ -79,7 +79,8 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
         "started",
         "duration",
         "caller",
-        "outcome",
+        "ending",
+        "call_outcome",
         "turns",
         "tool_calls",
         "total_tokens",
@@ -90,6 +91,7 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
         "status",
         "source",
         "end_reason",
+        "outcome",
         LevelFilter,
         "created_at",
         ("user", BoundedRelatedFilter),
@@ -98,12 +100,12 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
         FailedToolCallFilter,
     )
     date_hierarchy = "created_at"
-    # Searched by sessions_app.search: words said, ids, user, key name, address.
+    # Searched by sessions_app.search: words said, the summary and topics, ids, user,
+    # key name, address.
     search_fields = ("id",)
     search_help_text = (
-        "Words said in the conversation, a session or call id (or its first characters), "
-        "a user name, an API key's "
-        "name or a client address."
+        "Words said in the conversation or in its summary and topics, a session or call "
+        "id (or its first characters), a user name, an API key's name or a client address."
     )
     list_select_related = ("user", "api_key")
     list_per_page = 50
@@ -165,6 +167,7 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
             "caller": history.caller(session),
             "duration": history.clock(session.duration_seconds),
             "audio_quality": history.audio_quality(session.audio_stats),
+            "summary_status": history.summary_status(session),
             "timeline": entries,
             "resumed_from": session.resumed_from_id,
             "resumed_by": [later.pk for later in resumed_by],
@@ -189,7 +192,7 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
         )
 
     @admin.display(description="status and end", ordering="status")
-    def outcome(self, obj: VoiceSession) -> str:
+    def ending(self, obj: VoiceSession) -> str:
         if not obj.end_reason:
             return obj.get_status_display()
         return format_html(
@@ -197,6 +200,19 @@ class VoiceSessionAdmin(AuditedMixin, PermittedFiltersMixin, ReadOnlyMixin, admi
             obj.get_status_display(),
             obj.get_end_reason_display(),
         )
+
+    @admin.display(description="outcome", ordering="outcome")
+    def call_outcome(self, obj: VoiceSession) -> str:
+        """What the call came to (its summary's outcome), or where its summary stands."""
+        if obj.outcome:
+            return format_html(
+                '<span class="outcome-{}">{}</span>', obj.outcome, obj.get_outcome_display()
+            )
+        if obj.summary_state:
+            return format_html(
+                '<small class="quiet">summary {}</small>', obj.get_summary_state_display().lower()
+            )
+        return "—"
 
     @admin.display(description="turns", ordering="turns")
     def turns(self, obj: VoiceSession) -> int:

@@ -336,6 +336,23 @@ def _arguments(run: ToolExecution) -> str:
     return json.dumps(shown, ensure_ascii=False) if shown else ""
 
 
+def summary_status(session: VoiceSession) -> str:
+    """Where the session's post-call summary stands, in words, when there is none to
+    show (with why, when the summary says); an empty string when there is one."""
+    state = VoiceSession.SummaryState
+    if session.summary:
+        return ""
+    if session.is_live:
+        return "Written when the call ends."
+    said = {
+        state.PENDING: "Being written.",
+        state.SKIPPED: "Not summarized.",
+        state.FAILED: "The summary could not be written.",
+        state.DONE: "",
+    }.get(session.summary_state, "None: summaries were off, or not yet written, when it ended.")
+    return " ".join(part for part in (said, session.summary_note) if part)
+
+
 def audio_quality(stats: dict) -> str:
     """The browser's audio report in one line, or an empty string."""
     if not stats or not stats.get("samples"):

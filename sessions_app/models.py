@@ -134,6 +134,20 @@ class VoiceSession(models.Model):
         MAINTENANCE = "maintenance"  # an operator ended live sessions for maintenance
         STAFF = "staff"  # a member of staff ended this one call (ops_app.actions.end_call)
 
+    class Outcome(models.TextChoices):
+        RESOLVED = "resolved", "Resolved"
+        NOT_RESOLVED = "not_resolved", "Not resolved"
+        FOLLOW_UP = "follow_up", "Follow-up needed"
+
+    class SummaryState(models.TextChoices):
+        """Where the post-call summary stands; blank: never asked for (a live session,
+        summaries off, or ended before they existed)."""
+
+        PENDING = "pending"  # queued, or waiting to be tried again
+        DONE = "done"
+        SKIPPED = "skipped"  # too little was said
+        FAILED = "failed"  # the model could not be used, retries spent
+
     LIVE_STATUSES = (Status.CREATED, Status.CONNECTING, Status.ACTIVE)
 
     id = models.CharField(primary_key=True, max_length=40, default=new_session_id, editable=False)
@@ -195,6 +209,20 @@ class VoiceSession(models.Model):
 
     transcript_json = models.FileField(upload_to="transcripts/", blank=True)
     transcript_text = models.FileField(upload_to="transcripts/", blank=True)
+
+    # What the call came to, written after it ended (tools_app.agents.summaries),
+    # redacted as the transcript is; summary and topics go with the transcript.
+    summary = models.TextField(blank=True)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices, blank=True)
+    topics = models.JSONField(default=list, blank=True)
+    summarized_at = models.DateTimeField(null=True, blank=True)
+    summary_state = models.CharField(max_length=8, choices=SummaryState.choices, blank=True)
+    summary_note = models.CharField(max_length=200, blank=True)  # why skipped or failed
+    # Every summary request's own usage (retries and redos included); also counted in
+    # the session's tokens and cost above, as what the conversation cost.
+    summary_input_tokens = models.PositiveBigIntegerField(default=0)
+    summary_output_tokens = models.PositiveBigIntegerField(default=0)
+    summary_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
 
     objects = VoiceSessionQuerySet.as_manager()
 

@@ -1,7 +1,8 @@
-"""Retention of what sessions leave behind: transcripts, tool outputs and recordings go
-once their session has been over for RETENTION_TRANSCRIPT_DAYS, _TOOL_OUTPUT_DAYS and
-_RECORDING_DAYS (0 keeps them). Session rows and tool-run rows stay, so counts, cost
-and history hold; only their content goes. A session still live is never touched.
+"""Retention of what sessions leave behind: transcripts (their summaries and topics
+with them), tool outputs and recordings go once their session has been over for
+RETENTION_TRANSCRIPT_DAYS, _TOOL_OUTPUT_DAYS and _RECORDING_DAYS (0 keeps them).
+Session rows and tool-run rows stay, so counts, cost, outcomes and history hold; only
+their content goes. A session still live is never touched.
 (Workspaces have their own, shorter, retention: tools_app.retention.)
 
 A run works in batches of RETENTION_BATCH_SIZE rows, each its own short statement,
@@ -28,12 +29,14 @@ from tools_app.models import ToolExecution
 log = structlog.get_logger(__name__)
 
 TRANSCRIPT_FILES = ("transcript_json", "transcript_text")
+SUMMARY_REMOVED = "Summary and topics removed with the transcript (retention)."
 
 
 @dataclass
 class Removed:
     transcript_items: int = 0
     transcript_files: int = 0  # sessions whose exported transcript files were deleted
+    summaries: int = 0  # sessions whose summary and topics were cleared
     tool_outputs: int = 0  # tool runs whose output, error and arguments were cleared
     recordings: int = 0
 
@@ -70,6 +73,18 @@ def delete_transcript_items(sessions: QuerySet[VoiceSession]) -> int:
     for ids in _pages(ConversationItem.objects.filter(session__in=sessions)):
         removed += ConversationItem.objects.filter(pk__in=ids).delete()[0]
     return removed
+
+
+def clear_summaries(sessions: QuerySet[VoiceSession]) -> int:
+    """Clears the sessions' summaries and topics, saying so on each; the outcome and
+    what the summary cost stay."""
+    held = sessions.filter(~Q(summary="") | ~Q(topics=[]))
+    cleared = 0
+    for ids in _pages(held):
+        cleared += VoiceSession.objects.filter(pk__in=ids).update(
+            summary="", topics=[], summary_note=SUMMARY_REMOVED, updated_at=timezone.now()
+        )
+    return cleared
 
 
 def clear_tool_outputs(sessions: QuerySet[VoiceSession]) -> int:
@@ -113,6 +128,7 @@ def apply(actor_name: str = "system") -> Removed:
     if (sessions := over_for(settings.RETENTION_TRANSCRIPT_DAYS)) is not None:
         removed.transcript_items = delete_transcript_items(sessions)
         removed.transcript_files = delete_files(sessions, TRANSCRIPT_FILES)
+        removed.summaries = clear_summaries(sessions)
     if (sessions := over_for(settings.RETENTION_TOOL_OUTPUT_DAYS)) is not None:
         removed.tool_outputs = clear_tool_outputs(sessions)
     if (sessions := over_for(settings.RETENTION_RECORDING_DAYS)) is not None:

@@ -1,9 +1,12 @@
-"""Finding sessions by what was said in them, and by who and what they were.
+"""Finding sessions by what was said in them, what they came to, and who and what
+they were.
 
 On PostgreSQL the transcript is searched as full text (a GIN index on the items' text,
-migration 0009), sessions ranked by their best matching line, that line highlighted;
-on SQLite, by substring. Either way a search also matches the session id, the call id,
-the user's name, the API key's name and the client's address.
+migration 0009), and so are the post-call summary and topics (another on the
+session's, migration 0014); sessions are ranked by their best matching line (or their
+summary, when no line matches), that line highlighted; on SQLite, by substring. Either
+way a search also matches the session id, the call id, the user's name, the API key's
+name and the client's address.
 """
 
 from __future__ import annotations
@@ -14,11 +17,24 @@ import re
 
 from django.contrib.postgres.search import SearchHeadline, SearchQuery, SearchRank, SearchVector
 from django.db import connection
-from django.db.models import CharField, F, FloatField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import (
+    Case,
+    CharField,
+    F,
+    FloatField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast, Coalesce
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from sessions_app.models import ConversationItem
+from sessions_app.models import ConversationItem, VoiceSession
 
 # The text search configuration the index was built with (migration 0009 names it too).
 CONFIG = "english"
@@ -72,21 +88,49 @@ def sessions_matching(sessions: QuerySet, term: str) -> QuerySet:
         headline = SearchHeadline(
             "text", query, config=CONFIG, start_sel=_START, stop_sel=_STOP, max_words=24
         )
-        return sessions.filter(Q(pk__in=hits.values("session_id")) | _who(term)).annotate(
+        # The vector migration 0014's index is built on.
+        summarized = SearchVector("summary", "topics", config=CONFIG)
+        summaries = VoiceSession.objects.annotate(found=summarized).filter(found=query)
+        summary = summaries.filter(pk=OuterRef("pk"))
+        summary_headline = SearchHeadline(
+            "summary", query, config=CONFIG, start_sel=_START, stop_sel=_STOP, max_words=24
+        )
+        return sessions.filter(
+            Q(pk__in=hits.values("session_id")) | Q(pk__in=summaries.values("pk")) | _who(term)
+        ).annotate(
             **{
-                RANK: Subquery(best.values("rank")[:1], output_field=FloatField()),
-                MATCH: Subquery(best.annotate(line=headline).values("line")[:1]),
+                RANK: Coalesce(
+                    Subquery(best.values("rank")[:1], output_field=FloatField()),
+                    Subquery(
+                        summary.annotate(rank=SearchRank(summarized, query)).values("rank")[:1],
+                        output_field=FloatField(),
+                    ),
+                ),
+                MATCH: Coalesce(
+                    Subquery(best.annotate(line=headline).values("line")[:1]),
+                    Subquery(summary.annotate(line=summary_headline).values("line")[:1]),
+                ),
                 TERM: Value(term, output_field=CharField()),
             }
         )
     best = items.filter(text__icontains=term).order_by("created_at")
+    in_summary = Q(summary__icontains=term)
     return (
-        sessions.filter(Q(items__text__icontains=term) | _who(term))
+        sessions.alias(topics_text=Cast("topics", TextField()))
+        .filter(
+            Q(items__text__icontains=term)
+            | in_summary
+            | Q(topics_text__icontains=term)
+            | _who(term)
+        )
         .distinct()
         .annotate(
             **{
                 RANK: Value(None, output_field=FloatField()),
-                MATCH: Subquery(best.values("text")[:1]),
+                MATCH: Coalesce(
+                    Subquery(best.values("text")[:1]),
+                    Case(When(in_summary, then=F("summary")), default=None),
+                ),
                 TERM: Value(term, output_field=CharField()),
             }
         )

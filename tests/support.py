@@ -136,6 +136,19 @@ def start_worker(
     )
 
 
+@contextlib.contextmanager
+def worker_running(name: str, log: Path, **options):
+    """A real Celery worker (start_worker's options) that answers pings, for the block;
+    killed, whole, at its end."""
+    process = start_worker(name, log, **options)
+    try:
+        wait_for_worker(name)
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def wait_for_worker(name: str, timeout: float = 30) -> None:
     """Until a Celery worker whose name starts with name answers a ping."""
     from voiceplatform.celery import app
@@ -543,6 +556,54 @@ def load_support_group() -> None:
     importlib.import_module("tools_app.migrations.0008_support_views_tasks").add_view_task(
         apps, None
     )
+
+
+async def start_call(page) -> None:
+    """Starts a call on the caller's page, until the assistant's first answer."""
+    await page.click("#start")
+    await page.wait_for_selector("#connection:text-is('Connected')", timeout=15_000)
+    await page.wait_for_selector("#transcript li.assistant:not(.partial)")
+
+
+async def say(page, text: str, answered: str, timeout: float = 30_000) -> None:
+    """Types a turn on the caller's page, until an answer holding `answered` shows."""
+    await page.fill("#text", text)
+    await page.press("#text", "Enter")
+    await page.wait_for_selector(
+        f"#transcript li.assistant:has-text({json.dumps(answered)})", timeout=timeout
+    )
+
+
+async def end_call(page) -> None:
+    await page.click("#stop")
+    await page.wait_for_selector("#connection:text-is('Conversation ended')")
+
+
+def support_user(username: str, password: str):
+    """A staff account in the Support group (made again first: see load_support_group)."""
+    from django.contrib.auth.models import Group, User
+
+    load_support_group()
+    user = User.objects.create_user(username, password=password, is_staff=True)
+    user.groups.add(Group.objects.get(name="Support"))
+    return user
+
+
+def page_problems(page) -> list[str]:
+    """What goes wrong on a page from now on: its script errors, and what its console
+    reports as an error (a script or style its content security policy refused
+    included; a missing favicon not)."""
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and not message.location.get("url", "").endswith("/favicon.ico")
+            and problems.append(message.text)
+        ),
+    )
+    return problems
 
 
 def load_checklists() -> None:

@@ -7,14 +7,13 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import structlog
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -28,7 +27,7 @@ from tools_app.calls import ToolCall, arguments_of, check_call
 from tools_app.models import Task, ToolExecution
 from tools_app.tasks import execute_tool_task
 from voiceplatform import tracing
-from voiceplatform.celery import enqueue
+from voiceplatform.celery import enqueue, enqueue_detached
 from voiceplatform.errors import (
     ApiError,
     Conflict,
@@ -225,16 +224,11 @@ def _refuse_running(held: str) -> None:
     )
 
 
-_in_process: set[asyncio.Task] = set()
-
-
 async def _queue(execution: ToolExecution) -> None:
     if settings.CELERY_TASK_ALWAYS_EAGER:
         # In-process (the embedded default) the call runs on a thread of its own while
         # its caller waits for it, as a worker's caller does: so it can be detached.
-        running = asyncio.create_task(_run_in_process(execution))
-        _in_process.add(running)
-        running.add_done_callback(_in_process.discard)
+        await enqueue_detached(execute_tool_task, execution.pk)
         return
     try:
         # The worker holding the session's workspace, else the shared queue.
@@ -245,23 +239,6 @@ async def _queue(execution: ToolExecution) -> None:
         raise ServiceUnavailable(
             "Tools cannot be queued right now.", code=ErrorCode.TOOLS_UNAVAILABLE, retry_after=5
         ) from None
-
-
-async def _run_in_process(execution: ToolExecution) -> None:
-    # Its database work on a thread of its own, not the request's: the call may outlive
-    # the request that queued it (a task), and the request's thread-sensitive context
-    # ends with its answer. That thread's connection is closed at the end.
-    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-in-process")
-    try:
-        async with ThreadSensitiveContext(executor=thread):
-            try:
-                await enqueue(execute_tool_task, execution.pk)
-            except Exception:  # the call's row says how it ended; nothing waits on this
-                log.exception("tool_failed_in_process", execution=execution.pk)
-            finally:
-                await sync_to_async(connections.close_all)()
-    finally:
-        thread.shutdown(wait=False)
 
 
 class Waiter:

@@ -42,6 +42,50 @@ async def enqueue(task, *args, queue: str | None = None) -> None:
     await sync_to_async(task.apply_async, thread_sensitive=False)(args, queue=queue)
 
 
+_detached: set = set()  # in-process runs under way (asyncio keeps only weak references)
+
+
+async def enqueue_detached(task, *args, queue: str | None = None) -> None:
+    """Queues a task its caller does not wait for: with a broker, as enqueue does; in
+    process (eager), on a thread of its own, started now and not awaited. Its failure
+    there is logged; nothing waits on it."""
+    import asyncio
+
+    from django.conf import settings
+
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        await enqueue(task, *args, queue=queue)
+        return
+    running = asyncio.create_task(_run_detached(task, args))
+    _detached.add(running)
+    running.add_done_callback(_detached.discard)
+
+
+async def _run_detached(task, args: tuple) -> None:
+    # Its database work on a thread of its own, not the caller's: the run may outlive
+    # the request that queued it, and the request's thread-sensitive context ends with
+    # its answer. That thread's connection is closed at the end.
+    from concurrent.futures import ThreadPoolExecutor
+
+    import structlog
+    from asgiref.sync import ThreadSensitiveContext, sync_to_async
+    from django.db import connections
+
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="task-in-process")
+    try:
+        async with ThreadSensitiveContext(executor=thread):
+            try:
+                await enqueue(task, *args)
+            except Exception:
+                structlog.get_logger(__name__).exception(
+                    "task_failed_in_process", task=task.name, args=args
+                )
+            finally:
+                await sync_to_async(connections.close_all)()
+    finally:
+        thread.shutdown(wait=False)
+
+
 # Metrics observed in workers (sessions the sweep ends, upstream errors met there)
 # reach Prometheus through the worker's own port: with WORKER_METRICS_PORT and
 # PROMETHEUS_MULTIPROC_DIR set in the worker's environment (before it starts, so every

@@ -713,6 +713,15 @@ AGENT_MAX_STEPS = env_int("AGENT_MAX_STEPS", 20)
 AGENT_MAX_TOKENS = env_int("AGENT_MAX_TOKENS", 200_000)
 AGENT_MAX_SECONDS = env_int("AGENT_MAX_SECONDS", 600)
 AGENT_REQUEST_TIMEOUT_SECONDS = env_float("AGENT_REQUEST_TIMEOUT_SECONDS", 120.0)
+# Post-call summaries (tools_app.agents.summaries): when a session ends, SUMMARY_MODEL
+# writes what it came to, through the agents' provider. Sessions in which fewer than
+# MIN_WORDS were said are skipped. An upstream failure is tried again up to MAX_RETRIES
+# times, RETRY_SECONDS later, then twice that, and so on; then the summary is failed.
+SUMMARY_ENABLED = env_bool("SUMMARY_ENABLED", True)
+SUMMARY_MODEL = env_str("SUMMARY_MODEL", AGENT_MODEL)
+SUMMARY_MIN_WORDS = env_int("SUMMARY_MIN_WORDS", 12)
+SUMMARY_MAX_RETRIES = env_int("SUMMARY_MAX_RETRIES", 3)
+SUMMARY_RETRY_SECONDS = env_float("SUMMARY_RETRY_SECONDS", 10.0)
 AMPLIFIER_BREAKER_FAILURES = env_int("AMPLIFIER_BREAKER_FAILURES", 3)
 AMPLIFIER_BREAKER_RESET_SECONDS = env_int("AMPLIFIER_BREAKER_RESET_SECONDS", 10)
 # The OpenAI breaker (seed 7.3): open after 5 failed upstream calls, half-open after 30 s.

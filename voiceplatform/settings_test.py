@@ -23,6 +23,10 @@ TOOL_WORKSPACE_ROOT = VAR_DIR / "test-workspaces"  # noqa: F405
 PERIODIC_IN_PROCESS = False
 SIDEBAND_SWEEP_SECONDS = env_float("SIDEBAND_SWEEP_SECONDS", 0.0)  # noqa: F405
 DRAIN_ON_SIGTERM = False
+# Sessions the suite ends are summarized only where a test means them to be (those of
+# post-call summaries turn this on): a summary would otherwise run after every ended
+# conversation, past the end of the test that ended it.
+SUMMARY_ENABLED = env_bool("SUMMARY_ENABLED", False)  # noqa: F405
 # The test process's async tests leave connections in threads that never give them back
 # (conftest closes them at the end), so a pool would run dry here; the servers and
 # workers tests start read DB_POOL as in production and keep theirs.

@@ -1,9 +1,10 @@
 """The realtime simulator: a local stand-in for OpenAI's Realtime API.
 
-Wire-compatible with the official SDK: the Responses API (the agents' model, played
-by a script: responses.py), client secrets, WebRTC calls answered by a real
-aiortc peer, hangup/accept/reject/refer, the sideband WebSocket, signed webhooks, and a
-scripted, deterministic conversation on the `oai-events` data channel. Failure modes
+Wire-compatible with the official SDK: the Responses API (the agents' model and the
+post-call summaries', played by a script: responses.py), client secrets, WebRTC calls
+answered by a real aiortc peer, hangup/accept/reject/refer, the sideband WebSocket,
+signed webhooks, and a scripted, deterministic conversation on the `oai-events` data
+channel. Failure modes
 (5xx, 429, slow) are switched on through its control endpoints, which answer only the
 server key from this machine (never a request that came through a proxy) and sign
 webhooks for loopback URLs only.

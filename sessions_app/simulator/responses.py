@@ -14,6 +14,19 @@ offered is answered with a refusal naming it.
 - anything else: an answer echoing the first line of the instructions and of the
   user's message, so a test sees what the agent was told.
 
+Call summaries (a request whose text.format is the JSON schema named `call_summary`,
+as the product's post-call summaries ask) are answered with that JSON, derived from the
+transcript in the first user message, one turn a line ("Caller: ...", "Assistant:
+...", "Tool call: ..."):
+
+- summary: the caller's first turn and the assistant's last one, quoted (each cut to
+  160 characters): `The caller asked: “…” The assistant's last answer: “…”`.
+- outcome, by words the caller said, follow-up words winning: "call back", "call me
+  back", "follow up", "later" -> follow_up; "thanks", "thank you", "that works",
+  "solved" -> resolved; anything else -> not_resolved.
+- topics: the three words said most often (caller and assistant; four letters or more,
+  common words left out), ties in the order first said.
+
 Usage is counted roughly (four characters a token) but deterministically.
 """
 
@@ -34,6 +47,27 @@ WRITE = re.compile(
 CONTENT = re.compile(r"\b(?:with|containing|saying)\s+(.+)$", re.IGNORECASE | re.DOTALL)
 IGNORE_TOOLS = re.compile(r"\bignore the tool list\b", re.IGNORECASE)
 SLOW_STEPS = 3
+SUMMARY_FORMAT = "call_summary"
+TURN = re.compile(r"^(Caller|Assistant): *(.*\S)", re.MULTILINE)
+FOLLOW_UP = re.compile(r"\b(call (me )?back|follow[ -]?up|later)\b", re.IGNORECASE)
+RESOLVED = re.compile(r"\b(thanks|thank you|that works|solved)\b", re.IGNORECASE)
+WORD = re.compile(r"[a-z][a-z'-]{3,}")
+QUOTE_CHARS = 160
+TOPICS = 3
+COMMON_WORDS = frozenset(
+    re.findall(
+        r"\S+",
+        """
+        about after again also because been before being below between both call can't
+        cannot could does doing done down during each even every from further going good
+        have having hello here into just know like little make many more most much must need
+        only other over please really right said same says should some such sure than thank
+        thanks that that's their them then there these they this those through under until
+        very want well were what when where which while will with would yeah your you're
+        yours it's i'll i've i'd don't didn't doesn't isn't what's there's let's
+        """,
+    )
+)
 
 
 def _text(content) -> str:
@@ -98,6 +132,45 @@ def _answer(instruction: str, instructions: str, done: list[tuple[str, dict]], o
     return "Done. " + " ".join(parts)
 
 
+def summary_requested(request: dict) -> bool:
+    text = request.get("text")
+    shape = text.get("format") if isinstance(text, dict) else None
+    return (
+        isinstance(shape, dict)
+        and shape.get("type") == "json_schema"
+        and shape.get("name") == SUMMARY_FORMAT
+    )
+
+
+def _quoted(text: str) -> str:
+    text = text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 1].rstrip() + "…"
+    return f"\u201c{text}\u201d"
+
+
+def call_summary(transcript: str) -> dict:
+    """The call summary of a transcript (see the module's docstring)."""
+    turns = TURN.findall(transcript)
+    said = [text for who, text in turns if who == "Caller"]
+    answers = [text for who, text in turns if who == "Assistant"]
+    summary = f"The caller asked: {_quoted(said[0]) if said else '(nothing)'}"
+    if answers:
+        summary += f" The assistant's last answer: {_quoted(answers[-1])}"
+    caller = "\n".join(said)
+    if FOLLOW_UP.search(caller):
+        outcome = "follow_up"
+    elif RESOLVED.search(caller):
+        outcome = "resolved"
+    else:
+        outcome = "not_resolved"
+    counts: dict[str, int] = {}  # in the order first said
+    for _, text in turns:
+        for word in WORD.findall(text.lower()):
+            if word not in COMMON_WORDS:
+                counts[word] = counts.get(word, 0) + 1
+    topics = sorted(counts, key=lambda word: -counts[word])[:TOPICS]
+    return {"summary": summary, "outcome": outcome, "topics": topics}
+
+
 def _usage(request: dict, text: str) -> dict:
     inputs = max(1, len(json.dumps(request.get("input", ""))) // 4)
     inputs += len(str(request.get("instructions") or "")) // 4
@@ -127,7 +200,9 @@ def respond(request: dict) -> dict:
     steps = plan(instruction)
     outputs = _outputs(items)
     output: list[dict] = []
-    if len(outputs) < len(steps):
+    if summary_requested(request):
+        text = json.dumps(call_summary(instruction))
+    elif len(outputs) < len(steps):
         name, arguments = steps[len(outputs)]
         if name in offered or IGNORE_TOOLS.search(instruction):
             text = json.dumps(arguments)

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connection
 
 from tests.support import (
@@ -18,11 +19,16 @@ from tests.support import (
     database_env,
     free_port,
     launch,
+    page_problems,
+    sign_in,
     start_server,
     start_worker,
     stop_server,
+    support_user,
     wait_for_worker,
 )
+
+SESSIONS = "/admin/sessions_app/voicesession/"
 
 if not Path(CHROMIUM).exists():
     pytest.skip(
@@ -42,12 +48,18 @@ def stack_logs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="package")
 def stack(django_db_setup, django_db_blocker, stack_logs):
     """(base URL) of a live server and a Celery worker on the test database."""
+    port = free_port()
     with django_db_blocker.unblock():
         env = {
             **database_env(connection.settings_dict),
             # The stack's own worker (below) is the only one: the run command starts none.
             "RUN_WORKER": "0",
             "OPENAI_API_KEY": "",
+            # The simulator the server mounts, for the worker too (agents, summaries).
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/simulator",
+            # Ended calls are summarized, as in production (the test settings' server
+            # would not).
+            "SUMMARY_ENABLED": "1",
             "SIMULATOR_SPEECH_AFTER_SECONDS": "0.5",
             "CLIENT_STATS_INTERVAL_SECONDS": "1",
             # A typed command of a few seconds becomes a task (its card, its Stop).
@@ -57,7 +69,6 @@ def stack(django_db_setup, django_db_blocker, stack_logs):
             "TOOL_WORKSPACE_ROOT": str(ROOT / "var" / "test-workspaces"),
         }
     logs = stack_logs
-    port = free_port()
     server = start_server(
         ["bash", str(ROOT / "scripts/run.sh")],
         port,
@@ -109,6 +120,26 @@ async def contexts(playwright_driver):
     for context in opened:
         await context.close()
         shutil.rmtree(context.profile_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def staff_browser(playwright_driver):
+    """A Chromium of its own for a staff member (no fake microphone needed)."""
+    context = await launch(playwright_driver, "--autoplay-policy=no-user-gesture-required")
+    yield context
+    await context.close()
+    shutil.rmtree(context.profile_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def support_page(staff_browser, stack):
+    """A page of the staff browser, signed in as a Support user ("sam") on the session
+    list; what goes wrong on it in page.problems."""
+    await sync_to_async(support_user)("sam", "a long support password")
+    page = await staff_browser.new_page()
+    page.problems = page_problems(page)
+    await sign_in(page, stack, "sam", "a long support password", SESSIONS)
+    return page
 
 
 @pytest.fixture

@@ -9,26 +9,11 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 
 from sessions_app.models import VoiceSession
-from tests.support import sign_in
+from tests.support import end_call, page_problems, say, sign_in, start_call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "a long password of ada's"  # noqa: S105 (a test account)
-
-
-def _problems_of(page) -> list[str]:
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    # A script or style the content security policy refuses is logged as an error.
-    page.on(
-        "console",
-        lambda message: (
-            message.type == "error"
-            and not message.location.get("url", "").endswith("/favicon.ico")
-            and problems.append(message.text)
-        ),
-    )
-    return problems
 
 
 async def test_a_signed_in_user_resumes_a_recent_conversation_from_the_page(
@@ -37,20 +22,15 @@ async def test_a_signed_in_user_resumes_a_recent_conversation_from_the_page(
     # The page signs in through the admin's login form: a staff account without rights.
     await sync_to_async(User.objects.create_user)("ada", password=PASSWORD, is_staff=True)
     page = await browser.new_page()
-    problems = _problems_of(page)
+    problems = page_problems(page)
     await page.goto(stack + "/")
     anonymous_sees_a_list = await page.locator("#recent").count()
 
     await sign_in(page, stack, "ada", PASSWORD, "/")
     await page.wait_for_selector("#recent-status:text-is('No earlier conversations yet.')")
-    await page.click("#start")
-    await page.wait_for_selector("#connection:text-is('Connected')", timeout=15_000)
-    await page.wait_for_selector("#transcript li.assistant:not(.partial)")
-    await page.fill("#text", "My locker code is blue door")
-    await page.press("#text", "Enter")
-    await page.wait_for_selector("#transcript li.assistant:has-text('blue door')")
-    await page.click("#stop")
-    await page.wait_for_selector("#connection:text-is('Conversation ended')")
+    await start_call(page)
+    await say(page, "My locker code is blue door", "blue door")
+    await end_call(page)
     earlier = await VoiceSession.objects.order_by("-created_at").afirst()
     row = page.locator(f"#recent-list li[data-session-id='{earlier.pk}']")
     await row.wait_for()

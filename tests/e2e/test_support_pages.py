@@ -5,49 +5,22 @@ word that was said, reads it in order, plays the recording, and cannot see API k
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 import pytest
-from asgiref.sync import sync_to_async
-from django.contrib.auth.models import Group, User
 
 from sessions_app.models import VoiceSession
-from tests.support import launch, load_support_group, sign_in
+from tests.support import end_call, say, start_call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "a long support password"  # noqa: S105 (a test account)
-
-
-@pytest.fixture
-async def staff_browser(playwright_driver):
-    """A Chromium of its own for the support user (no fake microphone needed)."""
-    context = await launch(playwright_driver, "--autoplay-policy=no-user-gesture-required")
-    yield context
-    await context.close()
-    shutil.rmtree(context.profile_dir, ignore_errors=True)
-
-
-def _support_user() -> None:
-    load_support_group()
-    user = User.objects.create_user("sam", password=PASSWORD, is_staff=True)
-    user.groups.add(Group.objects.get(name="Support"))
 
 
 async def _recorded_conversation_with_a_tool_call(browser, stack) -> VoiceSession:
     page = await browser.new_page()
     await page.goto(stack + "/")
     await page.check("#record")
-    await page.click("#start")
-    await page.wait_for_selector("#connection:text-is('Connected')", timeout=15_000)
-    await page.wait_for_selector("#transcript li.assistant:not(.partial)")
-    await page.fill("#text", "please list files")
-    await page.press("#text", "Enter")
-    await page.wait_for_selector(
-        "#transcript li.assistant:has-text('Here is what I found')", timeout=20_000
-    )
-    await page.click("#stop")
-    await page.wait_for_selector("#connection:text-is('Conversation ended')")
+    await start_call(page)
+    await say(page, "please list files", "Here is what I found")
+    await end_call(page)
     for _ in range(100):
         session = await VoiceSession.objects.order_by("-created_at").afirst()
         if session.recording:
@@ -57,24 +30,11 @@ async def _recorded_conversation_with_a_tool_call(browser, stack) -> VoiceSessio
 
 
 async def test_support_finds_a_conversation_by_a_word_said_reads_it_and_plays_it(
-    browser, staff_browser, stack, artifacts
+    browser, support_page, stack, artifacts
 ):
     session = await _recorded_conversation_with_a_tool_call(browser, stack)
-    await sync_to_async(_support_user)()
-    page = await staff_browser.new_page()
-    problems = []
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    # A style or script the page's content security policy refuses is logged here.
-    page.on(
-        "console",
-        lambda message: (
-            message.type == "error"
-            and not message.location.get("url", "").endswith("/favicon.ico")
-            and problems.append(message.text)
-        ),
-    )
+    page = support_page
 
-    await sign_in(page, stack, "sam", PASSWORD, "/admin/sessions_app/voicesession/")
     await page.fill("#searchbar", "files")
     await page.press("#searchbar", "Enter")
     await page.wait_for_selector("#result_list td.field-match mark")
@@ -105,7 +65,7 @@ async def test_support_finds_a_conversation_by_a_word_said_reads_it_and_plays_it
     )
     await page.screenshot(path=str(artifacts / "e2e-support-session-page.png"), full_page=True)
     fits = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    problems_reading = list(problems)
+    problems_reading = list(page.problems)
     keys = await page.goto(f"{stack}/admin/sessions_app/apikey/")
     refusal = await page.inner_text("#content")
 

@@ -1,6 +1,6 @@
-"""Retention (sessions_app.retention, apply_retention_task): transcripts, tool outputs
-and recordings go once their session has been over for their number of days, and
-nothing else goes; every run is audited."""
+"""Retention (sessions_app.retention, apply_retention_task): transcripts (with their
+summaries and topics), tool outputs and recordings go once their session has been over
+for their number of days, and nothing else goes; every run is audited."""
 
 from __future__ import annotations
 
@@ -42,13 +42,19 @@ def _attach_files(session: VoiceSession) -> None:
 
 
 async def _session_with_data(make_session, make_item, *, ended_days_ago, **fields):
-    """A session with three transcript items, exported files, a recording and a finished
-    tool run, over since ended_days_ago (None: it never recorded an end)."""
+    """A session with three transcript items, exported files, a recording, a summary and
+    a finished tool run, over since ended_days_ago (None: it never recorded an end)."""
     now = timezone.now()
     if ended_days_ago is not None:
         fields.setdefault("ended_at", now - timedelta(days=ended_days_ago))
         fields.setdefault("created_at", fields["ended_at"] - timedelta(minutes=10))
-    session = await make_session(**{"status": "ended", **fields})
+    summary = {
+        "summary": "The caller asked about turn 0.",
+        "outcome": "resolved",
+        "topics": ["turns"],
+        "summary_state": "done",
+    }
+    session = await make_session(**{"status": "ended", **summary, **fields})
     for n in range(3):
         await make_item(session=session, item_id=f"item_{n}", text=f"turn {n}")
     await _attach_files(session)
@@ -76,6 +82,7 @@ async def _held(session: VoiceSession) -> dict:
         "tool_output": (run.output, run.error, run.arguments) != ("", "", {}),
         "tool_run": (run.tool, run.status),
         "files_in_storage": [bool(name) and default_storage.exists(name) for name in names],
+        "summary": (bool(session.summary), session.topics, session.outcome),
     }
 
 
@@ -86,6 +93,7 @@ KEPT = {
     "tool_output": True,
     "tool_run": ("bash", "failed"),
     "files_in_storage": [True, True, True],
+    "summary": (True, ["turns"], "resolved"),
 }
 
 
@@ -118,6 +126,7 @@ async def test_it_removes_exactly_what_is_past_its_time(make_session, make_item)
         "tool_output": False,
         "tool_run": ("bash", "failed"),  # the run stays, for counts and history
         "files_in_storage": [False, False, False],
+        "summary": (False, [], "resolved"),  # what the call came to stays, for counts
     }
     assert await _held(old) == gone
     assert await _held(never_ended) == gone  # measured from its start
@@ -132,6 +141,7 @@ async def test_it_removes_exactly_what_is_past_its_time(make_session, make_item)
     assert removed == {
         "transcript_items": 6,
         "transcript_files": 2,
+        "summaries": 2,
         "tool_outputs": 4,
         "recordings": 3,
     }
@@ -147,6 +157,7 @@ async def test_a_second_run_removes_nothing_and_every_run_is_audited(make_sessio
     assert first == {
         "transcript_items": 3,
         "transcript_files": 1,
+        "summaries": 1,
         "tool_outputs": 1,
         "recordings": 1,
     }
@@ -181,7 +192,10 @@ async def test_the_command_runs_it_once_and_says_what_went(make_session, make_it
 
     out = capsys.readouterr().out
     assert "transcript items: 3 removed" in out and "recordings: 1 removed" in out
+    assert "summaries: 1 removed" in out
     assert (await _held(old))["items"] == 0
+    await old.arefresh_from_db()
+    assert old.summary_note == "Summary and topics removed with the transcript (retention)."
     event = await AuditEvent.objects.filter(action=AuditEvent.Action.RETENTION_RUN).afirst()
     assert event.actor_name.startswith("cli:")
 

@@ -126,3 +126,63 @@ async def test_the_provider_reports_an_upstream_failure_as_an_llm_error(simulato
             await provider.complete(ChatRequest(messages=[Message(role="user", content="hi")]))
     finally:
         await provider.close()
+
+
+SUMMARY_FORMAT = {"format": {"type": "json_schema", "name": "call_summary", "schema": {}}}
+CALL = """\
+Caller: My March invoice shows a double charge for the subscription.
+Assistant: I can see two March charges on your subscription.
+Tool call: bash
+Assistant: I have refunded the second March charge.
+Caller: {last}"""
+
+
+def _summary(simulator, transcript):
+    answer = post(
+        simulator,
+        {"model": "m", "instructions": "Summarize.", "input": transcript, "text": SUMMARY_FORMAT},
+    ).json()
+    return json.loads(answer["output"][0]["content"][0]["text"])
+
+
+def test_it_answers_a_call_summary_from_the_first_request_and_the_last_answer(simulator):
+    answer = _summary(simulator, CALL.format(last="Thanks, that works."))
+
+    assert answer == {
+        "summary": "The caller asked: “My March invoice shows a double charge for the "
+        "subscription.” The assistant's last answer: “I have refunded the second March "
+        "charge.”",
+        "outcome": "resolved",
+        "topics": ["march", "charge", "subscription"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("last", "outcome"),
+    [
+        ("Thank you, that solved it.", "resolved"),
+        ("Please call me back tomorrow.", "follow_up"),
+        ("Thanks, but I will follow up later.", "follow_up"),  # follow-up words win
+        ("It still does not show.", "not_resolved"),
+    ],
+)
+def test_a_summarys_outcome_follows_what_the_caller_said(simulator, last, outcome):
+    assert _summary(simulator, CALL.format(last=last))["outcome"] == outcome
+
+
+def test_the_assistants_thanks_do_not_resolve_a_call(simulator):
+    transcript = "Caller: My order never came.\nAssistant: Thanks for calling, goodbye."
+
+    assert _summary(simulator, transcript)["outcome"] == "not_resolved"
+
+
+def test_the_same_transcript_gets_the_same_summary(simulator):
+    transcript = CALL.format(last="I will call back later.")
+
+    assert _summary(simulator, transcript) == _summary(simulator, transcript)
+
+
+def test_without_the_summary_format_the_request_is_an_agents(simulator):
+    answer = post(simulator, {"model": "m", "input": CALL.format(last="Thanks.")}).json()
+
+    assert answer["output"][0]["content"][0]["text"].startswith("Done.")

@@ -213,7 +213,9 @@ def test_search_finds_a_session_or_call_by_the_first_characters_of_its_id(suppor
     assert two.pk not in found("sess_")  # too short to be a start of an id: a word
 
 
-def test_the_transcript_search_index_serves_the_search_query():
+# The transcript's index (migration 0009), and the summaries' and topics' (0014).
+@pytest.mark.parametrize("index", ["sessions_item_text_search", "sessions_summary_search"])
+def test_the_search_indexes_serve_the_search_query(index):
     if connection.vendor != "postgresql":
         pytest.skip("full-text search is PostgreSQL's")
     query = search.sessions_matching(VoiceSession.objects.all(), "invoice")
@@ -222,7 +224,96 @@ def test_the_transcript_search_index_serves_the_search_query():
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("EXPLAIN " + sql, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "sessions_item_text_search" in plan
+    assert index in plan
+
+
+def _summarized(words: str, summary: str, outcome: str, topics: list[str]) -> VoiceSession:
+    return _conversation(
+        words,
+        summary=summary,
+        outcome=outcome,
+        topics=topics,
+        summary_state=VoiceSession.SummaryState.DONE,
+        summarized_at=timezone.now(),
+    )
+
+
+def test_the_list_shows_each_calls_outcome_and_filters_by_it(support):
+    resolved = _summarized("hi", "The caller got a refund.", "resolved", ["refund"])
+    follow_up = _summarized("hi", "Someone calls back.", "follow_up", ["call back"])
+    failed = _conversation("hi", summary_state=VoiceSession.SummaryState.FAILED)
+
+    def found(**query) -> set[str]:
+        response = support.get(LIST, query)
+        assert response.status_code == 200
+        return {row.pk for row in _rows(response)}
+
+    html = support.get(LIST).content.decode()
+
+    assert found(outcome__exact="resolved") == {resolved.pk}
+    assert found(outcome__exact="follow_up") == {follow_up.pk}
+    assert found(outcome__exact="not_resolved") == set()
+    assert found() == {resolved.pk, follow_up.pk, failed.pk}
+    assert '<span class="outcome-resolved">Resolved</span>' in html
+    assert '<span class="outcome-follow_up">Follow-up needed</span>' in html
+    assert '<small class="quiet">summary failed</small>' in html
+    assert "?outcome__exact=follow_up" in html  # the filter, in the side bar
+
+
+def test_search_finds_a_session_by_a_word_of_its_summary_or_a_topic(support):
+    refunded = _summarized(
+        "My order came twice.", "The caller was refunded for a duplicate order.", "resolved", []
+    )
+    tagged = _summarized("Hello there.", "A short call.", "not_resolved", ["shipping address"])
+    _summarized("My order came twice.", "Nothing was done.", "not_resolved", [])
+
+    def found(term: str) -> list[str]:
+        return [row.pk for row in _rows(support.get(LIST, {"q": term}))]
+
+    by_summary = support.get(LIST, {"q": "refund"}).content.decode()
+
+    assert found("refund") == [refunded.pk]  # stemmed: refunded
+    assert found("shipping") == [tagged.pk]
+    assert "<mark>refunded</mark>" in by_summary  # the summary is the best match shown
+
+
+def test_a_session_page_shows_its_summary_outcome_and_topics_above_the_conversation(support):
+    session = _summarized(
+        "Please list my files",
+        "The caller asked for their files and got the list.",
+        "resolved",
+        ["files", "workspace"],
+    )
+
+    html = support.get(_page(session)).content.decode()
+
+    assert html.index('id="facts"') < html.index('id="call-summary"') < html.index('id="timeline"')
+    assert '<p id="summary-text">The caller asked for their files and got the list.</p>' in html
+    assert 'id="summary-outcome">Resolved</span>' in html
+    assert "<li>files</li><li>workspace</li>" in html
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"summary_state": "pending"}, "Being written."),
+        (
+            {"summary_state": "skipped", "summary_note": "Too little was said (4 words)."},
+            "Not summarized. Too little was said (4 words).",
+        ),
+        (
+            {"summary_state": "failed", "summary_note": "Failed after 4 tries: RateLimitError"},
+            "The summary could not be written. Failed after 4 tries: RateLimitError",
+        ),
+        ({}, "None: summaries were off, or not yet written, when it ended."),
+    ],
+)
+def test_a_session_page_without_a_summary_says_why(support, fields, said):
+    session = _conversation("hi", **fields)
+
+    html = support.get(_page(session)).content.decode()
+
+    assert f'<p class="note" id="summary-status">{said}</p>' in html
 
 
 def test_a_session_page_reads_as_a_conversation_with_facts_first(support):

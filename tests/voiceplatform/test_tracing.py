@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,9 +25,8 @@ from tests.support import (
     eventually,
     free_port,
     start_server,
-    start_worker,
     stop_server,
-    wait_for_worker,
+    worker_running,
 )
 from tools_app import policy
 from tools_app.models import ToolExecution
@@ -180,11 +178,8 @@ def traced_worker(real_celery, receiver, tmp_path):
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         **QUICK_EXPORT,
     }
-    process = start_worker("traced", tmp_path / "worker.log", env=env)
-    wait_for_worker("traced")
-    yield process
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    with worker_running("traced", tmp_path / "worker.log", env=env) as process:
+        yield process
 
 
 async def test_a_worker_goes_on_with_the_trace_of_the_request_that_queued_the_call(

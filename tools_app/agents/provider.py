@@ -2,8 +2,9 @@
 same upstream and key as the voice model (OpenAI, or the simulator without a key).
 
 It takes Amplifier's ChatRequest (system, user, assistant text and tool calls, tool
-results) to Responses input items, and the answer back to a ChatResponse with its
-tool calls and usage, the cost priced like the voice model's (sessions_app.costs).
+results; a response format, as text.format) to Responses input items, and the answer
+back to a ChatResponse with its tool calls and usage, the cost priced like the voice
+model's (sessions_app.costs).
 Upstream failures become amplifier-core's LLM errors.
 """
 
@@ -115,6 +116,20 @@ def usage_of(model: str, usage: Any) -> Usage:
     )
 
 
+def text_format(response_format: Any) -> dict:
+    """The Responses API's text.format for Amplifier's response_format: a JSON schema
+    ({"name", "schema"}, as Chat Completions names one), any JSON object, or text."""
+    kind = getattr(response_format, "type", "text")
+    if kind == "json_schema":
+        spec = response_format.json_schema
+        shaped = {"type": "json_schema", "name": spec.get("name") or "answer"}
+        shaped["schema"] = spec.get("schema", spec)
+        if response_format.strict is not None:
+            shaped["strict"] = response_format.strict
+        return shaped
+    return {"type": "json_object" if kind == "json" else "text"}
+
+
 def _translate(exc: Exception) -> LLMError:
     kwargs = {"provider": NAME}
     if isinstance(exc, openai.APITimeoutError):
@@ -193,6 +208,8 @@ class ResponsesProvider:
             arguments["tools"] = tools
         if request.max_output_tokens:
             arguments["max_output_tokens"] = request.max_output_tokens
+        if request.response_format is not None:
+            arguments["text"] = {"format": text_format(request.response_format)}
         # Named as OpenTelemetry's generative-AI conventions name a model call.
         attributes = {
             "gen_ai.operation.name": "chat",

@@ -1,6 +1,7 @@
 """`manage.py apply_retention`: one retention run now (the beat task runs it every
-RETENTION_SWEEP_SECONDS): transcripts, tool outputs and recordings past their
-RETENTION_*_DAYS are removed, and the run is audited like the periodic one."""
+RETENTION_SWEEP_SECONDS): transcripts (their summaries and topics with them), tool
+outputs and recordings past their RETENTION_*_DAYS are removed, and the run is audited
+like the periodic one."""
 
 from __future__ import annotations
 
