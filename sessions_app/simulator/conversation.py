@@ -18,8 +18,9 @@ NOTHING_REMEMBERED_REPLY = "I don't remember an earlier conversation."
 _REMEMBER = re.compile(r"\bwhat (?:do you remember|were we talking about)\b", re.I)
 EARLIER_HEADING = "Earlier conversation"
 # A response asked for with instructions of its own (response.create's
-# response.instructions, e.g. the goodbye when staff end a call): the scripted model
-# says what they quote, or "OK." when they quote nothing.
+# response.instructions, e.g. the goodbye when staff end a call) and nothing told or
+# answered to report first: the scripted model says what they quote, or "OK." when
+# they quote nothing.
 _QUOTED = re.compile(r'"([^"]+)"')
 
 # What the user says -> the tool the scripted model calls, and with which arguments.
@@ -147,12 +148,6 @@ class Conversation:
         await self.emit({"type": "conversation.item.done", "item": item})
 
     async def _response_create(self, event: dict) -> None:
-        asked = event.get("response")
-        own = asked.get("instructions") if isinstance(asked, dict) else None
-        if isinstance(own, str) and own.strip():
-            quoted = _QUOTED.search(own)
-            await self._reply(quoted.group(1) if quoted else "OK.")
-            return
         if self._notices:  # told something by the server: the model reports it
             notice = self._notices.pop(0)
             await self._reply(f"An update: {' '.join(notice.split())[:300]}")
@@ -160,6 +155,12 @@ class Conversation:
         if self._outputs:
             output = self._outputs.pop(next(iter(self._outputs)))
             await self._reply(f"Here is what I found: {output[:300]}")
+            return
+        asked = event.get("response")
+        own = asked.get("instructions") if isinstance(asked, dict) else None
+        if isinstance(own, str) and own.strip():
+            quoted = _QUOTED.search(own)
+            await self._reply(quoted.group(1) if quoted else "OK.")
             return
         text, self._unanswered = self._unanswered, None
         if text is None:
