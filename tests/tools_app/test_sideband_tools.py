@@ -30,7 +30,7 @@ async def test_the_sideband_runs_the_models_tool_call_and_the_model_hears_the_ou
                 e["type"] == "response.output_audio_transcript.done"
                 and e["transcript"].startswith("Here is what I found")
             ),
-            timeout=15,
+            timeout=30,  # a real worker runs it: generous for a loaded machine
         )
         function_call = next(
             e["item"]
