@@ -105,18 +105,21 @@ async def current_level() -> int:
     return (await current()).level
 
 
-def refuse_in_maintenance(level: int) -> None:
+async def refuse_in_maintenance(level: int) -> None:
+    """503 in maintenance, saying what the operator said and when service should be back
+    (a page left open before maintenance began shows it)."""
     if level >= MAINTENANCE:
+        ops = await state.current()
         raise ServiceUnavailable(
-            "Service temporarily unavailable (maintenance).",
+            ops.maintenance_notice(),
             code=ErrorCode.MAINTENANCE,
             retry_after=settings.MAINTENANCE_RETRY_AFTER_SECONDS,
         )
 
 
-def refuse_tools(level: int) -> None:
+async def refuse_tools(level: int) -> None:
     """/tools/* answers 503 below full service."""
-    refuse_in_maintenance(level)
+    await refuse_in_maintenance(level)
     if level >= REDUCED:
         raise ServiceUnavailable(
             NO_TOOLS_MESSAGE,

@@ -26,10 +26,11 @@ class MaintenanceForm(_Form):
         widget=forms.Textarea(attrs={"rows": 2}),
     )
     eta = forms.CharField(
-        label="Back at (optional)",
+        label="Expected back (optional)",
         max_length=_max_length("maintenance_eta"),
         required=False,
-        help_text="Free text, e.g. 14:30 UTC.",
+        help_text="A time (14:30 UTC: users read “back at 14:30 UTC”) or free text "
+        "(in 10 minutes: users read “Expected back: in 10 minutes”).",
     )
     end_live = forms.BooleanField(
         label="End live sessions now",

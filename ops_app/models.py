@@ -3,9 +3,26 @@ every security-relevant and operator action."""
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+# An ETA that names a time ("14:30 UTC", "2:30 pm", "2025-06-01T14:30Z"): said as "back
+# at" it. Anything else ("in 10 minutes", "tomorrow morning") is said as written.
+_ETA_TIME = re.compile(
+    r"(?:\d{4}-\d{2}-\d{2}[ T])?"
+    r"(?:(?:[01]?\d|2[0-3])[:.][0-5]\d(?::[0-5]\d)?(?:\s*[aApP]\.?[mM]\.?)?"
+    r"|(?:0?[1-9]|1[0-2])\s*[aApP]\.?[mM]\.?)"
+    r"(?:\s*(?:Z|[A-Z]{2,5}(?:[+-]\d{1,2}(?::?\d{2})?)?|[+-]\d{2}:?\d{2}))?"
+)
+MAINTENANCE_DEFAULT_MESSAGE = "The voice assistant is down for maintenance."
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text if not text or text[-1] in ".!?…" else f"{text}."
 
 
 class OpsState(models.Model):
@@ -40,6 +57,27 @@ class OpsState(models.Model):
 
     def __str__(self) -> str:
         return "maintenance" if self.maintenance else "in service"
+
+    def maintenance_said(self) -> str:
+        """The operator's message for users, or the default one."""
+        return _sentence(self.maintenance_message) or MAINTENANCE_DEFAULT_MESSAGE
+
+    def expected_back(self) -> str:
+        """When service should be back, in a sentence: "We expect it back at 14:30 UTC."
+        for an ETA that is a time, "Expected back: in 10 minutes." for free text."""
+        eta = " ".join(self.maintenance_eta.split())
+        if not eta:
+            return "Please try again in a few minutes."
+        if _ETA_TIME.fullmatch(eta):
+            return f"We expect it back at {eta}."
+        return f"Expected back: {_sentence(eta)}"
+
+    def maintenance_notice(self) -> str:
+        """What a caller refused in maintenance reads: the operator's words and when."""
+        return (
+            "Service temporarily unavailable (maintenance): "
+            f"{self.maintenance_said()} {self.expected_back()}"
+        )
 
     def forced_level_now(self) -> int | None:
         """The forced level while it has not expired."""

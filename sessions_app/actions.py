@@ -79,7 +79,7 @@ async def start_session(
             retry_after=settings.DRAIN_RETRY_AFTER_SECONDS,
         )
     level = await degradation.current_level()
-    degradation.refuse_in_maintenance(level)
+    await degradation.refuse_in_maintenance(level)
     network = client_network(client_ip)
     if network:
         await ratelimit.hit(f"session:ip:{network}", settings.SESSION_RATE_LIMIT_PER_IP)
@@ -181,7 +181,7 @@ async def accept_incoming_call(call_id: str, *, caller_id: str) -> tuple[str, Vo
     # capacity a second time.
     session = await VoiceSession.objects.filter(call_id=call_id).afirst()
     try:
-        degradation.refuse_in_maintenance(level)
+        await degradation.refuse_in_maintenance(level)
         if session is None:
             await _check_room(Caller(), network=None)
     except ApiError as refusal:
@@ -331,7 +331,7 @@ async def connect_call(session: VoiceSession, offer: str) -> str:
     """Forwards the browser's SDP offer upstream; returns the answer and records the call.
     In maintenance no new call is connected (live ones go on)."""
     require_live(session)
-    degradation.refuse_in_maintenance(await degradation.current_level())
+    await degradation.refuse_in_maintenance(await degradation.current_level())
     if await journal.deferring():
         return await _connect_while_deferring(session, offer)
     claimed = await VoiceSession.objects.filter(

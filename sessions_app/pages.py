@@ -23,7 +23,7 @@ async def client(request: HttpRequest) -> HttpResponse:
         response = render(
             request,
             "voice/maintenance.html",
-            {"message": ops.maintenance_message, "eta": ops.maintenance_eta},
+            {"message": ops.maintenance_said(), "expected_back": ops.expected_back()},
             status=503,
         )
         response["Retry-After"] = str(settings.MAINTENANCE_RETRY_AFTER_SECONDS)

@@ -64,13 +64,13 @@ async def check_call(session: VoiceSession, *, name: Any, call_id: Any, argument
     level = await degradation.current_level()
     if level >= degradation.VOICE_ONLY:
         # Voice only: no tool runs, whatever the session was given.
-        degradation.refuse_tools(level)
+        await degradation.refuse_tools(level)
     if name not in {tool["name"] for tool in session.tools}:
         await _audit_refusal(session, name, call_id, ErrorCode.TOOL_NOT_ALLOWED)
         raise Forbidden(
             f"The tool '{name}' is not allowed in this session.", code=ErrorCode.TOOL_NOT_ALLOWED
         )
-    degradation.refuse_tools(level)
+    await degradation.refuse_tools(level)
     # Before the schema: a huge body is refused for its size, not walked.
     size = arguments_size(arguments)
     if size > settings.TOOL_ARGUMENTS_MAX_BYTES:

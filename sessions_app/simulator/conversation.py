@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +24,11 @@ EARLIER_HEADING = "Earlier conversation"
 # answered to report first: the scripted model says what they quote, or "OK." when
 # they quote nothing.
 _QUOTED = re.compile(r'"([^"]+)"')
+
+# How long the scripted model speaks a reply (its voice is a tone, see peer.Voice): long
+# enough for a page to see who is speaking, short enough to hold up no test.
+SPOKEN_CHARS_PER_SECOND = 30
+SPOKEN_SECONDS_MAX = 3.0
 
 # What the user says -> the tool the scripted model calls, and with which arguments.
 _TOOL_TRIGGERS: list[tuple[re.Pattern[str], str, Callable[[re.Match[str]], dict]]] = [
@@ -69,6 +76,7 @@ class Conversation:
     _awaiting: dict[str, str] = field(default_factory=dict)
     _notices: list[str] = field(default_factory=list)  # system messages not yet reported
     spoke: bool = False
+    speaking_until: float = 0.0  # time.monotonic() when the model's voice falls silent
 
     def _next_id(self, prefix: str) -> str:
         self._counter += 1
@@ -278,6 +286,7 @@ class Conversation:
                 "item": {**item, "content": []},
             }
         )
+        await self._speak(response_id, text)
         words = text.split(" ")
         for start in range(0, len(words), 4):
             await self.emit(
@@ -307,6 +316,22 @@ class Conversation:
             "content": [{"type": "output_audio", "transcript": text}],
         }
         await self._finish(response_id, done_item, self._usage(user_text, text))
+
+    async def _speak(self, response_id: str, text: str) -> None:
+        """The reply's audio: the voice sounds for a while (output_audio_buffer.started),
+        and falls silent after response.done (output_audio_buffer.stopped), as over
+        WebRTC upstream."""
+        seconds = min(len(text) / SPOKEN_CHARS_PER_SECOND, SPOKEN_SECONDS_MAX)
+        self.speaking_until = max(self.speaking_until, time.monotonic() + seconds)
+        await self.emit({"type": "output_audio_buffer.started", "response_id": response_id})
+        asyncio.get_running_loop().call_later(seconds, self._spoken, response_id)
+
+    def _spoken(self, response_id: str) -> None:
+        if time.monotonic() < self.speaking_until - 0.05:
+            return  # a later reply is still being spoken: its own stop says when
+        asyncio.ensure_future(
+            self.emit({"type": "output_audio_buffer.stopped", "response_id": response_id})
+        )
 
     async def _function_call(self, name: str, arguments: dict, user_text: str) -> None:
         response_id = self._next_id("resp")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import struct
+import time
 
 import aioice.ice
 import structlog
@@ -26,6 +29,30 @@ _LOOPBACK_HINT = (
 
 class InvalidOffer(ValueError):
     pass
+
+
+# The model's voice: a 400 Hz tone at 8 kHz, a whole number of periods per 20 ms frame.
+_TONE = struct.pack(
+    "<160h", *(int(8000 * math.sin(2 * math.pi * 400 * n / 8000)) for n in range(160))
+)
+
+
+class Voice(AudioStreamTrack):
+    """What the caller hears: a tone while the scripted model speaks, silence otherwise
+    (so a page can show a level for the assistant's voice)."""
+
+    def __init__(self, call: SimCall) -> None:
+        super().__init__()
+        self._call = call
+
+    async def recv(self):
+        frame = await super().recv()
+        conversation = self._call.conversation
+        if conversation is not None and time.monotonic() < conversation.speaking_until:
+            for plane in frame.planes:
+                sound = _TONE[: plane.buffer_size]
+                plane.update(sound + bytes(plane.buffer_size - len(sound)))
+        return frame
 
 
 def restrict_ice_to_loopback() -> None:
@@ -127,7 +154,7 @@ async def answer(call: SimCall, offer_sdp: str) -> str:
         await peer.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         for transceiver in peer.getTransceivers():
             if transceiver.kind == "audio":
-                peer.addTrack(AudioStreamTrack())  # the model's voice: silence here
+                peer.addTrack(Voice(call))
                 break
         await peer.setLocalDescription(await peer.createAnswer())
     except Exception as exc:  # aiortc raises several types for a bad offer

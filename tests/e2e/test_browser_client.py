@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import statistics
 
 import httpx
@@ -15,14 +16,18 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient
 from django.urls import reverse
 
+from ops_app import actions as ops_actions
 from ops_app import breakers
 from sessions_app.models import VoiceSession
-from tests.support import launch
+from tests.support import launch, sign_in
 from tools_app.models import ToolExecution
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 SIM_KEY = {"Authorization": "Bearer sk-sim-local"}
+PASSWORD = "a long password of ada's"  # noqa: S105 (a test account)
+# The time as the browser's locale writes it (en-US here: "02:05 PM").
+SEPARATOR = re.compile(r"^(New conversation|Reconnected) · \d{1,2}:\d{2}( [AP]M)?$")
 
 
 async def open_page(browser, stack):
@@ -54,6 +59,22 @@ async def message_of(page) -> str:
 
 async def latest_session() -> VoiceSession:
     return await VoiceSession.objects.order_by("-created_at").afirst()
+
+
+async def hang_up(stack, call_id: str) -> None:
+    """The far end goes away, as when the upstream drops the call."""
+    async with httpx.AsyncClient(base_url=stack, headers=SIM_KEY) as http:
+        await http.post(f"/simulator/v1/realtime/calls/{call_id}/hangup")
+
+
+async def transcript_of(page) -> list[tuple[str, str]]:
+    """(kind, text) of each line of the transcript (what was said), separators included."""
+    rows = await page.eval_on_selector_all(
+        "#transcript li",
+        "items => items.map(item => [item.className,"
+        " (item.querySelector('.text') || item).textContent])",
+    )
+    return [(kind, " ".join(text.split())) for kind, text in rows]
 
 
 async def test_a_conversation_with_a_tool_call_from_start_to_end(browser, stack, artifacts):
@@ -201,19 +222,113 @@ async def test_a_503_from_our_api_is_shown_with_its_retry_after(browser, stack):
     assert message.endswith("Try again in 7 seconds.")
 
 
-async def test_a_dropped_connection_offers_a_reconnect_with_a_fresh_session(browser, stack):
+async def test_a_dropped_call_reconnects_by_itself_and_keeps_its_lines(browser, stack, artifacts):
+    page = await open_page(browser, stack)
+    await connect(page)
+    await page.wait_for_selector("#transcript li.assistant:not(.partial)")
+    first = await latest_session()
+
+    await hang_up(stack, first.call_id)
+    await page.wait_for_selector(
+        "#connection:text-is('Reconnecting… (attempt 1 of 3)')", timeout=15_000
+    )
+    focused = await page.evaluate("document.activeElement.id")
+    await page.screenshot(path=str(artifacts / "e2e-reconnecting.png"), full_page=True)
+    await page.wait_for_selector("#connection:text-is('Connected')", timeout=15_000)
+    await page.wait_for_selector("#transcript li.assistant:not(.partial) >> nth=1")
+    await page.screenshot(path=str(artifacts / "e2e-reconnected.png"), full_page=True)
+
+    second = await latest_session()
+    await first.arefresh_from_db()
+    lines = await transcript_of(page)
+    kinds = [kind.split()[0] for kind, _ in lines]
+    assert focused == "reconnect-cancel"
+    assert second.pk != first.pk and second.status == "active"
+    # Anonymous sessions have no owner to resume them: a fresh one (a signed-in caller's
+    # resumes, below).
+    assert second.resumed_from_id is None
+    assert first.status == "ended"
+    assert kinds.index("call-start") == 0 and "assistant" in kinds[: kinds.index("call-start", 1)]
+    assert lines[kinds.index("call-start", 1)][1].startswith("Reconnected · ")
+    assert await page.is_hidden("#reconnect-cancel") and await page.is_hidden("#reconnect")
+    assert await page.is_hidden("#message")
+    assert page.problems == []
+
+
+async def test_a_signed_in_callers_dropped_call_comes_back_as_its_continuation(browser, stack):
+    await sync_to_async(User.objects.create_user)("ada", password=PASSWORD, is_staff=True)
+    page = await browser.new_page()
+    await sign_in(page, stack, "ada", PASSWORD, "/")
+    await connect(page)
+    await page.wait_for_selector("#transcript li.assistant:not(.partial)")
+    await say(page, "My locker code is blue door")
+    await page.wait_for_selector("#transcript li.assistant:has-text('blue door')")
+    first = await latest_session()
+
+    await hang_up(stack, first.call_id)
+    await page.wait_for_selector("#connection:text-is('Reconnecting… (attempt 1 of 3)')")
+    await page.wait_for_selector("#connection:text-is('Connected')", timeout=15_000)
+    await say(page, "What do you remember?")
+    answer = page.locator("#transcript li.assistant:not(.partial)", has_text="earlier conversation")
+    await answer.wait_for(timeout=15_000)
+
+    second = await latest_session()
+    assert second.resumed_from_id == first.pk
+    assert "My locker code is blue door" in await answer.inner_text()
+
+
+async def test_reconnecting_can_be_cancelled_from_the_keyboard(browser, stack):
     page = await open_page(browser, stack)
     await connect(page)
     first = await latest_session()
 
-    # The far end goes away (as when the upstream drops the call).
+    await hang_up(stack, first.call_id)
+    await page.wait_for_selector("#connection:text-is('Reconnecting… (attempt 1 of 3)')")
+    await page.keyboard.press("Enter")  # the focus is on Cancel
+    await page.wait_for_selector("#reconnect:visible")
+    await asyncio.sleep(2)  # past when the first attempt would have begun
+
+    assert await page.evaluate("document.activeElement.id") == "reconnect"
+    assert await page.inner_text("#connection") == "Connection lost"
+    assert await message_of(page) == "Reconnecting was cancelled."
+    assert await page.is_hidden("#reconnect-cancel")
+    assert await VoiceSession.objects.acount() == 1  # no attempt was made
+
+
+async def test_a_dropped_call_that_cannot_reconnect_offers_a_reconnect_with_a_fresh_session(
+    browser, stack, artifacts
+):
+    page = await open_page(browser, stack)
+    await connect(page)
+    first = await latest_session()
+
     async with httpx.AsyncClient(base_url=stack, headers=SIM_KEY) as http:
         await http.post(f"/simulator/v1/realtime/calls/{first.call_id}/hangup")
-    await page.wait_for_selector("#connection:text-is('Connection lost')", timeout=15_000)
-    await page.wait_for_selector("#reconnect:visible")
-    await page.click("#reconnect")
+        # Every attempt finds the upstream refusing new sessions.
+        await http.post(
+            "/simulator/_control/fault",
+            json={"mode": "rate_limit", "retry_after_ms": 100, "operations": ["client_secrets"]},
+        )
+        try:
+            await page.wait_for_selector(
+                "#connection:text-is('Reconnecting… (attempt 3 of 3)')", timeout=20_000
+            )
+            await page.wait_for_selector("#reconnect:visible", timeout=20_000)
+            message = await message_of(page)
+            focused = await page.evaluate("document.activeElement.id")
+            await page.screenshot(path=str(artifacts / "e2e-reconnect-gave-up.png"), full_page=True)
+        finally:
+            await http.post("/simulator/_control/fault", json={"mode": "off"})
+            # The refusals opened the OpenAI breaker: the upstream is back, close it.
+            await sync_to_async(breakers.reset)(breakers.openai())
+    await page.keyboard.press("Enter")  # on Reconnect, which has the focus
     await page.wait_for_selector("#connection:text-is('Connected')", timeout=15_000)
 
+    assert message.startswith(
+        "The connection to the assistant was lost, and reconnecting did not work: "
+        "The service is unavailable right now."
+    )
+    assert focused == "reconnect"
     second = await latest_session()
     assert second.pk != first.pk and second.status == "active"
 
@@ -258,7 +373,7 @@ async def test_push_to_talk_sends_a_turn_when_released(browser, stack):
     ]
 
 
-async def test_a_consented_recording_is_uploaded_when_the_call_ends(browser, stack):
+async def test_a_consented_recording_is_uploaded_when_the_call_ends(browser, stack, artifacts):
     page = await open_page(browser, stack)
     await page.check("#record")
     await connect(page)
@@ -266,14 +381,195 @@ async def test_a_consented_recording_is_uploaded_when_the_call_ends(browser, sta
 
     await page.click("#stop")
     await page.wait_for_selector("#connection:text-is('Conversation ended')")
-    for _ in range(50):
-        session = await latest_session()
-        if session.recording:
-            break
-        await asyncio.sleep(0.2)
+    saved = await page.wait_for_selector(
+        "#recording-status:text-is('The recording was uploaded and saved.')"
+    )
+    await page.screenshot(path=str(artifacts / "e2e-recording-saved.png"), full_page=True)
+    session = await latest_session()
 
     assert session.recording.name.endswith(".webm")
+    assert await saved.get_attribute("role") == "status"  # screen readers announce it
     assert await page.inner_text("#message") == ""
+
+
+async def test_a_recording_that_could_not_be_uploaded_is_said_to_be_lost(browser, stack, artifacts):
+    page = await open_page(browser, stack)
+
+    async def unreachable(route):
+        await route.abort()
+
+    await page.route("**/recording", unreachable)
+    await page.check("#record")
+    await connect(page)
+    await page.wait_for_selector("#transcript li.assistant:not(.partial)")
+
+    await page.click("#stop")
+    failed = await page.wait_for_selector("#recording-status.failed")
+    await page.screenshot(path=str(artifacts / "e2e-recording-failed.png"), full_page=True)
+
+    assert (await failed.inner_text()).startswith(
+        "The recording was not saved: the server could not be reached"
+    )
+    assert not (await latest_session()).recording
+
+
+async def test_each_call_starts_under_a_separator_and_earlier_lines_stay(browser, stack, artifacts):
+    page = await open_page(browser, stack)
+    await connect(page)
+    await page.wait_for_selector("#transcript li.assistant:not(.partial)")
+    await page.click("#stop")
+    await page.wait_for_selector("#connection:text-is('Conversation ended')")
+
+    await connect(page)
+    await say(page, "this is the second call")
+    await page.wait_for_selector(
+        "#transcript li.assistant:not(.partial):has-text('this is the second call')"
+    )
+    await page.screenshot(path=str(artifacts / "e2e-second-call-separator.png"), full_page=True)
+    lines = await transcript_of(page)
+
+    separators = [i for i, (kind, _) in enumerate(lines) if kind == "call-start"]
+    assert len(separators) == 2 and separators[0] == 0
+    assert all(SEPARATOR.match(lines[i][1]) for i in separators)
+    first_call, second_call = lines[1 : separators[1]], lines[separators[1] + 1 :]
+    assert ("user", "Hello, what can you do?") in first_call
+    assert any(kind == "assistant" for kind, _ in first_call)
+    assert ("user", "this is the second call") in second_call
+
+
+async def test_the_page_shows_who_is_speaking_with_a_level_for_each_side(browser, stack, artifacts):
+    page = await open_page(browser, stack)
+    await connect(page)
+    levels = "#mic-level[role=meter], #assistant-level[role=meter]"
+    # (Predicates as functions: the page's CSP refuses eval, which a bare expression needs.)
+    meter = "() => Number(document.getElementById('{}').getAttribute('aria-valuenow'))"
+
+    # The fake microphone beeps, and the scripted user's turn says speech started.
+    await page.wait_for_selector("#speaking:text-is('You are speaking')")
+    await page.wait_for_function(meter.format("mic-level") + " > 30")
+    await page.screenshot(path=str(artifacts / "e2e-you-are-speaking.png"), full_page=True)
+    await page.click("#mute")  # the beeps stop: the assistant is heard alone
+    await page.wait_for_function(meter.format("mic-level") + " === 0")
+    await page.wait_for_function(
+        "() => !document.getElementById('speaking').textContent.includes('You')"
+    )
+    await say(page, "tell me something about the weather where you are today")
+    await page.wait_for_selector("#speaking:text-is('Assistant is speaking')", timeout=15_000)
+    await page.wait_for_function(meter.format("assistant-level") + " > 30")
+    motion = """() => [document.getElementById('speaking').dataset.who,
+        getComputedStyle(document.getElementById('speaking'), '::before').animationName,
+        getComputedStyle(document.querySelector('#assistant-level .meter-bar'))
+            .transitionDuration]"""
+    moving = await page.evaluate(motion)
+    await page.emulate_media(reduced_motion="reduce")
+    still = await page.evaluate(motion)
+    await page.screenshot(path=str(artifacts / "e2e-assistant-speaking.png"), full_page=True)
+    await page.wait_for_function(meter.format("mic-level") + " === 0")
+    await page.wait_for_selector("#speaking:text-is('')", timeout=15_000)  # silence
+
+    assert await page.locator(levels).count() == 2
+    for side in ("mic-level", "assistant-level"):
+        label = await page.eval_on_selector(
+            f"#{side}",
+            "m => [m.getAttribute('aria-valuemin'), m.getAttribute('aria-valuemax'),"
+            " document.getElementById(m.getAttribute('aria-labelledby')).textContent]",
+        )
+        assert label[:2] == ["0", "100"] and label[2]
+    assert await page.get_attribute("#speaking", "aria-live") == "polite"
+    assert moving == ["assistant", "pulse", "0.1s"]
+    assert still == ["assistant", "none", "0s"]  # prefers-reduced-motion is respected
+    assert page.problems == []
+
+
+async def test_the_microphone_can_be_chosen_remembered_and_switched_during_a_call(
+    browser, stack, artifacts
+):
+    page = await browser.new_page()
+    # What the page asks of the browser: the microphones it opens, the tracks it swaps in.
+    await page.add_init_script("""(() => {
+        window.opened = []; window.swappedIn = [];
+        const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+        navigator.mediaDevices.getUserMedia = async (constraints) => {
+            const stream = await open(constraints);
+            window.opened.push(stream.getAudioTracks()[0].label);
+            return stream;
+        };
+        const replace = RTCRtpSender.prototype.replaceTrack;
+        RTCRtpSender.prototype.replaceTrack = function (track) {
+            window.swappedIn.push(track.label);
+            return replace.call(this, track);
+        };
+    })()""")
+    await page.goto(stack + "/")
+    await page.wait_for_selector("#microphone option >> nth=2", state="attached")
+    choices = await page.eval_on_selector_all("#microphone option", "os => os.map(o => o.text)")
+    label = await page.eval_on_selector("#microphone", "s => s.labels[0].textContent")
+
+    await page.select_option("#microphone", label="Fake Audio Input 1")
+    await connect(page)
+    await page.focus("#microphone")  # switched with the keyboard, as a select is
+    await page.keyboard.press("ArrowDown")
+    await page.wait_for_function("() => window.swappedIn.length === 1")
+    await page.screenshot(path=str(artifacts / "e2e-microphone-switched.png"), full_page=True)
+    connected = await page.inner_text("#connection")
+    opened, swapped_in = await page.evaluate("[window.opened, window.swappedIn]")
+    await page.click("#stop")
+    await page.wait_for_selector("#connection:text-is('Conversation ended')")
+    await page.reload()
+    await page.wait_for_selector("#microphone option >> nth=2", state="attached")
+    remembered = await page.eval_on_selector("#microphone", "s => s.selectedOptions[0].text")
+
+    assert label == "Microphone"
+    assert choices == ["System default", "Fake Audio Input 1", "Fake Audio Input 2"]
+    assert opened == ["Fake Audio Input 1", "Fake Audio Input 2"]
+    # The same connection sends the new microphone: its track was replaced.
+    assert swapped_in == ["Fake Audio Input 2"] and connected == "Connected"
+    assert remembered == "Fake Audio Input 2"
+
+
+async def test_a_page_open_when_maintenance_began_shows_the_operators_words_and_eta(
+    browser, stack, artifacts
+):
+    page = await open_page(browser, stack)
+    async with httpx.AsyncClient(base_url=stack) as http:
+
+        async def page_served() -> int:
+            return (await http.get("/")).status_code
+
+        await ops_actions.maintenance_on(
+            actor="test", message="We are upgrading the database", eta="in 10 minutes"
+        )
+        try:
+            # Every process sees the switch within 2 s.
+            for _ in range(60):
+                if await page_served() == 503:
+                    break
+                await asyncio.sleep(0.1)
+            await page.click("#start")
+            message = await message_of(page)
+            await page.screenshot(
+                path=str(artifacts / "e2e-maintenance-caller-page.png"), full_page=True
+            )
+            notice = await browser.new_page()
+            await notice.goto(stack + "/")
+            expected_back = await notice.inner_text("#maintenance-eta")
+            await notice.screenshot(
+                path=str(artifacts / "e2e-maintenance-page.png"), full_page=True
+            )
+        finally:
+            await ops_actions.maintenance_off(actor="test")
+            for _ in range(60):
+                if await page_served() == 200:
+                    break
+                await asyncio.sleep(0.1)
+
+    assert message == (
+        "Service temporarily unavailable (maintenance): We are upgrading the database. "
+        "Expected back: in 10 minutes."
+    )
+    assert expected_back == "Expected back: in 10 minutes."
+    assert await page.is_enabled("#start")
+    assert await VoiceSession.objects.acount() == 0
 
 
 async def test_the_page_is_keyboard_operable_and_fits_a_phone(browser, stack):
@@ -287,7 +583,7 @@ async def test_the_page_is_keyboard_operable_and_fits_a_phone(browser, stack):
     overflow = await page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
-    unlabelled = await page.evaluate("""[...document.querySelectorAll('input, button')]
+    unlabelled = await page.evaluate("""[...document.querySelectorAll('input, button, select')]
         .filter(el => !(el.labels && el.labels.length) && !el.textContent.trim()
                 && !el.getAttribute('aria-label')).map(el => el.id)""")
 

@@ -15,7 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from ops_app import actions, state
-from ops_app.models import AuditEvent
+from ops_app.models import AuditEvent, OpsState
 from sessions_app import tokens
 from sessions_app.models import VoiceSession
 from tests.support import ROOT, database_env, free_port, start_server, stop_server
@@ -151,6 +151,63 @@ async def test_in_maintenance_new_work_is_refused_and_live_work_goes_on(api, sim
         assert int(refused["Retry-After"]) > 0
     assert (relayed.status_code, recording.status_code, ended.status_code) == (200, 201, 200)
     assert (alive.status_code, metrics.status_code, admin.status_code) == (200, 200, 200)
+
+
+async def test_a_refused_caller_reads_the_operators_message_and_when_it_is_back(api):
+    # A page left open from before maintenance began has only the API's answer to show.
+    await actions.maintenance_on(actor="test", message="Upgrading the database", eta="14:30 UTC")
+
+    refused = await api.post("/session", content_type="application/json")
+
+    assert refused.status_code == 503
+    assert refused.json() == {
+        "error": {
+            "code": "maintenance",
+            "message": "Service temporarily unavailable (maintenance): "
+            "Upgrading the database. We expect it back at 14:30 UTC.",
+        }
+    }
+
+
+async def test_a_free_text_eta_is_said_as_written_on_the_page_and_in_the_refusal(api):
+    await actions.maintenance_on(actor="test", message="Moving house!", eta="in 10 minutes")
+
+    page = (await api.get("/")).content.decode()
+    refused = (await api.post("/session", content_type="application/json")).json()
+
+    assert "Expected back: in 10 minutes." in page and "back at" not in page
+    assert refused["error"]["message"].endswith("Moving house! Expected back: in 10 minutes.")
+
+
+async def test_without_a_message_or_eta_the_page_and_the_refusal_say_the_defaults(api):
+    await actions.maintenance_on(actor="test")
+
+    page = (await api.get("/")).content.decode()
+    refused = (await api.post("/session", content_type="application/json")).json()
+
+    for said in (page, refused["error"]["message"]):
+        assert "The voice assistant is down for maintenance." in said
+        assert "Please try again in a few minutes." in said
+
+
+@pytest.mark.parametrize(
+    ("eta", "said"),
+    [
+        ("14:30 UTC", "We expect it back at 14:30 UTC."),
+        ("9:05", "We expect it back at 9:05."),
+        ("2:30 pm", "We expect it back at 2:30 pm."),
+        ("3pm CET", "We expect it back at 3pm CET."),
+        ("14:30 UTC+2", "We expect it back at 14:30 UTC+2."),
+        ("2025-06-01T14:30Z", "We expect it back at 2025-06-01T14:30Z."),
+        ("in 10 minutes", "Expected back: in 10 minutes."),
+        ("tomorrow morning", "Expected back: tomorrow morning."),
+        ("around 14:30 UTC", "Expected back: around 14:30 UTC."),
+        ("soon!", "Expected back: soon!"),
+        ("25:00", "Expected back: 25:00."),
+    ],
+)
+def test_an_eta_that_is_a_time_is_said_as_back_at_and_free_text_as_written(eta, said):
+    assert OpsState(maintenance=True, maintenance_eta=eta).expected_back() == said
 
 
 async def test_live_sessions_finish_unless_the_operator_ends_them_now(simulator):

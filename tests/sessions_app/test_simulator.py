@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -10,6 +12,7 @@ import httpx
 import openai
 import pytest
 from aiortc import RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 
 from sessions_app.probe import offering_peer
 from tests.support import eventually, free_port
@@ -113,6 +116,46 @@ async def test_the_sdk_creates_a_call_talks_on_the_sideband_and_hangs_up(sdk, si
     assert json.loads(call["arguments"]) == {"command": "ls -la"}
     assert reply == "Here is what I found: README.md manage.py"
     assert simulator.call(call_id)["state"] == "hung_up"
+
+
+def _loudest(frame) -> int:
+    size = frame.samples * 2 * len(frame.layout.channels)  # s16: two bytes a sample
+    samples = array.array("h", bytes(frame.planes[0])[:size])
+    return max((abs(sample) for sample in samples), default=0)
+
+
+async def test_a_reply_is_heard_between_its_audio_started_and_stopped_events(sdk, simulator):
+    # The scripted user speaks after half a second of (silent) microphone; the model
+    # answers aloud: its voice is a tone between output_audio_buffer.started and stopped.
+    clock = asyncio.get_running_loop().time
+    peer, channel = await offering_peer()
+    on_channel = _arrivals(channel)
+    heard: list[tuple[float, int]] = []
+
+    @peer.on("track")
+    def on_track(track) -> None:
+        async def listen() -> None:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    frame = await track.recv()
+                    heard.append((clock(), _loudest(frame)))
+
+        asyncio.ensure_future(listen())
+
+    raw = await sdk.realtime.calls.with_raw_response.create(sdp=peer.localDescription.sdp)
+    await peer.setRemoteDescription(RTCSessionDescription(raw.http_response.text, "answer"))
+    seen: dict[str, float] = {}
+    async with asyncio.timeout(15):
+        while "output_audio_buffer.stopped" not in seen:
+            seen.setdefault((await on_channel.get())["type"], clock())
+    await asyncio.sleep(0.5)
+    await peer.close()
+
+    started, stopped = seen["output_audio_buffer.started"], seen["output_audio_buffer.stopped"]
+    assert started < seen["response.done"] < stopped
+    assert max(loudest for when, loudest in heard if started <= when <= stopped) > 1000
+    # Before the model spoke there was nothing to hear.
+    assert max((loudest for when, loudest in heard if when < started), default=0) < 100
 
 
 async def test_a_browser_posts_raw_sdp_with_the_ephemeral_key(sdk, simulator):

@@ -14,8 +14,18 @@ const STATS_EVERY_MS = Number(app.dataset.statsIntervalSeconds || 10) * 1000;
 const RELAY_EVERY_MS = 1000;
 // The realtime events the server builds transcripts from: its list, not a copy.
 const RELAYED_TYPES = new Set((app.dataset.relayedTypes || "").split(" ").filter(Boolean));
+// Signed-in callers own their sessions: a dropped call comes back as its continuation.
+const SIGNED_IN = app.dataset.signedIn === "true";
 
 let call = null; // the live conversation, see start()
+
+// A start that did not work, in words for the page; retry: whether trying again soon may.
+class StartFailed extends Error {
+  constructor(message, { retry = false } = {}) {
+    super(message);
+    this.retry = retry;
+  }
+}
 
 // --- page state -----------------------------------------------------------------------
 
@@ -69,9 +79,11 @@ async function api(path, { method = "POST", body, token, contentType = "applicat
 
 function describeFailure(response, data) {
   const message = data && data.error ? data.error.message : `The server answered ${response.status}.`;
+  // The operator's own words and when service should be back: said as they are.
+  if (data && data.error && data.error.code === "maintenance") return message;
   const retryAfter = response.headers.get("Retry-After");
   if (response.status === 429 || response.status === 503) {
-    const wait = retryAfter ? ` Try again in ${retryAfter} seconds.` : " Try again later.";
+    const wait = retryAfter ? ` Try again in ${retryAfter} second${retryAfter === "1" ? "" : "s"}.` : " Try again later.";
     const what = response.status === 429 ? "Too many requests." : "The service is unavailable right now.";
     return `${what} ${message}${wait}`;
   }
@@ -106,7 +118,7 @@ function recentEntry(row) {
   resume.dataset.resumable = String(row.resumable);
   resume.disabled = Boolean(call) || !row.resumable;
   resume.setAttribute("aria-label", `Resume “${title.textContent}”`);
-  resume.addEventListener("click", () => begin({ resume: row.session_id }, title.textContent));
+  resume.addEventListener("click", () => begin({ resume: row.session_id }, { separator: `Continuing “${title.textContent}”` }));
   entry.append(about, resume);
   return entry;
 }
@@ -134,6 +146,20 @@ async function loadRecent() {
 }
 
 // --- transcript -----------------------------------------------------------------------
+
+function markCallStart(label) {
+  // Each call's lines start under a line of their own; earlier calls' lines stay.
+  const now = new Date();
+  const entry = document.createElement("li");
+  entry.className = "call-start";
+  const time = document.createElement("time");
+  time.dateTime = now.toISOString();
+  time.textContent = now.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const words = document.createElement("span");
+  words.append(`${label} · `, time);
+  entry.append(words);
+  $("transcript").append(entry);
+}
 
 function transcriptEntry(itemId, role) {
   let entry = document.querySelector(`#transcript li[data-item-id="${CSS.escape(itemId)}"]`);
@@ -447,6 +473,19 @@ function onServerEvent(event) {
     case "response.output_item.done":
       if (event.item && event.item.type === "function_call") onFunctionCall(event.item);
       break;
+    case "input_audio_buffer.speech_started":
+      speech("user", true);
+      break;
+    case "input_audio_buffer.speech_stopped":
+      speech("user", false);
+      break;
+    case "output_audio_buffer.started":
+      speech("assistant", true);
+      break;
+    case "output_audio_buffer.stopped":
+    case "output_audio_buffer.cleared":
+      speech("assistant", false);
+      break;
     case "error":
       showMessage(`The assistant reported an error: ${(event.error && event.error.message) || "unknown error"}`);
       break;
@@ -534,93 +573,287 @@ async function reportStats() {
 function startRecording(micStream) {
   const context = new AudioContext();
   const mix = context.createMediaStreamDestination();
-  context.createMediaStreamSource(micStream).connect(mix);
+  const micSource = context.createMediaStreamSource(micStream);
+  micSource.connect(mix);
   const recorder = new MediaRecorder(mix.stream, { mimeType: "audio/webm" });
   const chunks = [];
   recorder.ondataavailable = (event) => event.data.size && chunks.push(event.data);
   recorder.start(1000);
-  return { context, mix, recorder, chunks };
+  return { context, mix, micSource, recorder, chunks };
+}
+
+function recordingStatus(text, failed = false) {
+  const status = $("recording-status");
+  status.textContent = text;
+  status.classList.toggle("failed", failed);
+  status.hidden = !text;
 }
 
 async function uploadRecording(recording, session) {
+  recordingStatus("Uploading the recording…");
   const stopped = new Promise((resolve) => (recording.recorder.onstop = resolve));
   recording.recorder.stop();
   await stopped;
   recording.context.close();
   const blob = new Blob(recording.chunks, { type: "audio/webm" });
-  const path = session.urls.recording;
-  const { response, data } = await api(path, { body: blob, contentType: "audio/webm", token: session.session_token });
-  if (!response.ok) showMessage(`The recording was not saved: ${describeFailure(response, data)}`);
+  let failure = null;
+  try {
+    const { response, data } = await api(session.urls.recording, { body: blob, contentType: "audio/webm", token: session.session_token });
+    if (!response.ok) failure = describeFailure(response, data);
+  } catch (error) {
+    failure = `the server could not be reached (${error.message}).`;
+  }
+  if (failure) recordingStatus(`The recording was not saved: ${failure}`, true);
+  else recordingStatus("The recording was uploaded and saved.");
+}
+
+// --- who is speaking --------------------------------------------------------------------
+// A level for each side (the microphone's stream, the assistant's) and, in words, who is
+// speaking: the realtime events say when speech starts and stops; the levels fill in
+// where no event comes (push to talk has no voice activity detection).
+
+const LEVEL_EVERY_MS = 100;
+const SPEAKING_LEVEL = 35; // of 100, i.e. about -39 dBFS
+const SPEAKING_HOLD_MS = 700; // a pause between words is not the end of speaking
+const SAYS_WHO = {
+  both: "You and the assistant are speaking",
+  user: "You are speaking",
+  assistant: "Assistant is speaking",
+  "": "",
+};
+
+function levelMeter(context, stream) {
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 1024;
+  const source = context.createMediaStreamSource(stream);
+  source.connect(analyser);
+  return { analyser, source, samples: new Float32Array(analyser.fftSize) };
+}
+
+function levelOf(meter) {
+  if (!meter) return 0;
+  meter.analyser.getFloatTimeDomainData(meter.samples);
+  let sum = 0;
+  for (const sample of meter.samples) sum += sample * sample;
+  const decibels = 20 * Math.log10(Math.sqrt(sum / meter.samples.length) || 1e-9);
+  return Math.round(Math.min(100, Math.max(0, ((decibels + 60) / 60) * 100))); // -60..0 dBFS
+}
+
+function showLevel(id, level) {
+  const meter = $(id);
+  if (meter.getAttribute("aria-valuenow") === String(level)) return;
+  meter.setAttribute("aria-valuenow", String(level));
+  meter.querySelector(".meter-bar").style.transform = `scaleX(${level / 100})`;
+}
+
+function showSpeaking(levels) {
+  const now = performance.now();
+  const speaks = (side) => levels.speaking[side] || now - levels.heard[side] < SPEAKING_HOLD_MS;
+  const [user, assistant] = [speaks("user"), speaks("assistant")];
+  const who = user && assistant ? "both" : user ? "user" : assistant ? "assistant" : "";
+  const box = $("speaking");
+  if (box.dataset.who === who) return;
+  box.dataset.who = who;
+  box.textContent = SAYS_WHO[who];
+}
+
+function startLevels(current) {
+  const context = new AudioContext();
+  context.resume().catch(() => {});
+  current.levels = {
+    context, mic: levelMeter(context, current.mic), assistant: null,
+    speaking: { user: false, assistant: false }, heard: { user: -Infinity, assistant: -Infinity },
+  };
+  current.timers.push(setInterval(() => tickLevels(current), LEVEL_EVERY_MS));
+  $("levels").hidden = false;
+}
+
+function tickLevels(current) {
+  const { levels } = current;
+  const now = performance.now();
+  const heard = { user: levelOf(levels.mic), assistant: levelOf(levels.assistant) };
+  showLevel("mic-level", heard.user);
+  showLevel("assistant-level", heard.assistant);
+  for (const side of ["user", "assistant"]) if (heard[side] >= SPEAKING_LEVEL) levels.heard[side] = now;
+  showSpeaking(levels);
+}
+
+function speech(side, speaking) {
+  // What the realtime events say: speech started or stopped.
+  if (!call || !call.levels) return;
+  call.levels.speaking[side] = speaking;
+  call.levels.heard[side] = performance.now();
+  showSpeaking(call.levels);
+}
+
+function stopLevels(ended) {
+  if (ended.levels) ended.levels.context.close().catch(() => {});
+  $("levels").hidden = true;
+  showLevel("mic-level", 0);
+  showLevel("assistant-level", 0);
+  $("speaking").dataset.who = "";
+  $("speaking").textContent = "";
+}
+
+// --- the microphone ---------------------------------------------------------------------
+// The caller's choice is remembered in this browser; switching during a call replaces the
+// track the connection sends, on the same connection.
+
+const MICROPHONE_KEY = "voiceplatform.microphone";
+
+function chosenMicrophone() {
+  try {
+    return localStorage.getItem(MICROPHONE_KEY) || "";
+  } catch {
+    return ""; // storage refused (a privacy setting): the system's default
+  }
+}
+
+function rememberMicrophone(deviceId) {
+  try {
+    if (deviceId) localStorage.setItem(MICROPHONE_KEY, deviceId);
+    else localStorage.removeItem(MICROPHONE_KEY);
+  } catch {
+    // Not remembered: the choice still holds on this page.
+  }
+}
+
+function stopTracks(stream) {
+  stream.getTracks().forEach((track) => track.stop());
+}
+
+function microphoneRefusal(error) {
+  if (error.name === "NotAllowedError" || error.name === "SecurityError") {
+    return "Microphone access was refused. Allow the microphone for this page to talk, or type instead once it is allowed.";
+  }
+  if (error.name === "NotFoundError" || error.name === "OverconstrainedError") {
+    return "No microphone was found. Connect one and try again.";
+  }
+  return `The microphone could not be opened: ${error.message}`;
+}
+
+async function openMicrophone(deviceId = chosenMicrophone()) {
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio: deviceId ? { deviceId: { exact: deviceId } } : true });
+  } catch (error) {
+    // The chosen one is gone (unplugged, another machine): the system's default instead.
+    if (deviceId && (error.name === "OverconstrainedError" || error.name === "NotFoundError")) return openMicrophone("");
+    throw new StartFailed(microphoneRefusal(error));
+  }
+}
+
+async function listMicrophones() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+  // Until the microphone is allowed, browsers list devices without ids or names.
+  const devices = (await navigator.mediaDevices.enumerateDevices()).filter((device) =>
+    device.kind === "audioinput" && device.deviceId && !["default", "communications"].includes(device.deviceId));
+  const select = $("microphone");
+  const wanted = chosenMicrophone();
+  select.replaceChildren(new Option("System default", ""),
+    ...devices.map((device, index) => new Option(device.label || `Microphone ${index + 1}`, device.deviceId)));
+  select.value = devices.some((device) => device.deviceId === wanted) ? wanted : "";
+}
+
+async function switchMicrophone() {
+  const deviceId = $("microphone").value;
+  rememberMicrophone(deviceId);
+  const current = call;
+  if (!current || current.ending) return; // the next call opens it
+  let stream;
+  try {
+    stream = await openMicrophone(deviceId);
+    if (call !== current || current.ending) return stopTracks(stream);
+    const [track] = stream.getAudioTracks();
+    const [before] = current.mic.getAudioTracks();
+    track.enabled = before ? before.enabled : true; // muted, or push to talk: still so
+    await current.sender.replaceTrack(track);
+  } catch (error) {
+    if (stream) stopTracks(stream);
+    showMessage(`The microphone could not be switched: ${error.message}`);
+    return;
+  }
+  if (call !== current || current.ending) return stopTracks(stream);
+  stopTracks(current.mic);
+  current.mic = stream;
+  if (current.levels) {
+    current.levels.mic.source.disconnect();
+    current.levels.mic = levelMeter(current.levels.context, stream);
+  }
+  const { recording } = current;
+  if (recording) {
+    recording.micSource.disconnect();
+    recording.micSource = recording.context.createMediaStreamSource(stream);
+    recording.micSource.connect(recording.mix);
+  }
+  $("announcer").textContent = `Now using ${stream.getAudioTracks()[0].label || "the chosen microphone"}.`;
 }
 
 // --- the conversation -----------------------------------------------------------------
 
-async function microphone() {
-  try {
-    return await navigator.mediaDevices.getUserMedia({ audio: true });
-  } catch (error) {
-    if (error.name === "NotAllowedError" || error.name === "SecurityError") {
-      showMessage("Microphone access was refused. Allow the microphone for this page to talk, or type instead once it is allowed.");
-    } else if (error.name === "NotFoundError" || error.name === "OverconstrainedError") {
-      showMessage("No microphone was found. Connect one and try again.");
-    } else {
-      showMessage(`The microphone could not be opened: ${error.message}`);
-    }
-    return null;
-  }
+function retriable(response, data) {
+  // Busy or down for a moment: another try may work. Maintenance and refusals will not.
+  const code = data && data.error ? data.error.code : "";
+  return response.status === 429 || (response.status >= 500 && code !== "maintenance");
 }
 
-async function start(body = {}, resumedTitle = "") {
-  clearMessage();
+async function start(body = {}, { separator = "New conversation", reconnecting = null } = {}) {
+  // While reconnecting, the status says which attempt it is, not each step of it.
+  const say = reconnecting ? () => {} : setConnection;
+  const cancelled = () => reconnecting !== null && reconnecting !== reconnection;
+  if (!reconnecting) {
+    clearMessage();
+    recordingStatus("");
+  }
   $("reconnect").hidden = true;
   $("start").disabled = true;
-  setConnection("Opening the microphone…");
+  say("Opening the microphone…");
   const started = performance.now();
-  const mic = await microphone();
-  if (!mic) {
-    setConnection("Not connected");
-    $("start").disabled = false;
-    return;
+  const mic = await openMicrophone();
+  listMicrophones().catch(() => {}); // allowed now: the devices have names
+  if (cancelled()) {
+    stopTracks(mic);
+    throw new StartFailed("Reconnecting was cancelled.");
   }
-  setConnection("Starting a session…");
+  say("Starting a session…");
   let created;
   try {
     created = await api("/session", { body });
   } catch (error) {
-    mic.getTracks().forEach((track) => track.stop());
-    throw error;
+    stopTracks(mic);
+    throw new StartFailed(`Could not reach the server: ${error.message}`, { retry: true });
   }
   const { response, data: session } = created;
-  if (!response.ok) {
-    mic.getTracks().forEach((track) => track.stop());
-    showMessage(describeFailure(response, session));
-    setConnection("Not connected");
-    $("start").disabled = false;
-    return;
+  if (!response.ok || cancelled()) {
+    stopTracks(mic);
+    if (response.ok) api(session.urls.end, { token: session.session_token, keepalive: true }).catch(() => {});
+    throw response.ok
+      ? new StartFailed("Reconnecting was cancelled.")
+      : new StartFailed(describeFailure(response, session), { retry: retriable(response, session) });
   }
-  if (body.resume) $("transcript").replaceChildren(); // a new conversation: the note says from what
-  $("resumed-note").hidden = !body.resume;
-  $("resumed-note").textContent = body.resume ? `Continuing an earlier conversation: “${resumedTitle}”.` : "";
   if (session.degradation_level >= 2) {
     showBanner("Tools are unavailable right now: I can't execute tasks, but I can still help with questions.");
   }
   const pc = new RTCPeerConnection();
   const channel = pc.createDataChannel("oai-events");
-  call = {
+  const current = {
     session, pc, channel, mic, timers: [], relayQueue: [], serverHandlesTools: false, eventsRetries: 0,
-    expiresAt: Date.parse(session.expires_at), ending: false, recording: null,
+    expiresAt: Date.parse(session.expires_at), ending: false, recording: null, levels: null,
+    reconnecting, connected: false,
   };
-  call.events = openEvents(session);
-  mic.getTracks().forEach((track) => pc.addTrack(track, mic));
-  if ($("record").checked) call.recording = startRecording(mic);
+  call = current;
+  current.events = openEvents(session);
+  current.sender = pc.addTrack(mic.getAudioTracks()[0], mic);
+  if ($("record").checked) current.recording = startRecording(mic);
+  startLevels(current);
   pc.ontrack = (event) => {
-    $("remote-audio").srcObject = event.streams[0] || new MediaStream([event.track]);
-    if (call && call.recording) {
-      call.recording.context.createMediaStreamSource($("remote-audio").srcObject).connect(call.recording.mix);
-    }
+    const voice = event.streams[0] || new MediaStream([event.track]);
+    $("remote-audio").srcObject = voice;
+    if (current.ending) return;
+    if (current.recording) current.recording.context.createMediaStreamSource(voice).connect(current.recording.mix);
+    current.levels.assistant = levelMeter(current.levels.context, voice);
   };
   pc.onconnectionstatechange = () => {
-    if (!call || call.pc !== pc || call.ending) return;
+    if (call !== current || current.ending) return;
     // "disconnected" often heals by itself; "failed" does not.
     if (pc.connectionState === "failed") dropped();
   };
@@ -632,27 +865,31 @@ async function start(body = {}, resumedTitle = "") {
     }
   };
   channel.onopen = () => {
+    if (call !== current || current.ending) return;
+    if (cancelled()) return abandon();
     const seconds = ((performance.now() - started) / 1000).toFixed(2);
+    current.connected = true;
     setConnection("Connected");
     app.dataset.connectSeconds = seconds;
     setControls(true);
+    markCallStart(separator);
     applyMicrophoneModes(); // mute and push to talk carry over from a previous call
-    call.timers.push(setInterval(tick, 1000), setInterval(reportStats, STATS_EVERY_MS),
+    current.timers.push(setInterval(tick, 1000), setInterval(reportStats, STATS_EVERY_MS),
       setInterval(flushRelay, RELAY_EVERY_MS));
     tick();
+    if (reconnecting) reconnected(current);
   };
   channel.onclose = () => {
-    if (call && call.channel === channel && !call.ending) dropped();
+    if (call === current && !current.ending) dropped();
   };
-  setConnection("Connecting…");
+  say("Connecting…");
   await pc.setLocalDescription(await pc.createOffer());
   const answer = await api(session.urls.sdp, {
     body: pc.localDescription.sdp, contentType: "application/sdp", token: session.session_token,
   });
   if (!answer.response.ok) {
-    showMessage(describeFailure(answer.response, answer.data));
-    abandon();
-    return;
+    if (call === current) abandon();
+    throw new StartFailed(describeFailure(answer.response, answer.data), { retry: retriable(answer.response, answer.data) });
   }
   await pc.setRemoteDescription({ type: "answer", sdp: answer.data });
 }
@@ -673,7 +910,8 @@ function teardown(state) {
   current.timers.forEach(clearInterval);
   current.events.close();
   current.pc.close();
-  current.mic.getTracks().forEach((track) => track.stop());
+  stopTracks(current.mic);
+  stopLevels(current);
   $("time-left").textContent = "";
   setConnection(state);
   setControls(false);
@@ -717,22 +955,115 @@ function abandon() {
 
 async function dropped() {
   const lost = teardown("Connection lost");
-  if (lost) {
-    // The server may have ended it on purpose (staff, maintenance, the time limit) and
-    // hung up before its word arrived: the end answers how it ended, and the page says
-    // that instead of offering to reconnect.
-    let reason = null;
-    try {
-      const { response, data } = await api(lost.session.urls.end, { token: lost.session.session_token, keepalive: true });
-      if (response.ok && data) reason = data.end_reason;
-    } catch {
-      // Offline: it is lost.
-    }
-    if (ENDED_BECAUSE[reason]) return concluded(lost, ENDED_BECAUSE[reason]);
+  if (!lost) return; // its drop is being handled already
+  // The server may have ended it on purpose (staff, maintenance, the time limit) and
+  // hung up before its word arrived: the end answers how it ended, and the page says
+  // that instead of reconnecting. A server too slow to say is no reason to wait longer.
+  const asked = api(lost.session.urls.end, { token: lost.session.session_token, keepalive: true })
+    .then(({ response, data }) => (response.ok && data ? data.end_reason : null))
+    .catch(() => null); // offline: it is lost
+  const reason = await Promise.race([asked, new Promise((resolve) => setTimeout(resolve, END_REASON_WAIT_MS, null))]);
+  if (ENDED_BECAUSE[reason]) {
+    stopReconnecting();
+    return concluded(lost, ENDED_BECAUSE[reason]);
   }
-  showMessage("The connection to the assistant was lost.");
+  if (lost.recording) uploadRecording(lost.recording, lost.session).catch(() => {});
+  if (lost.reconnecting) {
+    // An attempt that did not hold: the next one (unless reconnecting was cancelled).
+    if (lost.reconnecting === reconnection) nextAttempt(lost.reconnecting);
+    return;
+  }
+  if (Date.now() < lost.expiresAt) reconnectAutomatically(lost);
+  else lostForGood("The connection to the assistant was lost.");
+}
+
+// --- reconnecting -----------------------------------------------------------------------
+// A call that drops (not ended on purpose) comes back by itself while its session has
+// time left: a few attempts, each after a longer wait, each a new session; a signed-in
+// caller's resumes the lost one (the server resumes only what a caller owns). Cancel
+// stops it; after the last attempt the Reconnect button is there, as before.
+
+const RECONNECT_WAITS_MS = [1000, 2000, 4000];
+const END_REASON_WAIT_MS = 5000; // for the server to say how a dropped call ended
+const RECONNECT_CONNECT_MS = 15000; // an attempt not connected by then has failed
+let reconnection = null; // { body, expiresAt, attempt, timer, failure }
+
+function reconnectAutomatically(lost) {
+  clearMessage();
+  reconnection = {
+    body: SIGNED_IN ? { resume: lost.session.session_id } : {},
+    expiresAt: lost.expiresAt, attempt: 0, timer: null, failure: "",
+  };
+  $("reconnect-cancel").hidden = false;
+  $("reconnect-cancel").focus();
+  nextAttempt(reconnection);
+}
+
+function nextAttempt(attempts) {
+  if (attempts !== reconnection) return;
+  if (attempts.attempt >= RECONNECT_WAITS_MS.length || Date.now() >= attempts.expiresAt) {
+    lostForGood(attempts.failure
+      ? `The connection to the assistant was lost, and reconnecting did not work: ${attempts.failure}`
+      : "The connection to the assistant was lost, and reconnecting did not work.");
+    return;
+  }
+  const wait = RECONNECT_WAITS_MS[attempts.attempt];
+  attempts.attempt += 1;
+  setControls(false); // no call meanwhile: Start begins a fresh one instead
+  setConnection(`Reconnecting… (attempt ${attempts.attempt} of ${RECONNECT_WAITS_MS.length})`);
+  attempts.timer = setTimeout(() => reconnect(attempts), wait);
+}
+
+async function reconnect(attempts) {
+  if (attempts !== reconnection) return;
+  try {
+    await start(attempts.body, { separator: "Reconnected", reconnecting: attempts });
+  } catch (error) {
+    if (call && call.reconnecting === attempts) abandon();
+    if (attempts !== reconnection) return; // cancelled meanwhile
+    attempts.failure = error.message;
+    if (error instanceof StartFailed && !error.retry) {
+      lostForGood(`The connection to the assistant was lost, and reconnecting did not work: ${error.message}`);
+    } else {
+      nextAttempt(attempts);
+    }
+    return;
+  }
+  attempts.timer = setTimeout(() => {
+    if (attempts === reconnection && call && call.reconnecting === attempts && !call.connected) dropped();
+  }, RECONNECT_CONNECT_MS);
+}
+
+function reconnected(current) {
+  const hadFocus = document.activeElement === $("reconnect-cancel");
+  stopReconnecting();
+  current.reconnecting = null; // an ordinary call from now on
+  clearMessage();
+  if (hadFocus) $("stop").focus(); // its Cancel button is gone
+}
+
+function stopReconnecting() {
+  if (!reconnection) return;
+  clearTimeout(reconnection.timer);
+  reconnection = null;
+  $("reconnect-cancel").hidden = true;
+}
+
+function lostForGood(message) {
+  stopReconnecting();
+  setControls(false);
+  setConnection("Connection lost");
+  showMessage(message);
   $("reconnect").hidden = false;
   $("reconnect").focus();
+}
+
+function cancelReconnecting() {
+  const attempts = reconnection;
+  if (!attempts) return;
+  stopReconnecting();
+  if (call && call.reconnecting === attempts) abandon();
+  lostForGood("Reconnecting was cancelled.");
 }
 
 // --- controls ---------------------------------------------------------------------------
@@ -753,9 +1084,10 @@ function applyMicrophoneModes() {
   setMicrophone(!ptt && !isMuted());
 }
 
-function begin(body, resumedTitle) {
-  start(body, resumedTitle).catch((error) => {
-    showMessage(`Could not connect: ${error.message}`);
+function begin(body, options) {
+  stopReconnecting(); // the caller starts one themselves
+  start(body, options).catch((error) => {
+    showMessage(error instanceof StartFailed ? error.message : `Could not connect: ${error.message}`);
     abandon();
     setConnection("Not connected");
     setControls(false);
@@ -765,6 +1097,11 @@ function begin(body, resumedTitle) {
 $("start").addEventListener("click", () => begin({}));
 $("stop").addEventListener("click", () => stop());
 $("reconnect").addEventListener("click", () => $("start").click());
+$("reconnect-cancel").addEventListener("click", cancelReconnecting);
+$("microphone").addEventListener("change", () => switchMicrophone());
+if (navigator.mediaDevices) {
+  navigator.mediaDevices.addEventListener("devicechange", () => listMicrophones().catch(() => {}));
+}
 $("mute").addEventListener("click", () => {
   const muted = !isMuted();
   $("mute").setAttribute("aria-pressed", String(muted));
@@ -831,3 +1168,4 @@ window.addEventListener("pagehide", () => {
 });
 
 loadRecent();
+listMicrophones().catch(() => {});
