@@ -48,6 +48,8 @@ async def test_support_reads_a_calls_summary_outcome_and_topics_above_it(
     screenshot = artifacts / "e2e-call-summary.png"
     await page.screenshot(path=str(screenshot), full_page=True)
     print(f"screenshot of the session page with its summary: {screenshot}")
+    after = (session.summarized_at - session.ended_at).total_seconds()
+    print(f"the summary was written {after:.2f} s after the call ended")
     shown = await page.inner_text("#call-summary")
     summary_above = await page.evaluate(
         "document.querySelector('#call-summary').compareDocumentPosition("
