@@ -87,7 +87,9 @@ def _replicas(url: str, **request) -> list[str]:
 def test_a_cookie_less_session_keeps_reaching_one_replica_by_its_header(proxy):
     by_session = {
         session: set(_replicas(proxy, headers={"X-Voice-Session-Id": session}))
-        for session in (f"session-{n}" for n in range(8))
+        # Enough sessions that the hash ring (built on the replicas' addresses, whose
+        # ports change every run) puts some on each: 8 all landed on one, once.
+        for session in (f"session-{n}" for n in range(32))
     }
 
     assert all(len(replicas) == 1 for replicas in by_session.values()), by_session
