@@ -18,7 +18,8 @@ from ops_app.degradation import FULL, VOICE_ONLY
 from ops_app.forms import END_REASON_MAX
 from ops_app.models import AuditEvent
 from sessions_app import actions as session_actions
-from sessions_app.models import VoiceSession
+from sessions_app import journal
+from sessions_app.models import SESSION_ID, VoiceSession
 from tools_app import background
 from tools_app.models import Task
 from voiceplatform.errors import BadRequest, ErrorCode, NotFound
@@ -163,11 +164,6 @@ async def _audit(action: AuditEvent.Action, actor: Any, **fields: Any) -> None:
     await audit.arecord(action, actor=actor, actor_name=name, **fields)
 
 
-# What a session id can be (sessions_app.models.new_session_id, and the ids older rows
-# keep); anything else is no session, and is never sent to the database.
-_SESSION_ID = re.compile(r"[\w-]{1,40}", re.ASCII)
-
-
 async def end_call(*, actor: Any, session_id: str, reason: str, ip: str | None = None) -> bool:
     """Ends one live call for a member of staff, with the reason they give: the model
     says a short goodbye when it can, then the call is hung up upstream (end reason
@@ -181,13 +177,23 @@ async def end_call(*, actor: Any, session_id: str, reason: str, ip: str | None =
         raise BadRequest(
             f"Say why in at most {END_REASON_MAX} characters.", code=ErrorCode.INVALID_REASON
         )
-    session = None
-    if _SESSION_ID.fullmatch(session_id):
-        session = await VoiceSession.objects.filter(pk=session_id).afirst()
+    session = await journal.lookup(session_id) if SESSION_ID.fullmatch(session_id) else None
     if session is None:
         raise NotFound(
             f"There is no session {session_id[:40]!r}.", code=ErrorCode.SESSION_NOT_FOUND
         )
+    # Once begun it runs to its end and its audit event, whatever becomes of the request
+    # (a browser that gave up waiting for the goodbye cancels the view).
+    ending = asyncio.ensure_future(_end_call(actor, session, reason, ip))
+    _ending.add(ending)
+    ending.add_done_callback(_ending.discard)
+    return await asyncio.shield(ending)
+
+
+_ending: set[asyncio.Future] = set()
+
+
+async def _end_call(actor: Any, session: VoiceSession, reason: str, ip: str | None) -> bool:
     said = await session_actions.end_for_staff(session)
     await _audit(
         AuditEvent.Action.CALL_ENDED,

@@ -15,12 +15,14 @@ import contextlib
 import structlog
 from channels.auth import get_user
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from ops_app import dashboard, live_call
 from ops_app.access import CANCEL_TASK, END_CALL, OPERATE, READ_SESSIONS, VIEW, WATCH, permits
 from sessions_app import events
+from sessions_app.models import SESSION_ID
 
 log = structlog.get_logger(__name__)
 
@@ -49,12 +51,14 @@ class StaffFeed(AsyncJsonWebsocketConsumer):
         self.user_id = user.pk
         await self._read_permissions(user)
         self.woken = asyncio.Event()
-        await self.start()
+        if await self.start() is False:
+            await self.close(code=REFUSED)
+            return
         await self.accept()
         self.ticker = asyncio.create_task(self._run())
 
-    async def start(self) -> None:
-        """What a feed does before it is accepted."""
+    async def start(self) -> bool | None:
+        """What a feed does before it is accepted; False refuses it."""
 
     async def disconnect(self, code: int) -> None:
         if self.ticker is not None:
@@ -141,8 +145,10 @@ class LiveCallConsumer(StaffFeed):
     # burst: a turn's transcript comes as several events).
     settle_seconds = 0.1
 
-    async def start(self) -> None:
+    async def start(self) -> bool:
         self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        if not SESSION_ID.fullmatch(self.session_id):
+            return False
         self.sections: dict[str, str] = {}
         self.entries: dict[str, str] = {}
         self.renderer = live_call.Entries()
@@ -151,6 +157,8 @@ class LiveCallConsumer(StaffFeed):
         # Listen before the first read: an event in between wakes a second one.
         self.group = events.session_group(self.session_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        self.ended_at: float | None = None
+        return True
 
     async def disconnect(self, code: int) -> None:
         await super().disconnect(code)
@@ -173,10 +181,15 @@ class LiveCallConsumer(StaffFeed):
             await self.send_json({"type": "ops.update", "html": changed})
         entries = sorted([*call.entries, *self.level_entries], key=lambda entry: entry.at)
         await self._send_timeline(self.renderer.render(entries))
-        if not call.live:  # the page has the end; nothing more will come
-            await self.send_json({"type": "live.ended"})
-            await self.close(code=ENDED)
-            return False
+        if not call.live:
+            # What the call's last moments still write (its goodbye, as the sideband
+            # drains) comes within the drain; then the page has the end.
+            now = asyncio.get_running_loop().time()
+            self.ended_at = self.ended_at or now
+            if now - self.ended_at >= settings.SIDEBAND_DRAIN_SECONDS + PUSH_SECONDS:
+                await self.send_json({"type": "live.ended"})
+                await self.close(code=ENDED)
+                return False
         return True
 
     def _note_level(self, call: live_call.Call) -> None:
@@ -189,8 +202,9 @@ class LiveCallConsumer(StaffFeed):
     async def _send_timeline(self, rendered: dict[str, str]) -> None:
         changed = [[key, html] for key, html in rendered.items() if self.entries.get(key) != html]
         before, after = list(self.entries), list(rendered)
-        # Only appended: the page adds the new ones at the end. Otherwise it gets the order.
-        reordered = after[: len(before)] != before
+        # Only appended: the page adds the new ones at the end. Otherwise, and on a new
+        # feed (the page may hold what changed before it connected), it gets the order.
+        reordered = not before or after[: len(before)] != before
         self.entries = rendered
         if changed or reordered:
             update = {"type": "live.timeline", "entries": changed}

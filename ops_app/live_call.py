@@ -15,12 +15,13 @@ from django.utils import timezone
 from ops_app import degradation
 from ops_app.forms import EndCallForm
 from sessions_app import history
-from sessions_app.models import VoiceSession
+from sessions_app.models import SESSION_ID, VoiceSession
 from tools_app.models import Task
 
 ENTRY = "admin/sessions_app/voicesession/entry.html"
 FACTS = "ops/live/facts.html"
-SECTIONS = ("live-facts",)
+END = "ops/live/end.html"
+SECTIONS = ("live-facts", "live-end")
 
 
 @dataclass
@@ -51,6 +52,8 @@ def _read(session_id: str) -> tuple[VoiceSession, list[history.Entry], list[Task
 async def read(session_id: str) -> Call | None:
     """The call as the database has it now, with the service's level; None for no
     such session."""
+    if not SESSION_ID.fullmatch(session_id):
+        return None
     found = await sync_to_async(_read)(session_id)
     if found is None:
         return None
@@ -132,4 +135,8 @@ def render_sections(
         "can_cancel": can_cancel,
         "form": form or EndCallForm(),
     }
-    return {"live-facts": render_to_string(FACTS, context, request=request)}
+    return {
+        "live-facts": render_to_string(FACTS, context, request=request),
+        # Its own section: a refused reason holds it (feed.js) while the facts go on.
+        "live-end": render_to_string(END, context, request=request),
+    }

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from ops_app import actions, dashboard, live_call
-from ops_app.access import CANCEL_TASK, END_CALL, OPERATE, READ_SESSIONS, VIEW, permits
+from ops_app.access import CANCEL_TASK, END_CALL, OPERATE, READ_SESSIONS, VIEW, WATCH, permits
 from ops_app.forms import EndCallForm, ForcedLevelForm, MaintenanceForm
 from voiceplatform.api import client_ip
 from voiceplatform.errors import ApiError, BadRequest, Conflict, ErrorCode, NotFound
@@ -233,7 +233,8 @@ async def _refused(
     """The page the form came from again, with why it was refused and its status."""
     target = _back_to(request)
     session_id = target.split("/")[3] if target else ""
-    if session_id:
+    # Only for who may watch it: the live view shows the whole conversation.
+    if session_id and await permits(user, *WATCH):
         return await _live_page(
             request, user, session_id, status=refused.status, error=refused.message, form=form
         )

@@ -385,6 +385,13 @@ async def _claim(name: str) -> bool:
 _claimed_here: set[str] = set()
 
 
+async def _unclaim(name: str) -> None:
+    """Gives a claim back (what it was for did not happen)."""
+    _claimed_here.discard(name)
+    with contextlib.suppress(Exception):
+        await cache.adelete(f"claim:{name}")
+
+
 async def _connect_while_deferring(session: VoiceSession, offer: str) -> str:
     """connect_call at level 3: the session's snapshot says whether it may connect,
     and the connection is journaled."""
@@ -571,15 +578,23 @@ async def end_for_staff(session: VoiceSession) -> bool:
     """Ends one live call for a member of staff: the model says a short goodbye when
     the call is connected (within STAFF_GOODBYE_SECONDS), then the call is hung up
     upstream with end reason staff. True when the goodbye was said. Once per session
-    across processes: a second ask while the first runs is refused (409)."""
-    if not session.is_live or not await _claim(f"staff-end:{session.pk}"):
+    across processes: a second ask while the first runs is refused (409). The end
+    happens whatever becomes of the goodbye; if it fails, the call may be ended again."""
+    claim = f"staff-end:{session.pk}"
+    if not session.is_live or not await _claim(claim):
         raise Conflict("This call has ended, or is being ended.", code=ErrorCode.SESSION_ENDED)
     said = False
-    if session.call_id and session.status == VoiceSession.Status.ACTIVE:
-        said = await sideband.say_last_words(
-            session.call_id, STAFF_GOODBYE, seconds=settings.STAFF_GOODBYE_SECONDS
-        )
-    await end_session(session, reason=VoiceSession.EndReason.STAFF)
+    try:
+        if session.call_id and session.status == VoiceSession.Status.ACTIVE:
+            said = await sideband.say_last_words(
+                session.call_id, STAFF_GOODBYE, seconds=settings.STAFF_GOODBYE_SECONDS
+            )
+    finally:
+        try:
+            await end_session(session, reason=VoiceSession.EndReason.STAFF)
+        except BaseException:
+            await _unclaim(claim)
+            raise
     return said
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import timedelta
 
@@ -15,6 +16,11 @@ from django.utils import timezone
 
 def new_session_id() -> str:
     return "sess_" + secrets.token_urlsafe(16)
+
+
+# What a session id can be (new_session_id's, and the ids older rows keep): anything
+# else names no session, and is never sent to the database or the channel layer.
+SESSION_ID = re.compile(r"[\w-]{1,40}", re.ASCII)
 
 
 class ApiKeyQuerySet(models.QuerySet):

@@ -123,6 +123,10 @@ async def detach(session_id: str, *, drain_seconds: float = 0.0) -> None:
         await task
 
 
+# How fast words are spoken, for when the upstream does not say when its audio ended.
+SPOKEN_CHARACTERS_PER_SECOND = 15
+
+
 async def say_last_words(call_id: str, words: str, *, seconds: float) -> bool:
     """Has the model on the call say words (a goodbye) before it is hung up: over a
     connection of its own (upstream allows several), whichever process holds the call.
@@ -135,8 +139,10 @@ async def say_last_words(call_id: str, words: str, *, seconds: float) -> bool:
     done = False
     try:
         async with asyncio.timeout(seconds), realtime.sideband(call_id) as connection:
-            # Whatever the model was saying gives way to the goodbye.
+            # Whatever the model was saying, and what of it is still to be heard, gives
+            # way to the goodbye.
             await connection.send({"type": "response.cancel"})
+            await connection.send({"type": "output_audio_buffer.clear"})
             await connection.send(
                 {"type": "response.create", "response": {"instructions": instructions}}
             )
@@ -144,15 +150,19 @@ async def say_last_words(call_id: str, words: str, *, seconds: float) -> bool:
             while True:
                 event = json.loads(await connection.recv_bytes())
                 kind = event.get("type") if isinstance(event, dict) else None
-                if kind == "response.created":
+                ours = response_id is not None and event.get("response_id") == response_id
+                if kind == "response.created" and response_id is None:
                     response_id = (event.get("response") or {}).get("id")
-                elif kind == "output_audio_buffer.started" and response_id:
+                elif kind == "output_audio_buffer.started" and ours:
                     playing = True
-                elif kind == "output_audio_buffer.stopped" and playing:
+                elif kind == "output_audio_buffer.stopped" and ours:
                     return True
                 elif kind == "response.done" and response_id:
                     done = done or (event.get("response") or {}).get("id") == response_id
                     if done and not playing:
+                        # No word of its audio (an upstream that does not tell the
+                        # sideband): give it the time the words take to say.
+                        await asyncio.sleep(len(words) / SPOKEN_CHARACTERS_PER_SECOND)
                         return True
     except TimeoutError:
         return done

@@ -16,7 +16,7 @@ from django.utils import timezone
 from ops_app import actions, consumers, degradation, live_call
 from ops_app.consumers import LiveCallConsumer
 from ops_app.models import AuditEvent
-from sessions_app import events, history
+from sessions_app import events, history, sideband
 from sessions_app.models import VoiceSession
 from sessions_app.probe import open_call
 from tests.factories import (
@@ -25,6 +25,7 @@ from tests.factories import (
     VoiceSessionFactory,
     async_create,
 )
+from tests.support import eventually
 from voiceplatform.errors import BadRequest, Conflict, NotFound
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -392,3 +393,48 @@ def test_a_task_cancelled_from_the_live_view_returns_to_it():
     task.refresh_from_db()
     assert response.status_code == 302 and response["Location"] == page
     assert task.cancel_requested_at is not None
+
+
+def test_a_refused_action_never_shows_a_session_to_who_may_not_watch_it():
+    secret = _live()
+    ConversationItemFactory(session=secret, text="a private matter")
+    client = _client("ops_app.view_operations", "tools_app.cancel_task")
+
+    response = client.post("/ops/tasks/nope/cancel", {"next": _page(secret)})
+
+    assert response.status_code == 404
+    assert "a private matter" not in response.content.decode()
+
+
+@pytest.mark.parametrize("session_id", ["a b", "x" * 41, "sess~1"])
+async def test_the_socket_refuses_what_is_no_session_id(session_id):
+    user = await sync_to_async(_user)("watcher", *WATCHER)
+
+    connected, code = await _socket(user, session_id).connect()
+
+    assert (connected, code) == (False, 4403)
+
+
+async def test_a_call_being_ended_is_ended_and_audited_even_if_the_request_goes_away(
+    monkeypatch,
+):
+    async def slow_goodbye(call_id, words, *, seconds):
+        await asyncio.sleep(0.5)
+        return True
+
+    monkeypatch.setattr(sideband, "say_last_words", slow_goodbye)
+    session = await sync_to_async(_live)(call_id="rtc_going")
+    staff = await sync_to_async(_user)("ender", *ENDER)
+    request = asyncio.ensure_future(
+        actions.end_call(actor=staff, session_id=session.pk, reason="impatient browser")
+    )
+    await asyncio.sleep(0.1)
+
+    request.cancel()  # the browser gave up waiting for the goodbye
+
+    async def audited():
+        return await AuditEvent.objects.filter(action=AuditEvent.Action.CALL_ENDED).aexists()
+
+    assert await eventually(audited, timeout=10)
+    ended = await VoiceSession.objects.aget(pk=session.pk)
+    assert (ended.status, ended.end_reason) == ("ended", "staff")
