@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -55,6 +56,8 @@ class Plan:
     tool_rounds: int
     tool_workers: tuple[int, ...]
     webhooks: int
+    traffic: tuple[int, ...]
+    traffic_seconds: float
 
 
 QUICK = Plan(
@@ -67,6 +70,8 @@ QUICK = Plan(
     tool_rounds=40,
     tool_workers=(1,),
     webhooks=200,
+    traffic=(200,),
+    traffic_seconds=20,
 )
 FULL = Plan(
     clients=(1, 10, 50, 100),
@@ -78,6 +83,8 @@ FULL = Plan(
     tool_rounds=200,
     tool_workers=(1, 2),
     webhooks=1500,
+    traffic=(500, 1000, 2000),
+    traffic_seconds=60,
 )
 
 
@@ -409,81 +416,140 @@ async def latency(targets: list[Target], offer: str, plan: Plan, log) -> dict:
 
 
 # --- live sessions held -------------------------------------------------------------
-async def hold_sessions(ours: Ours, sim: str, n: int, plan: Plan, log) -> dict:
-    """n SIP calls ring and are accepted (a session, its sideband to the simulator), each
-    with a client WebSocket open; every session relays a transcript event every
-    event_every_seconds for hold_seconds. RSS per session, loop lag, CPU, errors."""
-    import websockets
-    from asgiref.sync import sync_to_async
+class Held:
+    """Live calls of ours-pg for a stage: SIP calls rung through the simulator and
+    accepted (a session, its sideband to the simulator), each with a client WebSocket
+    open as the caller's page keeps; errors counted by kind."""
 
+    def __init__(self, ours: Ours, sim: str) -> None:
+        self.ours, self.sim = ours, sim
+        self.errors: dict[str, int] = {}
+        self.session_ids: list[str] = []
+        self.call_ids: list[str] = []
+        self.sockets: list = []
+        self.messages = 0
+        self.sem = asyncio.Semaphore(20)
+
+    def error(self, key: str) -> None:
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+    async def ring(self, n: int) -> None:
+        from asgiref.sync import sync_to_async
+
+        from sessions_app.models import VoiceSession
+
+        async def one() -> str | None:
+            async with self.sem:
+                try:
+                    answer = await self.ours.http.post(
+                        f"{self.sim}/_control/webhook",
+                        json={
+                            "type": "realtime.call.incoming",
+                            "url": f"{self.ours.url}/webhook/openai",
+                        },
+                        headers={"Authorization": f"Bearer {SIM_KEY}"},
+                    )
+                    if answer.json().get("status") == 200:
+                        return answer.json()["call_id"]
+                    self.error(f"ring {answer.json().get('status') or answer.json().get('error')}")
+                except httpx.HTTPError as exc:
+                    self.error(f"ring {type(exc).__name__}")
+                return None
+
+        self.call_ids = [c for c in await asyncio.gather(*(one() for _ in range(n))) if c]
+
+        def sessions_of(ids):
+            return list(
+                VoiceSession.objects.filter(call_id__in=ids, status="active").values_list(
+                    "pk", flat=True
+                )
+            )
+
+        self.session_ids = await sync_to_async(sessions_of)(self.call_ids)
+
+    async def open_sockets(self) -> None:
+        import websockets
+
+        from sessions_app import tokens
+
+        host = self.ours.url.removeprefix("http://")
+
+        async def one(session_id: str):
+            async with self.sem:
+                try:
+                    socket_ = await websockets.connect(
+                        f"ws://{host}/ws/sessions/{session_id}/",
+                        subprotocols=["voiceplatform.v1", f"bearer.{tokens.issue(session_id)}"],
+                        origin=f"http://{host}",
+                        open_timeout=20,
+                    )
+                except Exception as exc:
+                    self.error(f"websocket {type(exc).__name__}")
+                    return
+                self.sockets.append(socket_)
+
+                async def read():
+                    with contextlib.suppress(Exception):
+                        async for _ in socket_:
+                            self.messages += 1
+
+                asyncio.ensure_future(read())
+
+        await asyncio.gather(*(one(s) for s in self.session_ids))
+
+    async def attached(self, timeout: float) -> int:
+        """Waits until every session's sideband is attached; how many are."""
+        from sessions_app.models import VoiceSession
+
+        deadline = time.monotonic() + timeout
+        while True:
+            count = await VoiceSession.objects.filter(
+                pk__in=self.session_ids, sideband_connected=True
+            ).acount()
+            if count >= len(self.session_ids) or time.monotonic() > deadline:
+                return count
+            await asyncio.sleep(0.5)
+
+    async def end(self) -> None:
+        from sessions_app import tokens
+
+        for socket_ in self.sockets:
+            with contextlib.suppress(Exception):
+                await socket_.close()
+
+        async def one(session_id: str):
+            async with self.sem:
+                auth = {"Authorization": f"Bearer {tokens.issue(session_id)}"}
+                try:
+                    answer = await self.ours.http.post(
+                        f"{self.ours.url}/session/{session_id}/end", headers=auth
+                    )
+                    if answer.status_code != 200:
+                        self.error(f"end {answer.status_code}")
+                except httpx.HTTPError:
+                    self.error("end error")
+
+        await asyncio.gather(*(one(s) for s in self.session_ids))
+
+
+async def hold_sessions(ours: Ours, sim: str, n: int, plan: Plan, log) -> dict:
+    """n calls held with sockets; every session relays a transcript event every
+    event_every_seconds for hold_seconds. RSS per session, loop lag, CPU, errors."""
     from sessions_app import tokens
-    from sessions_app.models import VoiceSession
 
     http = ours.http
-    errors: dict[str, int] = {}
     await asyncio.sleep(1)
     rss_before = rss_kb(ours.pid)
-    sem = asyncio.Semaphore(20)
-
-    async def ring() -> str | None:
-        async with sem:
-            try:
-                answer = await http.post(
-                    f"{sim}/_control/webhook",
-                    json={"type": "realtime.call.incoming", "url": f"{ours.url}/webhook/openai"},
-                    headers={"Authorization": f"Bearer {SIM_KEY}"},
-                )
-                if answer.json().get("status") == 200:
-                    return answer.json()["call_id"]
-                key = f"ring {answer.json().get('status') or answer.json().get('error')}"
-            except httpx.HTTPError as exc:
-                key = f"ring {type(exc).__name__}"
-            errors[key] = errors.get(key, 0) + 1
-            return None
-
-    call_ids = [c for c in await asyncio.gather(*(ring() for _ in range(n))) if c]
-
-    def sessions_of(ids):
-        return list(
-            VoiceSession.objects.filter(call_id__in=ids, status="active").values_list(
-                "pk", flat=True
-            )
-        )
-
-    session_ids = await sync_to_async(sessions_of)(call_ids)
-    received = {"events": 0}
-    sockets = []
-    host = ours.url.removeprefix("http://")
-
-    async def open_socket(session_id: str):
-        async with sem:
-            try:
-                socket_ = await websockets.connect(
-                    f"ws://{host}/ws/sessions/{session_id}/",
-                    subprotocols=["voiceplatform.v1", f"bearer.{tokens.issue(session_id)}"],
-                    origin=f"http://{host}",
-                    open_timeout=20,
-                )
-            except Exception as exc:
-                key = f"websocket {type(exc).__name__}"
-                errors[key] = errors.get(key, 0) + 1
-                return
-            sockets.append(socket_)
-
-            async def read():
-                with contextlib.suppress(Exception):
-                    async for _ in socket_:
-                        received["events"] += 1
-
-            asyncio.ensure_future(read())
-
-    await asyncio.gather(*(open_socket(s) for s in session_ids))
+    calls = Held(ours, sim)
+    await calls.ring(n)
+    await calls.open_sockets()
     await asyncio.sleep(2)  # sidebands attach
     rss_held = rss_kb(ours.pid)
     await ours.stats(reset=True)
     cpu = cpu_seconds(ours.pid)
     started = time.perf_counter()
     posted = {"events": 0}
+    session_ids = calls.session_ids
 
     async def relay(index: int, session_id: str):
         auth = {"Authorization": f"Bearer {tokens.issue(session_id)}"}
@@ -506,10 +572,9 @@ async def hold_sessions(ours: Ours, sim: str, n: int, plan: Plan, log) -> dict:
                 if answer.status_code == 200:
                     posted["events"] += 1
                 else:
-                    key = f"events {answer.status_code}"
-                    errors[key] = errors.get(key, 0) + 1
+                    calls.error(f"events {answer.status_code}")
             except httpx.HTTPError:
-                errors["events error"] = errors.get("events error", 0) + 1
+                calls.error("events error")
             await asyncio.sleep(plan.event_every_seconds)
 
     await asyncio.gather(*(relay(i, s) for i, s in enumerate(session_ids)))
@@ -517,23 +582,8 @@ async def hold_sessions(ours: Ours, sim: str, n: int, plan: Plan, log) -> dict:
     cpu = cpu_seconds(ours.pid) - cpu
     probe = await ours.stats()
     rss_end = rss_kb(ours.pid)
-    for socket_ in sockets:
-        with contextlib.suppress(Exception):
-            await socket_.close()
-
-    async def end(session_id: str):
-        async with sem:
-            auth = {"Authorization": f"Bearer {tokens.issue(session_id)}"}
-            try:
-                answer = await http.post(f"{ours.url}/session/{session_id}/end", headers=auth)
-                if answer.status_code != 200:
-                    key = f"end {answer.status_code}"
-                    errors[key] = errors.get(key, 0) + 1
-            except httpx.HTTPError:
-                errors["end error"] = errors.get("end error", 0) + 1
-
-    await asyncio.gather(*(end(s) for s in session_ids))
-    held = len(sockets)
+    await calls.end()
+    held = len(calls.sockets)
     log(f"  {n} sessions: {held} held with sockets")
     return {
         "asked": n,
@@ -545,13 +595,96 @@ async def hold_sessions(ours: Ours, sim: str, n: int, plan: Plan, log) -> dict:
         "cpu_percent": round(100 * cpu / wall, 1),
         "events_posted": posted["events"],
         "events_per_s": round(posted["events"] / wall, 1),
-        "websocket_messages": received["events"],
+        "websocket_messages": calls.messages,
         "loop_lag_p50_ms": round(probe["lag_p50_ms"], 1),
         "loop_lag_p99_ms": round(probe["lag_p99_ms"], 1),
         "loop_lag_max_ms": round(probe["lag_max_ms"], 1),
         "full_gcs": probe["full_gcs"],
         "full_gc_max_ms": round(probe["full_gc_max_ms"], 1),
-        "errors": errors,
+        "errors": calls.errors,
+    }
+
+
+async def hold_traffic(ours: Ours, sim: str, n: int, seconds: float, log) -> dict:
+    """n calls held while each talks at a real conversation's pace on its sideband
+    (the simulator's load mode: turns every few seconds, transcript deltas at speech
+    rate, usage on every response, now and then a tool call that a Celery worker
+    runs). Loop lag, CPU-seconds per call-minute, RSS per call, events the upstream
+    sent that the server did not receive, transcript rows written."""
+    from sessions_app.models import ConversationItem
+
+    control = {"Authorization": f"Bearer {SIM_KEY}"}
+    await asyncio.sleep(1)
+    rss_before = rss_kb(ours.pid)
+    calls = Held(ours, sim)
+    await calls.ring(n)
+    await calls.open_sockets()
+    attached = await calls.attached(timeout=60)
+    sent_before = (await ours.http.get(f"{sim}/_control/traffic", headers=control)).json()
+    received_before = (await ours.stats())["sideband_events"]
+    await ours.stats(reset=True)
+    cpu = cpu_seconds(ours.pid)
+    started = time.perf_counter()
+    begun = await ours.http.post(
+        f"{sim}/_control/traffic",
+        json={"seconds": seconds, "call_ids": calls.call_ids},
+        headers=control,
+    )
+    talking = begun.json().get("started", 0)
+    rss_peak = 0
+    while True:  # every call plays its last turn to its end
+        await asyncio.sleep(1)
+        rss_peak = max(rss_peak, rss_kb(ours.pid))
+        sent = (await ours.http.get(f"{sim}/_control/traffic", headers=control)).json()
+        if not sent["talking"] or time.perf_counter() - started > seconds + 60:
+            break
+    probe = await ours.stats()
+    wall = time.perf_counter() - started
+    cpu = cpu_seconds(ours.pid) - cpu
+    # What is in flight arrives; then what was sent and what was received are compared.
+    deadline = time.monotonic() + 15
+    while True:
+        received = (await ours.stats())["sideband_events"] - received_before
+        delivered = sent["sideband_events_sent"] - sent_before["sideband_events_sent"]
+        if received >= delivered or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+        sent = (await ours.http.get(f"{sim}/_control/traffic", headers=control)).json()
+    items = ConversationItem.objects.filter(session_id__in=calls.session_ids)
+    expected = sent["items"] - sent_before["items"]
+    rows = rows_at_end = await items.acount()
+    caught_up = time.monotonic()  # how long the transcript writer still needs
+    while rows < expected and time.monotonic() - caught_up < 30:
+        await asyncio.sleep(0.25)
+        rows = await items.acount()
+    caught_up = time.monotonic() - caught_up
+    await calls.end()
+    held = len(calls.session_ids)
+    log(f"  {n} talking calls: {talking} talked for {wall:.0f} s")
+    return {
+        "asked": n,
+        "held": held,
+        "sidebands_attached": attached,
+        "talking": talking,
+        "seconds": round(wall, 1),
+        "turns": sent["turns"] - sent_before["turns"],
+        "tool_calls": sent["tool_calls"] - sent_before["tool_calls"],
+        "events_sent": delivered,
+        "events_received": received,
+        "events_dropped": max(0, delivered - received),
+        "events_per_s": round(received / wall, 1),
+        "transcript_rows": rows,
+        "transcript_rows_expected": expected,
+        "transcript_rows_behind_at_end": max(0, expected - rows_at_end),
+        "transcript_catch_up_s": round(caught_up, 2),
+        "websocket_messages": calls.messages,
+        "lag_ms": {"p50": round(probe["lag_p50_ms"], 1), "p99": round(probe["lag_p99_ms"], 1)},
+        "lag_max_ms": round(probe["lag_max_ms"], 1),
+        "cpu_percent": round(100 * cpu / wall, 1),
+        "cpu_s_per_call_minute": round(cpu / max(1, held) / (wall / 60), 4),
+        "rss_per_call_kb": round((rss_peak - rss_before) / max(1, held), 1),
+        "full_gcs": probe["full_gcs"],
+        "errors": calls.errors,
     }
 
 
@@ -751,6 +884,24 @@ def offer_sdp() -> str:
     return asyncio.run(make())
 
 
+def report_traffic(results: dict, out) -> None:
+    out("\n== talking calls held by one process (ours-pg; a real conversation's pace) ==")
+    out(
+        f"{'calls':>6}{'held':>6}{'events/s':>10}{'dropped':>9}{'rows':>7}{'of':>7}"
+        f"{'lag p50':>9}{'lag p99':>9}{'lag max':>9}{'CPU %':>7}{'CPU s/call-min':>16}"
+        f"{'RSS/call KiB':>14}  errors"
+    )
+    for row in results["traffic"]:
+        out(
+            f"{row['asked']:>6}{row['held']:>6}{row['events_per_s']:>10.0f}"
+            f"{row['events_dropped']:>9}{row['transcript_rows']:>7}"
+            f"{row['transcript_rows_expected']:>7}{row['lag_ms']['p50']:>9.1f}"
+            f"{row['lag_ms']['p99']:>9.1f}{row['lag_max_ms']:>9.1f}{row['cpu_percent']:>7.1f}"
+            f"{row['cpu_s_per_call_minute']:>16.4f}{row['rss_per_call_kb']:>14.1f}"
+            f"  {row['errors']}"
+        )
+
+
 def report(results: dict, lat: dict, plan: Plan, out) -> None:
     names = ["simulator", "floor", "ours-pg", "ours-embedded"]
     out(f"\n== /session and /sdp ({results['meta']['database']}; one process each) ==")
@@ -796,6 +947,7 @@ def report(results: dict, lat: dict, plan: Plan, out) -> None:
             f"{row['loop_lag_p99_ms']:>9.1f}{row['loop_lag_max_ms']:>9.1f}"
             f"{row.get('full_gcs', 0):>9}  {row['errors']}"
         )
+    report_traffic(results, out)
     tools = results["tools"]
     out("\n== tool dispatch (read_file of a tiny file) ==")
     out(f"{'path':<28}{'p50 ms':>9}{'p95':>8}{'p99':>8}{'calls/s':>9}")
@@ -813,6 +965,26 @@ def report(results: dict, lat: dict, plan: Plan, out) -> None:
     w = results["webhooks"]
     out("\n== webhook ingest (ours-pg, 20 senders, 1 in 5 a redelivery) ==")
     out(f"{w['per_s']:.0f} verified events/s, {w['cpu_ms_per_event']} ms CPU each; {w['outcomes']}")
+
+
+async def talking(ours: Ours, sim: str, plan: Plan, env: dict, logs: Path, log) -> list[dict]:
+    log("talking calls held")
+    worker = start_worker(env, logs, 1)  # runs the calls' tool calls
+    try:
+        return [await hold_traffic(ours, sim, n, plan.traffic_seconds, log) for n in plan.traffic]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+async def measure_traffic(procs: dict, plan: Plan, env_pg: dict, logs: Path, log) -> dict:
+    """The talking-calls stage alone (--traffic-only)."""
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        sim = procs["simulator"].url + "/simulator"
+        ours_pg = Ours(http, procs["ours-pg"].pid, sim, procs["ours-pg"].url, "ours-pg")
+        return {"traffic": await talking(ours_pg, sim, plan, env_pg, logs, log)}
 
 
 async def measure(procs: dict, offer: str, plan: Plan, env_pg: dict, logs: Path, log) -> dict:
@@ -836,6 +1008,7 @@ async def measure(procs: dict, offer: str, plan: Plan, env_pg: dict, logs: Path,
         gc_stats = await ours_pg.stats()
         log("sessions held")
         held = [await hold_sessions(ours_pg, sim, n, plan, log) for n in plan.held]
+        traffic = await talking(ours_pg, sim, plan, env_pg, logs, log)
         log("webhooks")
         secret = os.environ.get("SIMULATOR_WEBHOOK_SECRET") or (
             "whsec_c2ltdWxhdG9yLXdlYmhvb2stc2VjcmV0LWxvY2Fs"
@@ -843,7 +1016,26 @@ async def measure(procs: dict, offer: str, plan: Plan, env_pg: dict, logs: Path,
         hooks = await webhook_ingest(ours_pg, plan.webhooks, secret)
     log("tools")
     tools = await tool_dispatch(env_pg, logs, plan, log)
-    return {"latency": lat, "gc": gc_stats, "held": held, "webhooks": hooks, "tools": tools}
+    return {
+        "latency": lat,
+        "gc": gc_stats,
+        "held": held,
+        "traffic": traffic,
+        "webhooks": hooks,
+        "tools": tools,
+    }
+
+
+def traffic_json(results: dict) -> dict:
+    busiest = max(results["traffic"], key=lambda row: row["asked"])
+    return {
+        "calls_held_traffic": busiest["held"],
+        "lag_ms": busiest["lag_ms"],
+        "cpu_s_per_call_minute": busiest["cpu_s_per_call_minute"],
+        "rss_per_call_kb": busiest["rss_per_call_kb"],
+        "events_dropped": sum(row["events_dropped"] for row in results["traffic"]),
+        "traffic": results["traffic"],
+    }
 
 
 def as_json(results: dict, plan: Plan) -> dict:
@@ -890,6 +1082,7 @@ def as_json(results: dict, plan: Plan) -> dict:
         "rss_per_session_kb": biggest["rss_per_session_kb"],
         "loop_lag_p99_ms": biggest["loop_lag_p99_ms"],
         "held": results["held"],
+        **traffic_json(results),
         "tool_dispatch_ms": {"p50": celery_one.get("p50"), "p99": celery_one.get("p99")},
         "tool_inprocess_ms": results["tools"]["inprocess"]["p50"],
         "tools": {
@@ -901,12 +1094,39 @@ def as_json(results: dict, plan: Plan) -> dict:
     }
 
 
+def traffic_only(procs, plan, env_pg, logs, log, args, began) -> int:
+    measured = asyncio.run(measure_traffic(procs, plan, env_pg, logs, log))
+    lines: list[str] = []
+    report_traffic(measured, lines.append)
+    print("\n".join(lines))
+    if args.json:
+        meta = {
+            "mode": "traffic",
+            "cpus": os.cpu_count(),
+            "seconds": round(time.monotonic() - began, 1),
+        }
+        write_json(args.json, {"meta": meta, **traffic_json(measured)})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run (under 2 minutes)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON here")
+    parser.add_argument(
+        "--traffic-only",
+        metavar="N[,N...]",
+        help="only the talking-calls stage, holding these numbers of calls",
+    )
+    parser.add_argument("--seconds", type=float, help="how long the calls talk in that stage")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.traffic_only:
+        plan = dataclasses.replace(
+            plan, traffic=tuple(int(n) for n in args.traffic_only.split(","))
+        )
+    if args.seconds:
+        plan = dataclasses.replace(plan, traffic_seconds=args.seconds)
     database_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     began = time.monotonic()
@@ -954,20 +1174,22 @@ def main(argv: list[str] | None = None) -> int:
             sim_root,
             "/simulator/health/live",
         )
-        procs["floor"] = start(
-            "floor",
-            daphne("bench.floor:app", floor_port),
-            {**base_env(var), "FLOOR_UPSTREAM": sim_url, "FLOOR_API_KEY": SIM_KEY},
-            logs,
-            f"http://127.0.0.1:{floor_port}",
-            "/health/live",
-        )
         procs["ours-pg"] = start(
             "ours-pg",
             daphne("bench.served:application", pg_port),
             env_pg,
             logs,
             f"http://127.0.0.1:{pg_port}",
+            "/health/live",
+        )
+        if args.traffic_only:
+            return traffic_only(procs, plan, env_pg, logs, log, args, began)
+        procs["floor"] = start(
+            "floor",
+            daphne("bench.floor:app", floor_port),
+            {**base_env(var), "FLOOR_UPSTREAM": sim_url, "FLOOR_API_KEY": SIM_KEY},
+            logs,
+            f"http://127.0.0.1:{floor_port}",
             "/health/live",
         )
         procs["ours-embedded"] = start(

@@ -1,6 +1,7 @@
 """The server as the benchmark runs it: voiceplatform.asgi.application, plus what the
 benchmark reads from inside the process at GET /__bench/stats (event-loop lag, full
-garbage collections and how many of them landed while a request was in flight).
+garbage collections and how many of them landed while a request was in flight, events
+received on sideband connections).
 POST /__bench/reset starts a new window."""
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import asyncio
 import gc
 import json
 import time
+
+from prometheus_client import REGISTRY
 
 from voiceplatform.asgi import application as product
 
@@ -57,6 +60,7 @@ class Probe:
             "full_gcs_in_requests": len(self.full_gc_in_request_ms),
             "full_gcs_over_20ms_in_requests": sum(1 for t in self.full_gc_in_request_ms if t > 20),
             "gc_frozen": gc.get_freeze_count(),
+            "sideband_events": REGISTRY.get_sample_value("voice_sideband_events_total") or 0,
             "gc_threshold": gc.get_threshold(),
         }
 

@@ -168,6 +168,9 @@ class LiveCallConsumer(StaffFeed):
     async def session_event(self, message: dict) -> None:
         self.wake()
 
+    async def session_events(self, message: dict) -> None:
+        self.wake()
+
     async def push(self) -> bool:
         call = await live_call.read(self.session_id)
         if call is None:

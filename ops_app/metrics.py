@@ -25,6 +25,11 @@ voice_errors_total = Counter("voice_errors_total", "Total errors", ["error_type"
 ERROR_COMPONENTS = frozenset(
     {"api", "openai", "tools", "database", "redis", "sideband", "webhooks"}
 )
+# Every event a sideband connection of this process received (the benchmark's count of
+# what arrived, against what the upstream sent).
+voice_sideband_events_total = Counter(
+    "voice_sideband_events_total", "Events received on calls' sideband connections"
+)
 voice_tool_execution_duration_seconds = Histogram(
     "voice_tool_execution_duration_seconds",
     "Tool execution time",

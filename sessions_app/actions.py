@@ -25,6 +25,7 @@ from sessions_app import (
     journal,
     quality,
     realtime,
+    recorder,
     resume,
     sideband,
     tokens,
@@ -429,16 +430,10 @@ async def _ended_by_upstream(session_id: str) -> None:
         await end_session(session, reason=VoiceSession.EndReason.CALL_ENDED)
 
 
-async def _seen_by_sideband(session_id: str, realtime_events: list[dict]) -> int:
-    return await record_transcript(
-        session_id, realtime_events, source=ConversationItem.Source.SIDEBAND
-    )
-
-
 SIDEBAND_HANDLERS = sideband.Handlers(
     function_call=tool_actions.answer_for_model,
     upstream_ended=_ended_by_upstream,
-    transcript=_seen_by_sideband,
+    transcript=recorder.record,
     deliver_task=background.deliver_next,
     tasks_pending=background.has_pending,
     task_group=background.nudge_group,

@@ -118,6 +118,11 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         if message["event"]["type"] == events.LiveEvent.SESSION_ENDED:
             await self.close(code=int(CloseCode.ENDED))
 
+    async def session_events(self, message: dict) -> None:
+        """Several at once (events.publish_many)."""
+        for event in message["events"]:
+            await self.session_event({"event": event})
+
     async def _authenticate(self, token: str) -> VoiceSession | CloseCode:
         """The live session the token opens, or why the socket is refused."""
         try:

@@ -84,6 +84,19 @@ async def publish(session_id: str, kind: LiveEvent, /, **fields) -> None:
     )
 
 
+async def publish_many(session_id: str, kind: LiveEvent, many: list[dict], /) -> None:
+    """Sends several live events of one kind to every WebSocket of the session, as one
+    channel-layer message (each socket receives them one by one, in order)."""
+    if not many:
+        return
+    await _send(
+        session_group(session_id),
+        {"type": "session.events", "events": [{"type": str(kind), **fields} for fields in many]},
+        session_id=session_id,
+        event=str(kind),
+    )
+
+
 async def wake_execution_waiters(execution) -> None:
     """Tells whoever waits for this finished tool execution how it ended. Best effort
     too: waiters re-read the database every few seconds."""

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import zlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from ops_app import drain
-from ops_app.metrics import count_error
+from ops_app.metrics import count_error, voice_sideband_events_total
 from sessions_app import events, leases, realtime
 from sessions_app.models import ConversationItem, VoiceSession
 from voiceplatform import tracing
@@ -45,8 +46,9 @@ class Handlers:
     function_call: Callable[[str, dict], Awaitable[str]]
     # (session id): the upstream closed the call normally
     upstream_ended: Callable[[str], Awaitable[None]]
-    # (session id, events seen on the call): record the transcript
-    transcript: Callable[[str, list[dict]], Awaitable[int]]
+    # (session id, events seen on the call): hands them to the transcript's writer;
+    # the future of their writing (None when there is nothing to write)
+    transcript: Callable[[str, list[dict]], Awaitable[asyncio.Future | None]]
     # Background tasks: (session id, send) tells the model how one ended, False when
     # none is left to tell; (session id) whether any runs or waits to be told; the
     # channel-layer group told when one of the session's tasks ends.
@@ -281,6 +283,9 @@ async def _listen(hold: _Hold, call_id: str, handlers: Handlers) -> bool:
                     rcvd = getattr(exc, "rcvd", None)
                     ended_by_upstream = rcvd is not None and rcvd.code == 1000
                     break
+                voice_sideband_events_total.inc()
+                if _is_delta(raw):
+                    continue  # a piece of text the finished item carries whole
                 try:
                     event = json.loads(raw)
                 except ValueError:
@@ -404,6 +409,17 @@ class _Speaker:
                     await layer.group_discard(group, channel)
 
 
+# The type of a streamed piece (a transcript's, a function call's arguments'), read off
+# the raw event near its start: the piece is not decoded, since the event that ends the
+# stream carries the whole. A string value cannot match: its quotes are escaped.
+_DELTA = re.compile(rb'"type"\s*:\s*"[a-z_.]+\.delta"')
+_DELTA_WINDOW = 200
+
+
+def _is_delta(raw: bytes) -> bool:
+    return _DELTA.search(raw, 0, _DELTA_WINDOW) is not None
+
+
 def _stop_if_cancelled() -> None:
     """Raises CancelledError when this task was asked to stop. Some awaits swallow a
     cancellation (asgiref's sync_to_async when its thread's work ends at the same
@@ -484,9 +500,11 @@ async def _answer(connection, session_id: str, item: dict, handlers: Handlers) -
         }
         await connection.send({"type": "conversation.item.create", "item": answer})
         try:
-            await handlers.transcript(
+            written = await handlers.transcript(
                 session_id, [{"type": "conversation.item.created", "item": answer}]
             )
+            if written is not None:
+                await written
         except Exception as exc:  # recorded from the upstream's echo instead
             log.warning("tool_answer_not_recorded", error=type(exc).__name__)
         await connection.send({"type": "response.create"})

@@ -31,7 +31,7 @@ CLIENT_TOKENS_PER_RESPONSE = 100_000
 CLIENT_TOKENS_PER_SESSION = 3_000_000
 
 
-def _short(value, limit: int = 80) -> str:
+def short(value, limit: int = 80) -> str:
     """A string id or name from an event, cut to what we store."""
     return value[:limit] if isinstance(value, str) else ""
 
@@ -57,8 +57,8 @@ def _fields_of_item(item: dict) -> dict:
         return {
             "kind": Item.Kind.FUNCTION_CALL,
             "role": Item.Role.ASSISTANT,
-            "name": _short(item.get("name")),
-            "call_id": _short(item.get("call_id")),
+            "name": short(item.get("name")),
+            "call_id": short(item.get("call_id")),
             "arguments": _text(item.get("arguments")),
             "status": status,
         }
@@ -66,7 +66,7 @@ def _fields_of_item(item: dict) -> dict:
         return {
             "kind": Item.Kind.FUNCTION_CALL_OUTPUT,
             "role": Item.Role.TOOL,
-            "call_id": _short(item.get("call_id")),
+            "call_id": short(item.get("call_id")),
             "text": _text(item.get("output")),
             "status": _FINAL,
         }
@@ -86,10 +86,10 @@ def changes_for(event: dict) -> tuple[str, dict] | None:
     kind = event.get("type")
     if kind in events.ITEM_EVENTS:
         item = event.get("item")
-        if isinstance(item, dict) and _short(item.get("id")):
-            return _short(item["id"]), _fields_of_item(item)
+        if isinstance(item, dict) and short(item.get("id")):
+            return short(item["id"]), _fields_of_item(item)
         return None
-    item_id = _short(event.get("item_id"))
+    item_id = short(event.get("item_id"))
     if not item_id:
         return None
     if kind == events.USER_AUDIO_COMMITTED:
@@ -118,7 +118,7 @@ def relevant(realtime_events: list[dict]) -> list[dict]:
     ]
 
 
-def _merge(item: Item, fields: dict, source: str) -> list[str]:
+def merge(item: Item, fields: dict, source: str) -> list[str]:
     """Applies what is new; a final item keeps its final text and status, except that
     what the server saw itself (sideband) corrects what a browser relayed."""
     corrects = source == Item.Source.SIDEBAND and item.source == Item.Source.CLIENT
@@ -147,7 +147,7 @@ async def _apply_item(session_id: str, item_id: str, fields: dict, source: str) 
         item, created = await Item.objects.aget(session_id=session_id, item_id=item_id), False
     if created:
         return item
-    changed = _merge(item, fields, source)
+    changed = merge(item, fields, source)
     if not changed:
         return None
     await item.asave(update_fields=[*changed, "updated_at"])
@@ -160,22 +160,35 @@ def _token_count(value) -> int:
     return min(max(value, 0), MAX_TOKENS_PER_RESPONSE)
 
 
+# How long a response's usage is remembered as counted (both doors may report it).
+USAGE_KEY_SECONDS = 86400
+
+
+def usage_key(session_id: str, response_id: str) -> str:
+    return f"usage:{session_id}:{response_id}"
+
+
+def usage_counts(usage: dict, per_response: int) -> tuple[dict, costs.Usage]:
+    """A response's token counts (each capped at per_response) and its usage by kind."""
+    counts = {
+        name: min(_token_count(usage.get(name)), per_response)
+        for name in ("input_tokens", "output_tokens", "total_tokens")
+    }
+    return counts, costs.usage_of(usage).capped(per_response)
+
+
 async def _count_usage(session_id: str, response: dict, *, claimed: bool) -> None:
     """Adds a response's token usage and its cost once. A browser's claim (claimed) is
     capped per response and per session: it measures nothing, so it may not run up a
     bill."""
     usage = response.get("usage")
-    response_id = _short(response.get("id"))
+    response_id = short(response.get("id"))
     if not isinstance(usage, dict) or not response_id:
         return
     per_response = CLIENT_TOKENS_PER_RESPONSE if claimed else MAX_TOKENS_PER_RESPONSE
-    counts = {
-        name: min(_token_count(usage.get(name)), per_response)
-        for name in ("input_tokens", "output_tokens", "total_tokens")
-    }
-    kinds = costs.usage_of(usage).capped(per_response)
+    counts, kinds = usage_counts(usage, per_response)
     # Both doors may report the same response: count it once.
-    if not await cache.aadd(f"usage:{session_id}:{response_id}", 1, timeout=86400):
+    if not await cache.aadd(usage_key(session_id, response_id), 1, timeout=USAGE_KEY_SECONDS):
         return
     model = (
         await VoiceSession.objects.filter(pk=session_id).values_list("model", flat=True).afirst()
@@ -214,7 +227,7 @@ async def check_room(session_id: str) -> None:
         )
 
 
-def _live_fields(item: Item) -> dict:
+def live_fields(item: Item) -> dict:
     return {
         "item_id": item.item_id,
         "kind": item.kind,
@@ -251,7 +264,7 @@ async def apply_events(
         item = await _apply_item(session_id, item_id, fields, source=source)
         if item is not None:
             changed += 1
-            await events.publish(session_id, events.LiveEvent.TRANSCRIPT_ITEM, **_live_fields(item))
+            await events.publish(session_id, events.LiveEvent.TRANSCRIPT_ITEM, **live_fields(item))
     return changed
 
 

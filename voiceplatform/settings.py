@@ -492,6 +492,11 @@ SIDEBAND_SWEEP_SECONDS = env_float("SIDEBAND_SWEEP_SECONDS", 1.0)
 # Threads (each with one database connection) that all held calls share for their
 # database work.
 SIDEBAND_DB_THREADS = env_int("SIDEBAND_DB_THREADS", 4)
+# What held calls' sidebands say of their transcripts is written in batches
+# (sessions_app.recorder): a batch gathers for at most this long, or until it holds
+# this many events (the calls then wait for the writer before handing in more).
+SIDEBAND_RECORD_SECONDS = env_float("SIDEBAND_RECORD_SECONDS", 0.1)
+SIDEBAND_RECORD_BATCH_MAX = env_int("SIDEBAND_RECORD_BATCH_MAX", 5000)
 # Threads (each with at most one database connection at a time) that HTTP requests
 # borrow for their synchronous work, instead of a new thread per request.
 REQUEST_THREADS = env_int("REQUEST_THREADS", 8)

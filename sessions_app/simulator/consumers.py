@@ -35,6 +35,7 @@ class SidebandConsumer(AsyncWebsocketConsumer):
         call.subscribers.add(self.queue)
         self.pump = asyncio.ensure_future(self._forward())
         await self.send(text_data=json.dumps({"type": "session.created", "session": call.session}))
+        call.sideband_sent += 1
 
     async def _forward(self) -> None:
         while True:
@@ -43,6 +44,7 @@ class SidebandConsumer(AsyncWebsocketConsumer):
                 await self.close()
                 return
             await self.send(text_data=json.dumps(event))
+            self.call.sideband_sent += 1
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
         try:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from .conversation import Conversation
@@ -27,6 +28,7 @@ class Fault:
         return not self.operations or operation in self.operations
 
 
+EVENTS_KEPT = 5000
 TERMINAL_STATES = frozenset({"hung_up", "ended", "failed", "closed"})
 
 
@@ -39,8 +41,10 @@ class SimCall:
     channel: object | None = None  # the `oai-events` data channel
     state: str = "new"
     subscribers: set[asyncio.Queue] = field(default_factory=set)
-    events_sent: list[dict] = field(default_factory=list)
-    events_received: list[dict] = field(default_factory=list)
+    # The latest events either way (a call under load plays for minutes).
+    events_sent: deque = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
+    events_received: deque = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
+    sideband_sent: int = 0  # events written to its sideband connections, all told
     created_at: float = field(default_factory=time.time)
 
     async def emit(self, event: dict) -> None:
@@ -74,7 +78,7 @@ class SimCall:
             "state": self.state,
             "sideband_connections": len(self.subscribers),
             "events_sent": [event["type"] for event in self.events_sent],
-            "events_received": self.events_received,
+            "events_received": list(self.events_received),
             "session": self.session,
         }
 
@@ -115,6 +119,9 @@ class SimulatorState:
         return fault
 
     async def reset(self) -> None:
+        from .traffic import TRAFFIC
+
+        TRAFFIC.stop()
         for call in list(self.calls.values()):
             await call.close()
         self.calls.clear()

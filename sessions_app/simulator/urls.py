@@ -18,4 +18,5 @@ urlpatterns = [
     path("_control/reset", views.control_reset),
     path("_control/webhook", views.control_webhook),
     path("_control/calls/<str:call_id>", views.control_call),
+    path("_control/traffic", views.control_traffic),
 ]

@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from . import peer, responses
 from .auth import bearer_token, has_server_key
 from .state import STATE, TERMINAL_STATES, Fault
+from .traffic import TRAFFIC, Pace
 
 
 def _error(status: int, message: str, code: str, kind: str = "invalid_request_error"):
@@ -287,6 +288,57 @@ async def control_call(request: HttpRequest, call_id: str) -> HttpResponse:
     if call is None:
         return _error(404, f"Call '{call_id}' not found.", "call_not_found")
     return JsonResponse(call.summary())
+
+
+MAX_TRAFFIC_SECONDS = 3600
+
+
+@csrf_exempt
+async def control_traffic(request: HttpRequest) -> HttpResponse:
+    """Load mode (traffic.py). POST {"seconds", "pace": {...}, "call_ids": [...],
+    "seed"} starts calls talking at a real pace (by default every live call with a
+    sideband connection); GET says what they did; DELETE stops them all."""
+    if refused := _control_refusal(request):
+        return refused
+    calls = list(STATE.calls.values())
+    if request.method == "GET":
+        return JsonResponse(TRAFFIC.stats(calls))
+    if request.method == "DELETE":
+        return JsonResponse({"stopped": TRAFFIC.stop()})
+    if request.method != "POST":
+        return _error(405, "Method not allowed.", "method_not_allowed")
+    body = _json_body(request)
+    if body is None:
+        return _error(400, "The body must be a JSON object.", "invalid_json")
+    seconds = body.get("seconds")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 < seconds <= MAX_TRAFFIC_SECONDS
+    ):
+        return _error(
+            400, f"seconds must be a number in (0, {MAX_TRAFFIC_SECONDS}].", "invalid_value"
+        )
+    try:
+        pace = Pace.from_json(body.get("pace") or {})
+    except (ValueError, TypeError) as exc:
+        return _error(400, f"pace: {exc}", "invalid_value")
+    wanted = body.get("call_ids")
+    if wanted is not None:
+        if not isinstance(wanted, list) or not all(isinstance(c, str) for c in wanted):
+            return _error(400, "call_ids must be a list of call ids.", "invalid_value")
+        unknown = [c for c in wanted if c not in STATE.calls]
+        if unknown:
+            return _error(404, f"Call '{unknown[0]}' not found.", "call_not_found")
+        calls = [STATE.calls[c] for c in wanted]
+    else:
+        calls = [c for c in calls if c.subscribers]
+    calls = [c for c in calls if c.state not in TERMINAL_STATES]
+    seed = body.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return _error(400, "seed must be an integer.", "invalid_value")
+    started = TRAFFIC.start(calls, pace, float(seconds), seed=seed)
+    return JsonResponse({"started": started, "talking": len(TRAFFIC.talkers)})
 
 
 def sign_webhook(secret: str, webhook_id: str, timestamp: int, body: str) -> dict[str, str]:
