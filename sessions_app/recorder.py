@@ -166,7 +166,7 @@ async def write(batch: dict[str, list[tuple[datetime, dict]]]) -> None:
     )
 
 
-async def _concurrently(calls, limit: int = 50) -> list:
+async def _concurrently(calls, limit: int = 10) -> list:
     """Awaits the calls (round trips to Redis), up to limit at a time."""
     gate = asyncio.Semaphore(limit)
 

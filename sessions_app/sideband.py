@@ -409,15 +409,18 @@ class _Speaker:
                     await layer.group_discard(group, channel)
 
 
-# The type of a streamed piece (a transcript's, a function call's arguments'), read off
-# the raw event near its start: the piece is not decoded, since the event that ends the
-# stream carries the whole. A string value cannot match: its quotes are escaped.
-_DELTA = re.compile(rb'"type"\s*:\s*"[a-z_.]+\.delta"')
-_DELTA_WINDOW = 200
+# An event's type, read off the raw event: its first "type" key, near its start (the
+# upstream writes it before any nested object). A string value cannot match: its quotes
+# are escaped.
+_TYPE = re.compile(rb'"type"\s*:\s*"([^"\\]*)"')
+_TYPE_WINDOW = 200
 
 
 def _is_delta(raw: bytes) -> bool:
-    return _DELTA.search(raw, 0, _DELTA_WINDOW) is not None
+    """A streamed piece (of a transcript, of a function call's arguments): it is not
+    decoded, since the event that ends the stream carries the whole."""
+    found = _TYPE.search(raw, 0, _TYPE_WINDOW)
+    return found is not None and found.group(1).endswith(b".delta")
 
 
 def _stop_if_cancelled() -> None:

@@ -291,6 +291,10 @@ if REDIS_URL:
                         "socket_timeout": None,
                         "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
                         "socket_keepalive": True,
+                        # redis-py's asyncio pool refuses a command past 100 open
+                        # connections, and a refusal reads as Redis away: a process
+                        # holding a thousand talking calls sends more at once.
+                        "max_connections": env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 1000),
                     }
                 ],
                 "prefix": env_str("CHANNEL_PREFIX", "vp"),

@@ -25,6 +25,9 @@ from .conversation import Conversation
 from .state import TERMINAL_STATES
 
 TICK_SECONDS = 0.05
+# How long a talking call waits for the server to answer its tool call before it goes
+# on with the next turn.
+ANSWER_PATIENCE_SECONDS = 10.0
 USER_LINES = (
     "Can you check what is in my notes file?",
     "What time is the meeting tomorrow?",
@@ -54,6 +57,8 @@ class Pace:
     @classmethod
     def from_json(cls, body: dict) -> Pace:
         """A pace from a request body; ValueError for what is not one."""
+        if not isinstance(body, dict):
+            raise ValueError("must be an object.")
         values = {}
         for name, default in cls().__dict__.items():
             if name not in body:
@@ -143,9 +148,9 @@ class Talker:
             # The model calls a tool; the server's answer (an item of its own) makes it
             # reply (Conversation): three items more.
             self.due.append((at + 0.2, ("tool", line)))
+            self.due.append((at + 0.2, ("answered", None)))
             self.items += 3
             self.tool_calls += 1
-            self.due.append((at + 0.2 + self._vary(pace.reply_seconds), None))
             return
         self._plan_reply(at + 0.2, line)
 
@@ -216,9 +221,8 @@ class Talker:
             },
         ):
             self.due.append((at, event))
-        self.due.append(
-            (at + 0.3, {"type": "output_audio_buffer.stopped", "response_id": response_id})
-        )
+        at += 0.3  # the voice plays out
+        self.due.append((at, {"type": "output_audio_buffer.stopped", "response_id": response_id}))
         self.items += 1
         self.due.append((at + self._vary(self.pace.pause_seconds), None))  # the pause
 
@@ -226,10 +230,21 @@ class Talker:
         """Emits what is due by now."""
         while True:
             if not self.due:
+                if now >= self.until:
+                    return  # the last turn is over
                 self.plan_turn(now)
             at, event = self.due[0]
             if at > now:
                 return
+            if isinstance(event, tuple) and event[0] == "answered":
+                # The model's reply to its tool's output comes first (or gives up).
+                conversation = self.conversation
+                waiting = conversation._awaiting or conversation._outputs
+                if waiting and now < at + ANSWER_PATIENCE_SECONDS:
+                    return
+                self.due.popleft()
+                self.due.appendleft((now + self._vary(self.pace.pause_seconds), None))
+                continue
             self.due.popleft()
             if event is None:  # a pause ended
                 continue

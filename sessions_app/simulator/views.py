@@ -320,7 +320,7 @@ async def control_traffic(request: HttpRequest) -> HttpResponse:
             400, f"seconds must be a number in (0, {MAX_TRAFFIC_SECONDS}].", "invalid_value"
         )
     try:
-        pace = Pace.from_json(body.get("pace") or {})
+        pace = Pace.from_json(body.get("pace", {}))
     except (ValueError, TypeError) as exc:
         return _error(400, f"pace: {exc}", "invalid_value")
     wanted = body.get("call_ids")
