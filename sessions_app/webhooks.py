@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import re
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -155,8 +156,11 @@ class _Recorder:
         stored = asyncio.get_running_loop().create_future()
         self.waiting.append((event, stored))
         if self.writer is None:
-            # A task of its own: a delivery whose sender goes away cancels only its wait.
-            self.writer = asyncio.ensure_future(self._write())
+            # A task of its own, outside this request's context (its log fields, its
+            # trace): a delivery whose sender goes away cancels only its own wait.
+            self.writer = asyncio.get_running_loop().create_task(
+                self._write(), context=contextvars.Context()
+            )
         return await stored
 
     async def _write(self) -> None:
