@@ -961,6 +961,11 @@ def main(argv: list[str] | None = None) -> int:
             "LOG_LEVEL": "WARNING",
             "VAR_DIR": str(var),
             "TOOL_WORKSPACE_ROOT": str(var / "workspaces"),
+            # The tool stage runs 4 callers a worker on one session, thousands of calls:
+            # the per-session caps on calls running and argument bytes are not measured.
+            "TOOLS_MAX_RUNNING_PER_SESSION": "100",
+            "TOOLS_MAX_RUNNING_PER_CALLER": "100",
+            "TOOL_ARGUMENTS_MAX_BYTES_PER_SESSION": UNLIMITED,
         }
     )
     ensure_database(database_url)
