@@ -5,6 +5,8 @@
 
 - the simulator in its own process (the upstream), alone;
 - the floor (bench/floor.py): a bare ASGI passthrough with one pooled httpx client;
+- the peer (bench/peer.py): amplifier-voice's handler shape, a new httpx client for
+  every request;
 - our server under daphne with PostgreSQL + Redis, and in the embedded default;
 - Celery workers for tool dispatch.
 
@@ -335,6 +337,35 @@ class Floor(Target):
         if call.status_code == 201:
             self.leftovers.append(call.headers["x-call-id"])
         return t1, t2, call.status_code == 201
+
+
+class Peer(Target):
+    """amplifier-voice's shape: the secret comes back as client_secret.value, and the
+    SDP answer with 200."""
+
+    name = "peer"
+
+    def __init__(self, http, pid, sim, url) -> None:
+        super().__init__(http, pid, sim)
+        self.url = url
+
+    async def round(self, offer):
+        secret, t1 = await _timed(self.http.post(f"{self.url}/session", json={}))
+        if secret.status_code != 200:
+            return t1, 0.0, False
+        call, t2 = await _timed(
+            self.http.post(
+                f"{self.url}/sdp",
+                content=offer,
+                headers={
+                    "Content-Type": "application/sdp",
+                    "Authorization": f"Bearer {secret.json()['client_secret']['value']}",
+                },
+            )
+        )
+        if call.status_code == 200:
+            self.leftovers.append(call.headers["x-call-id"])
+        return t1, t2, call.status_code == 200
 
 
 class Ours(Target):
@@ -903,7 +934,7 @@ def report_traffic(results: dict, out) -> None:
 
 
 def report(results: dict, lat: dict, plan: Plan, out) -> None:
-    names = ["simulator", "floor", "ours-pg", "ours-embedded"]
+    names = ["simulator", "floor", "peer", "ours-pg", "ours-embedded"]
     out(f"\n== /session and /sdp ({results['meta']['database']}; one process each) ==")
     out(
         f"{'clients':>7} {'target':<14}{'session p50':>12}{'p95':>8}{'p99':>8}"
@@ -996,6 +1027,7 @@ async def measure(procs: dict, offer: str, plan: Plan, env_pg: dict, logs: Path,
         targets = [
             SimulatorAlone(http, procs["simulator"].pid, sim),
             Floor(http, procs["floor"].pid, sim, procs["floor"].url),
+            Peer(http, procs["peer"].pid, sim, procs["peer"].url),
             ours_pg,
             Ours(http, embedded.pid, sim, embedded.url, "ours-embedded"),
         ]
@@ -1076,6 +1108,7 @@ def as_json(results: dict, plan: Plan) -> dict:
         "session_cpu_ms": cpu("ours-pg"),
         "embedded_cpu_ms": cpu("ours-embedded"),
         "floor_cpu_ms": cpu("floor"),
+        "peer_cpu_ms": cpu("peer"),
         "targets": targets,
         "gc": results["gc"],
         "sessions_held": biggest["held"],
@@ -1148,10 +1181,15 @@ def main(argv: list[str] | None = None) -> int:
             "LOG_LEVEL": "WARNING",
             "VAR_DIR": str(var),
             "TOOL_WORKSPACE_ROOT": str(var / "workspaces"),
+            # The tool stage runs 4 callers a worker on one session, thousands of calls:
+            # the per-session caps on calls running and argument bytes are not measured.
+            "TOOLS_MAX_RUNNING_PER_SESSION": "100",
+            "TOOLS_MAX_RUNNING_PER_CALLER": "100",
+            "TOOL_ARGUMENTS_MAX_BYTES_PER_SESSION": UNLIMITED,
         }
     )
     ensure_database(database_url)
-    sim_port, floor_port, pg_port, embedded_port = (free_port() for _ in range(4))
+    sim_port, floor_port, peer_port, pg_port, embedded_port = (free_port() for _ in range(5))
     sim_root = f"http://127.0.0.1:{sim_port}"
     sim_url = sim_root + "/simulator"
     env_pg = server_env(var, sim_url, database_url=database_url, redis_url=redis_url)
@@ -1190,6 +1228,14 @@ def main(argv: list[str] | None = None) -> int:
             {**base_env(var), "FLOOR_UPSTREAM": sim_url, "FLOOR_API_KEY": SIM_KEY},
             logs,
             f"http://127.0.0.1:{floor_port}",
+            "/health/live",
+        )
+        procs["peer"] = start(
+            "peer",
+            daphne("bench.peer:app", peer_port),
+            {**base_env(var), "PEER_UPSTREAM": sim_url, "PEER_API_KEY": SIM_KEY},
+            logs,
+            f"http://127.0.0.1:{peer_port}",
             "/health/live",
         )
         procs["ours-embedded"] = start(

@@ -19,19 +19,22 @@ from ops_app.models import AuditEvent
 from voiceplatform import aredis
 from voiceplatform.errors import TooManyRequests
 
+# INCR, and the first hit of a window sets when it expires: one command (a pipeline of
+# SET NX + INCR is the same round trip at twice the client's CPU).
+_COUNT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
 
 async def _acount(key: str, window_seconds: int) -> int | None:
-    """The hit counted in Redis on the event loop (SET NX, INCR: one round trip, under
-    the key the cache uses); None while Redis is away or not configured."""
-
-    async def on_redis(redis) -> int:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.set(full, 0, nx=True, ex=window_seconds + 1)
-            pipe.incr(full)
-            return (await pipe.execute())[1]
-
+    """The hit counted in Redis on the event loop (one round trip, under the key the
+    cache uses); None while Redis is away or not configured."""
     full = aredis.cache_key(key)
-    return await aredis.either(on_redis, lambda: None)
+    return await aredis.either(
+        lambda redis: redis.eval(_COUNT, 1, full, window_seconds + 1), lambda: None
+    )
 
 
 def _count(key: str, window_seconds: int) -> int:

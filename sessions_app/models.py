@@ -8,7 +8,7 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -370,6 +370,37 @@ class ConversationItem(models.Model):
         return f"{self.role}: {self.text[:60]}"
 
 
+class WebhookEventQuerySet(models.QuerySet):
+    def insert_new(self, events: list[WebhookEvent]) -> dict[str, int]:
+        """Inserts, in one statement, each event whose webhook_key no row holds yet (nor
+        an earlier event of the list); returns the ids of those it inserted, by key. A
+        key already taken is left as it is: nothing stored is overwritten. The database
+        decides, so deliveries racing in other processes are told apart as well.
+
+        bulk_create(ignore_conflicts=True) cannot say which rows it inserted: this is
+        its INSERT with the RETURNING that can (PostgreSQL, and SQLite since 3.35)."""
+        if not events:
+            return {}
+        model, connection = self.model, connections[self.db]
+        fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+        quote = connection.ops.quote_name
+        params = []
+        for event in events:
+            params.extend(f.get_db_prep_save(f.pre_save(event, True), connection) for f in fields)
+        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        # Only the model's own names are written into it; every value is a parameter.
+        sql = (
+            f"INSERT INTO {quote(model._meta.db_table)}"  # noqa: S608
+            f" ({', '.join(quote(f.column) for f in fields)})"
+            f" VALUES {', '.join([row] * len(events))}"
+            f" ON CONFLICT ({quote('webhook_key')}) DO NOTHING"
+            f" RETURNING {quote(model._meta.pk.column)}, {quote('webhook_key')}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return {key: pk for pk, key in cursor.fetchall()}
+
+
 class WebhookEvent(models.Model):
     """Every accepted webhook delivery, once: the webhook-id is the idempotency key."""
 
@@ -382,6 +413,8 @@ class WebhookEvent(models.Model):
     session = models.ForeignKey(VoiceSession, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = WebhookEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -1,5 +1,6 @@
-"""The benchmark harness keeps working: its floor passes both calls through to the
-simulator, and its results come out as JSON with the keys issue 12 names."""
+"""The benchmark harness keeps working: its floor and its peer (amplifier-voice's
+handler shape) pass both calls through to the simulator, and its results come out as
+JSON with the keys issue 12 names."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from bench import floor, run
+from bench import floor, peer, run
 from sessions_app.probe import offering_peer
 
 
@@ -49,6 +50,46 @@ async def test_the_floor_answers_404_for_anything_else(floor_http):
     assert (await floor_http.get("/session")).status_code == 404
 
 
+@pytest.fixture
+async def peer_http(simulator, monkeypatch):
+    monkeypatch.setattr(peer, "UPSTREAM", simulator.url)
+    transport = httpx.ASGITransport(app=peer.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://peer") as http:
+        yield http
+
+
+async def test_the_peer_answers_as_amplifier_voice_does_through_the_upstream(peer_http, simulator):
+    secret = await peer_http.post("/session", json={"voice": "marin"})
+    peer_, _ = await offering_peer()
+    try:
+        answer = await peer_http.post(
+            "/sdp",
+            content=peer_.localDescription.sdp,
+            headers={
+                "Content-Type": "application/sdp",
+                "Authorization": f"Bearer {secret.json()['client_secret']['value']}",
+            },
+        )
+    finally:
+        await peer_.close()
+
+    assert secret.status_code == 200 and secret.json()["client_secret"]["value"]
+    assert answer.status_code == 200 and answer.text.startswith("v=0")
+    assert simulator.call(answer.headers["x-call-id"])["call_id"] == answer.headers["x-call-id"]
+
+
+async def test_the_peer_passes_an_upstream_refusal_on_and_answers_404_for_anything_else(
+    peer_http,
+):
+    refused = await peer_http.post(
+        "/sdp", content="v=0", headers={"Authorization": "Bearer not-a-secret"}
+    )
+
+    assert refused.status_code >= 400 and "detail" in refused.json()
+    assert (await peer_http.get("/session")).status_code == 404
+    assert (await peer_http.post("/session", content=b"[")).status_code == 400
+
+
 def test_the_results_are_written_as_json_with_the_keys_the_issue_names(tmp_path):
     plan = run.QUICK
     latency = {
@@ -60,7 +101,13 @@ def test_the_results_are_written_as_json_with_the_keys_the_issue_names(tmp_path)
                 cpu=0.05,
                 requests=4,
             )
-            for name, base in (("simulator", 0), ("floor", 1), ("ours-pg", 3), ("ours-embedded", 4))
+            for name, base in (
+                ("simulator", 0),
+                ("floor", 1),
+                ("peer", 2),
+                ("ours-pg", 3),
+                ("ours-embedded", 4),
+            )
         }
         for clients in plan.clients
     }
@@ -83,7 +130,8 @@ def test_the_results_are_written_as_json_with_the_keys_the_issue_names(tmp_path)
     written = json.loads((tmp_path / "out.json").read_text())
     assert written["session_added_ms"]["1"] == {"p50": 3.0, "p99": 3.0}
     assert written["sdp_added_ms"]["10"] == {"p50": 3.0, "p99": 3.0}
-    assert written["session_cpu_ms"] == written["floor_cpu_ms"] == 12.5
+    assert written["session_cpu_ms"] == written["floor_cpu_ms"] == written["peer_cpu_ms"] == 12.5
+    assert set(written["targets"]) == {"simulator", "floor", "peer", "ours-pg", "ours-embedded"}
     assert written["sessions_held"] == 100 and written["rss_per_session_kb"] == 90.0
     assert written["tool_dispatch_ms"] == {"p50": 8.0, "p99": 9.0}
     assert written["tool_inprocess_ms"] == 0.3

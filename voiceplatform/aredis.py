@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import redis.asyncio as redis
 from django.conf import settings
+from django.core.cache.backends.base import get_key_func
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -74,7 +75,9 @@ async def either(on_redis: Callable[[redis.Redis], Awaitable[T]], on_memory: Cal
 
 
 def cache_key(key: str) -> str:
-    """The key the default cache stores `key` under (its prefix and version)."""
-    from django.core.cache import cache
-
-    return cache.make_key(key)
+    """The key the default cache stores `key` under (its prefix and version), as its
+    make_key writes it. From the settings: `cache` is a new backend object in every
+    request (caches are per context), and building one costs more than the key."""
+    config = settings.CACHES["default"]
+    make = get_key_func(config.get("KEY_FUNCTION"))
+    return make(key, config.get("KEY_PREFIX", ""), config.get("VERSION", 1))

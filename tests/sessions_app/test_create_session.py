@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from django.contrib.auth.models import User
 from django.test import AsyncClient
@@ -309,3 +311,28 @@ async def test_concurrent_requests_cannot_exceed_the_limit(api, simulator, setti
     )
 
     assert sorted(r.status_code for r in responses) == [201] * 5 + [429] * 7
+
+
+@pytest.mark.parametrize("answer", [b'{"expires_at": 1}', b"[1]", b"not json"])
+async def test_an_upstream_answer_without_a_secret_is_refused_as_unusable(api, settings, answer):
+    # Given an upstream that answers 200 with no client secret in it
+    async def upstream(reader, writer):
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass  # the headers; the body is not needed
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n".encode()
+            + answer
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    settings.OPENAI_MAX_RETRIES = 0
+    async with server:
+        response = await api.post("/session", content_type="application/json")
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_bad_answer"
+    assert await VoiceSession.objects.acount() == 0

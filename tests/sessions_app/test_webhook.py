@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -76,6 +77,55 @@ async def test_it_accepts_any_of_several_signatures_and_rotated_secrets(api, set
     response = await post(api, body, headers)
 
     assert response.status_code == 200
+
+
+async def test_deliveries_arriving_together_are_each_recorded_once(api):
+    # Given twelve events, and a redelivery of every third, all posted at once
+    deliveries = [signed({**EVENT, "id": f"evt_{n}"}, webhook_id=f"wh_{n}") for n in range(12)]
+    deliveries += [deliveries[n] for n in range(0, 12, 3)]
+
+    responses = await asyncio.gather(*(post(api, *delivery) for delivery in deliveries))
+
+    # Then each event is stored once, and each sender is told which its delivery was
+    assert [r.status_code for r in responses] == [200] * 16
+    statuses = [r.json()["status"] for r in responses]
+    assert statuses.count("accepted") == 12 and statuses.count("duplicate") == 4
+    stored = {e.webhook_id: e.payload["id"] async for e in WebhookEvent.objects.all()}
+    assert stored == {f"wh_{n}": f"evt_{n}" for n in range(12)}
+
+
+async def test_the_same_delivery_posted_at_once_is_accepted_once(api):
+    body, headers = signed(EVENT)
+
+    responses = await asyncio.gather(*(post(api, body, headers) for _ in range(5)))
+
+    statuses = sorted(r.json()["status"] for r in responses)
+    assert statuses == ["accepted"] + ["duplicate"] * 4
+    assert await WebhookEvent.objects.acount() == 1
+
+
+async def test_a_redelivery_leaves_the_stored_event_as_it_was(api):
+    await post(api, *signed(EVENT))
+    # A later delivery under the same webhook-id, even with another (signed) body
+    changed = {**EVENT, "data": {"call_id": "rtc_other"}}
+
+    response = await post(api, *signed(changed))
+
+    assert response.json() == {"status": "duplicate", "outcome": None}
+    record = await WebhookEvent.objects.aget(webhook_id="wh_1")
+    assert record.payload == EVENT and record.outcome == "recorded"
+
+
+async def test_a_signed_body_that_is_not_json_is_a_json_error(api):
+    response = await post(api, *sign_text("{not json"))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert await WebhookEvent.objects.acount() == 0
+
+
+def sign_text(body: str) -> tuple[str, dict]:
+    return body, sign_webhook(SECRET, "wh_1", int(time.time()), body)
 
 
 @pytest.mark.parametrize(
