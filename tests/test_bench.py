@@ -116,11 +116,23 @@ def test_the_results_are_written_as_json_with_the_keys_the_issue_names(tmp_path)
         "inprocess": run.summary([0.3, 0.4]),
         "celery": {1: {**run.summary([8.0, 9.0]), "calls_per_s": 50.0}},
     }
+    traffic = [
+        {
+            "asked": n,
+            "held": n,
+            "lag_ms": {"p50": 1.0, "p99": lag},
+            "cpu_s_per_call_minute": 0.02,
+            "rss_per_call_kb": 150.0,
+            "events_dropped": dropped,
+        }
+        for n, lag, dropped in ((500, 10.0, 0), (2000, 40.0, 2))
+    ]
     results = {
         "meta": {"mode": "quick"},
         "latency": latency,
         "gc": {},
         "held": [held],
+        "traffic": traffic,
         "tools": tools,
         "webhooks": {"per_s": 600.0},
     }
@@ -136,3 +148,8 @@ def test_the_results_are_written_as_json_with_the_keys_the_issue_names(tmp_path)
     assert written["tool_dispatch_ms"] == {"p50": 8.0, "p99": 9.0}
     assert written["tool_inprocess_ms"] == 0.3
     assert written["webhooks_per_s"] == 600.0
+    # Talking calls: the largest number held, and every event any stage lost.
+    assert written["calls_held_traffic"] == 2000
+    assert written["lag_ms"] == {"p50": 1.0, "p99": 40.0}
+    assert written["cpu_s_per_call_minute"] == 0.02 and written["rss_per_call_kb"] == 150.0
+    assert written["events_dropped"] == 2

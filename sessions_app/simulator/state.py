@@ -119,9 +119,6 @@ class SimulatorState:
         return fault
 
     async def reset(self) -> None:
-        from .traffic import TRAFFIC
-
-        TRAFFIC.stop()
         for call in list(self.calls.values()):
             await call.close()
         self.calls.clear()

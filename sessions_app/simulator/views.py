@@ -277,6 +277,7 @@ async def control_fault(request: HttpRequest) -> HttpResponse:
 async def control_reset(request: HttpRequest) -> HttpResponse:
     if refused := _control_refusal(request):
         return refused
+    TRAFFIC.stop()
     await STATE.reset()
     return JsonResponse({"reset": True})
 
