@@ -117,6 +117,14 @@ async def refuse_in_maintenance(level: int) -> None:
         )
 
 
+async def refuse_if_in_maintenance() -> None:
+    """refuse_in_maintenance for a path that needs no other level: maintenance is the
+    operators' switch alone (a forced level stops at 3, and no check reaches 4), so it
+    is read from its cached state, without probes or breakers."""
+    if (await state.current()).maintenance:
+        await refuse_in_maintenance(MAINTENANCE)
+
+
 async def refuse_tools(level: int) -> None:
     """/tools/* answers 503 below full service."""
     await refuse_in_maintenance(level)
