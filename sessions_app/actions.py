@@ -26,6 +26,7 @@ from ops_app.metrics import (
 )
 from sessions_app import (
     answered,
+    callers,
     events,
     journal,
     quality,
@@ -338,15 +339,17 @@ class ConnectedCall:
     call_id: str
 
 
-async def connect_call(session: VoiceSession, offer: str) -> ConnectedCall:
-    """Forwards the browser's SDP offer upstream and returns the answer as soon as the
-    upstream gives it; the call is recorded on the session just after, off the request
-    path (_finish_connecting). In maintenance no new call is connected (live ones go on).
+async def connect_call(session_id: str, offer: str) -> ConnectedCall:
+    """Forwards the browser's SDP offer for the session upstream and returns the answer
+    as soon as the upstream gives it; the call is recorded on the session just after,
+    off the request path (_finish_connecting). In maintenance no new call is connected
+    (live ones go on).
 
     Before the answer comes only what must: the claim that gives a session one call
-    (CREATED -> CONNECTING, a conditional UPDATE; at level 3 a claim in Redis), the
-    upstream call, and the call's mark (sessions_app.answered). Where the session stands
-    if this process dies on the way:
+    (CREATED -> CONNECTING, a conditional UPDATE that returns the session, so one
+    statement; at level 3 a claim in Redis), the upstream call, and the call's mark
+    (sessions_app.answered). Where the session stands if this process dies
+    on the way:
     - before the upstream answered: CONNECTING with no call id and no mark, as before
       (the caller got no answer; it keeps its place until its lifetime ends).
     - after the answer, before the call is recorded: CONNECTING with no call id, and the
@@ -359,10 +362,21 @@ async def connect_call(session: VoiceSession, offer: str) -> ConnectedCall:
     A session ended while its call was being made stays ended: recording the call finds
     it no longer connecting, and hangs the call up (the caller has its answer by then,
     and sees the call close)."""
-    require_live(session)
-    await degradation.refuse_if_in_maintenance()
     deferring = await journal.deferring()
-    await _claim_call(session, deferring)
+    session = None
+    if not deferring and not await degradation.in_maintenance():
+        try:
+            session = await sync_to_async(VoiceSession.objects.claim_for_call)(session_id)
+        except journal.UNREACHABLE as exc:
+            journal.went_away(exc)
+            deferring = True
+    if session is None:
+        # Why not, in the order the checks have always come (404, 409 ended, 503
+        # maintenance, 409 connected); or the claim at level 3.
+        session = await expire_if_overdue(await callers.existing_session(session_id))
+        require_live(session)
+        await degradation.refuse_if_in_maintenance()
+        await _claim_call(session, deferring)
     call_id = None
     try:
         answer, call_id = await realtime.create_call(offer, config_of(session))

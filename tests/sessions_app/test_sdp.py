@@ -353,7 +353,7 @@ async def test_a_caller_that_goes_away_mid_offer_leaves_the_session_usable(http,
     stored = await VoiceSession.objects.aget(pk=session["session_id"])
     simulator.fault("slow", delay=1.0, count=1, operations=["calls"])
     peer, _ = await offering_peer()
-    connecting = asyncio.create_task(actions.connect_call(stored, peer.localDescription.sdp))
+    connecting = asyncio.create_task(actions.connect_call(stored.pk, peer.localDescription.sdp))
     await asyncio.sleep(0.3)
     connecting.cancel()
     with pytest.raises(asyncio.CancelledError):
