@@ -488,7 +488,11 @@ async def _record_call(session: VoiceSession, call_id: str, answered_at) -> bool
         try:
             return bool(
                 await VoiceSession.objects.filter(
-                    Q(status=VoiceSession.Status.CONNECTING, call_id__isnull=True)
+                    # CREATED: claimed at level 3 (in Redis), the database back since.
+                    Q(
+                        status__in=(VoiceSession.Status.CONNECTING, VoiceSession.Status.CREATED),
+                        call_id__isnull=True,
+                    )
                     | Q(status__in=VoiceSession.LIVE_STATUSES, call_id=call_id),
                     pk=session.pk,
                 ).aupdate(

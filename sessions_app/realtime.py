@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -51,17 +52,30 @@ class _OnePieceBodies(httpx2.AsyncHTTPTransport):
         return await super().handle_async_request(request)
 
 
+PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
+
+
 def client() -> openai.AsyncOpenAI:
     """The SDK client of the running event loop (an httpx2 pool is bound to its loop)."""
     loop = asyncio.get_running_loop()
     existing = _clients.get(loop)
     if existing is not None:
         return existing
+    limits = httpx2.Limits(max_connections=100, max_keepalive_connections=20)
+    # Behind an egress proxy (HTTPS_PROXY and the like) the client's own transports
+    # take the proxy from the environment; a transport given here would not.
+    proxied = any(os.environ.get(name) for name in PROXY_VARIABLES)
     http = httpx2.AsyncClient(
         timeout=httpx2.Timeout(settings.OPENAI_TIMEOUT_SECONDS, connect=5.0),
-        transport=_OnePieceBodies(
-            limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20)
-        ),
+        limits=limits,
+        transport=None if proxied else _OnePieceBodies(limits=limits),
     )
     created = openai.AsyncOpenAI(
         api_key=api_key(),

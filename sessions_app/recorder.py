@@ -131,15 +131,24 @@ async def record(session_id: str, realtime_events: list[dict]) -> asyncio.Future
         for closed in [other for other in _recorders if other.is_closed()]:
             del _recorders[closed]
         recorder = _recorders[loop] = Recorder()
-    await recorder.room.wait()
+    while not recorder.room.is_set():
+        if recorder.writer is None or recorder.writer.done():  # it died: room again
+            recorder.room.set()
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(recorder.room.wait(), 1.0)
     return recorder.add(session_id, relevant)
 
 
 async def write(batch: dict[str, list[tuple[datetime, dict]]]) -> None:
     """Writes one batch: to the database, or to the journal while it is away."""
+    counted: frozenset[tuple[str, str]] = frozenset()
     try:
         if await journal.deferring():
             await _journal(batch)
+            return
+        if connection.vendor != "postgresql":  # the embedded default: one call at a time
+            await _one_by_one(batch)
             return
         counted = await _claim_usage(batch)
         try:
@@ -153,6 +162,7 @@ async def write(batch: dict[str, list[tuple[datetime, dict]]]) -> None:
     except Exception as exc:  # one bad event must not cost the batch: each on its own
         log.warning("transcript_batch_failed", error=f"{type(exc).__name__}: {exc}"[:200])
         count_error("sideband", "transcript_batch_failed")
+        await _unclaim(counted)  # counted again, event by event
         await _one_by_one(batch)
         return
     for model, cost in costs_by_model.items():
@@ -177,12 +187,16 @@ async def _concurrently(calls, limit: int = 10) -> list:
     return await asyncio.gather(*(one(call) for call in calls))
 
 
-async def _journal(batch, counted: frozenset[tuple[str, str]] = frozenset()) -> None:
-    """The batch as journal ops, one per session. Usage this batch claimed is claimed
-    again when the op is replayed: the claims are given back first."""
+async def _unclaim(counted: frozenset[tuple[str, str]]) -> None:
     for session_id, response_id in counted:
         with contextlib.suppress(Exception):
             await cache.adelete(transcripts.usage_key(session_id, response_id))
+
+
+async def _journal(batch, counted: frozenset[tuple[str, str]] = frozenset()) -> None:
+    """The batch as journal ops, one per session. Usage this batch claimed is claimed
+    again when the op is replayed: the claims are given back first."""
+    await _unclaim(counted)
     for session_id, timed in batch.items():
         await journal.write(
             journal.recorded(
@@ -246,11 +260,14 @@ def _write_rows(batch, counted: frozenset[tuple[str, str]]) -> tuple[list[tuple[
     the live feed; cost added per model)."""
     changes: dict[tuple[str, str], list[tuple[datetime, dict]]] = {}
     usage: dict[str, list[dict]] = defaultdict(list)
+    unbilled = set(counted)  # a response told twice in one batch counts once
     for session_id, timed in batch.items():
         for at, event in timed:
             response = event.get("response")
             if event.get("type") == events.RESPONSE_DONE and isinstance(response, dict):
-                if (session_id, transcripts.short(response.get("id"))) in counted:
+                key = (session_id, transcripts.short(response.get("id")))
+                if key in unbilled:
+                    unbilled.discard(key)
                     usage[session_id].append(response)
                 continue
             found = transcripts.changes_for(event)
@@ -294,7 +311,9 @@ def _existing(keys) -> dict[tuple[str, str], Item]:
     if not keys:
         return {}
     wanted = set(keys)
-    rows = Item.objects.filter(
+    # Locked until the batch commits: a browser's relay writing one of them meanwhile
+    # waits, and is not overwritten by the batch's update.
+    rows = Item.objects.select_for_update().filter(
         session_id__in={session_id for session_id, _ in keys},
         item_id__in={item_id for _, item_id in keys},
     )

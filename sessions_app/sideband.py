@@ -554,6 +554,8 @@ async def sweep(handlers: Handlers) -> list[str]:
         except Exception:  # the calls that are recorded are still to be taken over
             log.exception("sideband_unrecorded_calls_failed")
             count_error("sideband", "unrecorded_calls_failed")
+    if not settings.SIDEBAND_ENABLED:
+        return []  # nobody holds calls here
     mine = set(_running)
     live, settling = {}, set()
     # A call no holder has attached to yet, connected less than a lease ago, is the
@@ -585,15 +587,12 @@ async def sweep(handlers: Handlers) -> list[str]:
 
 def start_keeper() -> bool:
     """Starts this process's sweep on the running loop, once; False when it is off
-    (no sideband, SIDEBAND_SWEEP_SECONDS=0, or no handlers to take calls over with)."""
+    (SIDEBAND_SWEEP_SECONDS=0, or no handlers to take calls over with). Without the
+    sideband it still records answered calls a process died before recording."""
     global _keeper
     if _keeper is not None and not _keeper.done():
         return False
-    if (
-        not settings.SIDEBAND_ENABLED
-        or settings.SIDEBAND_SWEEP_SECONDS <= 0
-        or _takeover_handlers is None
-    ):
+    if settings.SIDEBAND_SWEEP_SECONDS <= 0 or _takeover_handlers is None:
         return False
     _keeper = asyncio.get_running_loop().create_task(
         _keep(_takeover_handlers), name="sideband-keeper"

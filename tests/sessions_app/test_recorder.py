@@ -201,3 +201,29 @@ async def test_events_that_say_nothing_of_the_transcript_are_not_handed_to_the_w
     written = await recorder.record(session.pk, [{"type": "rate_limits.updated"}])
 
     assert written is None
+
+
+async def test_a_batch_that_fails_is_written_event_by_event_and_its_usage_still_counts(
+    make_session, monkeypatch
+):
+    session = await make_session(status="active")
+
+    def refused(batch, counted):
+        raise ValueError("a value the statement refused")
+
+    monkeypatch.setattr(recorder, "_write_rows", refused)
+
+    await _record_one_by_one(session.pk, _turn(1, "Hello?", "Hi."))
+
+    assert [text for _, _, text in await _transcript(session.pk)] == ["Hello?", "Hi."]
+    assert (await VoiceSession.objects.aget(pk=session.pk)).total_tokens == 30
+
+
+async def test_a_response_told_twice_in_one_batch_is_counted_once(make_session):
+    session = await make_session(status="active")
+    done = _turn(1, "Hello?", "Hi.")[-1]
+
+    written = await recorder.record(session.pk, [done, done])
+    await written
+
+    assert (await VoiceSession.objects.aget(pk=session.pk)).total_tokens == 30

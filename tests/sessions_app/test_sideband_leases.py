@@ -3,6 +3,7 @@ on a drain, and a call nobody holds is taken over by the sweep."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -105,11 +106,20 @@ async def test_the_sweep_takes_over_a_live_call_nobody_holds_and_a_drain_hands_i
     assert not await _connected(session_id)
 
 
-def test_the_sweep_is_off_without_the_sideband(settings):
+async def test_without_the_sideband_the_sweep_only_records_answered_calls(settings, make_session):
     settings.SIDEBAND_ENABLED = False
-    settings.SIDEBAND_SWEEP_SECONDS = 1.0
+    await make_session(status="active", call_id="rtc_nobody_holds")
+    recorded = []
 
-    assert sideband.start_keeper() is False
+    async def unrecorded_calls():
+        recorded.append(True)
+
+    handlers = dataclasses.replace(actions.SIDEBAND_HANDLERS, unrecorded_calls=unrecorded_calls)
+
+    taken = await sideband.sweep(handlers)
+
+    assert recorded == [True]
+    assert taken == [] and sideband.held() == []
 
 
 async def _connected(session_id: str) -> bool:
