@@ -117,19 +117,6 @@ async def refuse_in_maintenance(level: int) -> None:
         )
 
 
-async def in_maintenance() -> bool:
-    """Whether the level is maintenance, for a path that needs no other level: it is the
-    operators' switch alone (a forced level stops at 3, and no check reaches 4), so it
-    is read from its cached state, without probes or breakers."""
-    return (await state.current()).maintenance
-
-
-async def refuse_if_in_maintenance() -> None:
-    """refuse_in_maintenance, the level read as in_maintenance does."""
-    if await in_maintenance():
-        await refuse_in_maintenance(MAINTENANCE)
-
-
 async def refuse_tools(level: int) -> None:
     """/tools/* answers 503 below full service."""
     await refuse_in_maintenance(level)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import structlog
@@ -19,14 +19,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from ops_app import degradation, drain, ratelimit
-from ops_app.metrics import (
-    count_error,
-    voice_session_created_total,
-    voice_session_duration_seconds,
-)
+from ops_app.metrics import voice_session_created_total, voice_session_duration_seconds
 from sessions_app import (
-    answered,
-    callers,
     events,
     journal,
     quality,
@@ -334,200 +328,47 @@ async def expire_if_overdue(session: VoiceSession) -> VoiceSession:
     return session
 
 
-@dataclass(frozen=True)
-class ConnectedCall:
-    answer: str  # the upstream's SDP answer
-    call_id: str
-
-
-async def connect_call(session_id: str, offer: str) -> ConnectedCall:
-    """Forwards the browser's SDP offer for the session upstream and returns the answer
-    as soon as the upstream gives it; the call is recorded on the session just after,
-    off the request path (_finish_connecting). In maintenance no new call is connected
-    (live ones go on).
-
-    Before the answer comes only what must: the claim that gives a session one call
-    (CREATED -> CONNECTING, a conditional UPDATE that returns the session, so one
-    statement; at level 3 a claim in Redis), the upstream call, and the call's mark
-    (sessions_app.answered). Where the session stands if this process dies
-    on the way:
-    - before the upstream answered: CONNECTING with no call id and no mark, as before
-      (the caller got no answer; it keeps its place until its lifetime ends).
-    - after the answer, before the call is recorded: CONNECTING with no call id, and the
-      mark. Once the mark is older than a lease (SIDEBAND_LEASE_SECONDS), the sweep of
-      any process records the call (ACTIVE with its call id) and holds its sideband, or
-      hangs it up if the session was ended meanwhile (end_session could not: it did not
-      know the call).
-    - once recorded: ACTIVE with its call id; the sweep takes its sideband over as soon
-      as its lease is free, as it does for any call whose holder died.
-    A session ended while its call was being made stays ended: recording the call finds
-    it no longer connecting, and hangs the call up (the caller has its answer by then,
-    and sees the call close)."""
-    deferring = await journal.deferring()
-    session = None
-    if not deferring and not await degradation.in_maintenance():
-        try:
-            session = await sync_to_async(VoiceSession.objects.claim_for_call)(session_id)
-        except journal.UNREACHABLE as exc:
-            journal.went_away(exc)
-            deferring = True
-    if session is None:
-        # Why not, in the order the checks have always come (404, 409 ended, 503
-        # maintenance, 409 connected); or the claim at level 3.
-        session = await expire_if_overdue(await callers.existing_session(session_id))
-        require_live(session)
-        await degradation.refuse_if_in_maintenance()
-        await _claim_call(session, deferring)
+async def connect_call(session: VoiceSession, offer: str) -> str:
+    """Forwards the browser's SDP offer upstream; returns the answer and records the call.
+    In maintenance no new call is connected (live ones go on)."""
+    require_live(session)
+    await degradation.refuse_in_maintenance(await degradation.current_level())
+    if await journal.deferring():
+        return await _connect_while_deferring(session, offer)
+    claimed = await VoiceSession.objects.filter(
+        pk=session.pk, status=VoiceSession.Status.CREATED, call_id__isnull=True
+    ).aupdate(status=VoiceSession.Status.CONNECTING)
+    if not claimed:
+        raise Conflict("This session already has a call.", code=ErrorCode.ALREADY_CONNECTED)
     call_id = None
     try:
         answer, call_id = await realtime.create_call(offer, config_of(session))
-        answered_at = timezone.now()
-        await answered.mark(session.pk, call_id, answered_at.timestamp())
+        session.connected_at = timezone.now()
+        connected = await VoiceSession.objects.filter(
+            pk=session.pk, status=VoiceSession.Status.CONNECTING
+        ).aupdate(
+            call_id=call_id,
+            status=VoiceSession.Status.ACTIVE,
+            connected_at=session.connected_at,
+            updated_at=session.connected_at,
+        )
     except BaseException:
         # Upstream failed, or the caller went away mid-request: the session may retry.
-        await _give_claim_back(session, deferring)
-        if call_id:
-            await _hangup_quietly(call_id)
-            await answered.clear(session.pk, call_id)
-        raise
-    _finish_in_background(session, call_id, answered_at)
-    return ConnectedCall(answer=answer, call_id=call_id)
-
-
-async def _claim_call(session: VoiceSession, deferring: bool) -> None:
-    """The session's one call is this one: 409 when it has one, or one is being made.
-    At level 3 the session's snapshot says whether it may connect, and the claim is
-    held where the database cannot hold it (_claim)."""
-    if deferring:
-        claimed = (
-            session.status == VoiceSession.Status.CREATED
-            and not session.call_id
-            and await _claim(f"connect:{session.pk}")
-        )
-    else:
-        claimed = await VoiceSession.objects.filter(
-            pk=session.pk, status=VoiceSession.Status.CREATED, call_id__isnull=True
-        ).aupdate(status=VoiceSession.Status.CONNECTING, updated_at=timezone.now())
-    if not claimed:
-        raise Conflict("This session already has a call.", code=ErrorCode.ALREADY_CONNECTED)
-
-
-async def _give_claim_back(session: VoiceSession, deferring: bool) -> None:
-    if deferring:
-        await _unclaim(f"connect:{session.pk}")
-    else:
         await VoiceSession.objects.filter(
             pk=session.pk, status=VoiceSession.Status.CONNECTING
         ).aupdate(status=VoiceSession.Status.CREATED)
-
-
-# Recording an answered call is tried this often, further apart each time, before it
-# is left to the sweep (its mark stays).
-RECORD_ATTEMPTS = 3
-RECORD_RETRY_SECONDS = 0.5
-
-# Answered calls this process is recording, by session: kept until done (the loop
-# holds tasks only weakly), and left alone by this process's sweep meanwhile.
-_finishing: dict[str, asyncio.Task] = {}
-
-
-def _finish_in_background(session: VoiceSession, call_id: str, answered_at) -> None:
-    task = asyncio.create_task(
-        _finish_connecting(session, call_id, answered_at), name=f"connecting:{session.pk}"
-    )
-    _finishing[session.pk] = task
-    task.add_done_callback(
-        lambda done: _finishing.pop(session.pk) if _finishing.get(session.pk) is done else None
-    )
-
-
-async def _finish_connecting(
-    session: VoiceSession, call_id: str, answered_at, *, attempts: int = RECORD_ATTEMPTS
-) -> None:
-    """What follows an answer: records the call on its session (retried), remembers the
-    session as connected, and holds the call's sideband; or, when the session ended
-    meanwhile, hangs the call up. Then clears the call's mark. Whatever fails leaves the
-    mark, for the sweep to finish (record_unrecorded_calls)."""
-    try:
-        async with sideband.call_database(session.pk):
-            for attempt in range(1, attempts + 1):
-                try:
-                    held = await _record_call(session, call_id, answered_at)
-                    break
-                except Exception as exc:
-                    log.warning(
-                        "call_not_recorded",
-                        session_id=session.pk,
-                        call_id=call_id,
-                        attempt=attempt,
-                        error=type(exc).__name__,
-                    )
-                    if attempt == attempts:
-                        count_error("database", "call_not_recorded")
-                        return
-                    await asyncio.sleep(RECORD_RETRY_SECONDS * attempt)
-            if held:
-                await journal.remember(session)
-                _went_live(session, call_id)
-            else:
-                log.info("call_ended_while_connecting", session_id=session.pk, call_id=call_id)
-                await _hangup_quietly(call_id)
-            await answered.clear(session.pk, call_id)
-    except Exception:  # a task of its own: say why; the sweep finishes what is left
-        log.exception("call_not_finished", session_id=session.pk, call_id=call_id)
-        count_error("sideband", "call_not_finished")
-
-
-async def _record_call(session: VoiceSession, call_id: str, answered_at) -> bool:
-    """Records the answered call on its session (once, however often it is asked):
-    True when the session holds the call now (or will, when the journal is written),
-    False when the session was ended (or gave its claim back) first."""
-    session.call_id, session.connected_at = call_id, answered_at
-    session.status = VoiceSession.Status.ACTIVE
-    if not await journal.deferring():
-        try:
-            return bool(
-                await VoiceSession.objects.filter(
-                    # CREATED: claimed at level 3 (in Redis), the database back since.
-                    Q(
-                        status__in=(VoiceSession.Status.CONNECTING, VoiceSession.Status.CREATED),
-                        call_id__isnull=True,
-                    )
-                    | Q(status__in=VoiceSession.LIVE_STATUSES, call_id=call_id),
-                    pk=session.pk,
-                ).aupdate(
-                    call_id=call_id,
-                    status=VoiceSession.Status.ACTIVE,
-                    connected_at=answered_at,
-                    updated_at=timezone.now(),
-                )
-            )
-        except journal.UNREACHABLE as exc:
-            journal.went_away(exc)
-    applied, changed = await journal.write(journal.connected(session))
-    return bool(changed) or not applied
-
-
-async def record_unrecorded_calls() -> int:
-    """The sweep's part of connect_call: records (or hangs up) each call whose answer
-    went back more than a lease ago and which is still not recorded: its process died,
-    or gave up, before it could. Returns how many it finished."""
-    count = 0
-    for session_id, call_id, at in await answered.waiting(settings.SIDEBAND_LEASE_SECONDS):
-        if session_id in _finishing:
-            continue  # this process is recording it still
-        session = await journal.lookup(session_id)
-        if session is None and await journal.deferring():
-            continue  # nobody can tell now
-        log.info("call_recorded_by_sweep", session_id=session_id, call_id=call_id)
-        if session is None:
+        if call_id:
             await _hangup_quietly(call_id)
-            await answered.clear(session_id, call_id)
-        else:
-            answered_at = datetime.fromtimestamp(at, tz=UTC)
-            await _finish_connecting(session, call_id, answered_at, attempts=1)
-        count += 1
-    return count
+        raise
+    if not connected:
+        # The session was ended while we were connecting: do not bring it back.
+        await _hangup_quietly(call_id)
+        raise Conflict("The session ended while connecting.", code=ErrorCode.SESSION_ENDED)
+    session.call_id = call_id
+    session.status = VoiceSession.Status.ACTIVE
+    await journal.remember(session)
+    _went_live(session, call_id)
+    return answer
 
 
 async def _claim(name: str) -> bool:
@@ -552,6 +393,29 @@ async def _unclaim(name: str) -> None:
         await cache.adelete(f"claim:{name}")
 
 
+async def _connect_while_deferring(session: VoiceSession, offer: str) -> str:
+    """connect_call at level 3: the session's snapshot says whether it may connect,
+    and the connection is journaled."""
+    if session.status != VoiceSession.Status.CREATED or session.call_id:
+        raise Conflict("This session already has a call.", code=ErrorCode.ALREADY_CONNECTED)
+    if not await _claim(f"connect:{session.pk}"):
+        raise Conflict("This session already has a call.", code=ErrorCode.ALREADY_CONNECTED)
+    try:
+        answer, call_id = await realtime.create_call(offer, config_of(session))
+    except BaseException:
+        with contextlib.suppress(Exception):  # the session may retry
+            await cache.adelete(f"claim:connect:{session.pk}")
+        _claimed_here.discard(f"connect:{session.pk}")
+        raise
+    session.call_id = call_id
+    session.status = VoiceSession.Status.ACTIVE
+    session.connected_at = timezone.now()
+    await journal.write(journal.connected(session))
+    await journal.remember(session)
+    _went_live(session, call_id)
+    return answer
+
+
 def _went_live(session: VoiceSession, call_id: str) -> None:
     """A call is up: the server listens on its sideband (when enabled); a draining
     process leaves that to another, which takes the call over at its next sweep."""
@@ -573,7 +437,6 @@ SIDEBAND_HANDLERS = sideband.Handlers(
     deliver_task=background.deliver_next,
     tasks_pending=background.has_pending,
     task_group=background.nudge_group,
-    unrecorded_calls=record_unrecorded_calls,
 )
 
 
@@ -683,9 +546,6 @@ async def end_session(
         claimed = await VoiceSession.objects.filter(
             pk=session.pk, status__in=VoiceSession.LIVE_STATUSES
         ).aupdate(status=status, ended_at=now, end_reason=reason, duration_seconds=duration)
-        # Read back before the hangup: a call recorded after this session was read (its
-        # answer had just gone back) was live until now, so hanging it up is this end's.
-        session = await VoiceSession.objects.aget(pk=session.pk)
     if claimed:
         if session.call_id:
             await _hangup_quietly(session.call_id)
@@ -700,6 +560,7 @@ async def end_session(
         )
         log.info("session_ended", session_id=session.pk, reason=str(reason), status=str(status))
     if not deferring:
+        session = await VoiceSession.objects.aget(pk=session.pk)
         await journal.remember(session)  # what an outage would serve must not be live
     return session
 

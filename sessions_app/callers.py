@@ -103,12 +103,8 @@ def token_session_id(headers: Mapping[str, str], session_id: str | None = None) 
 
 async def session_for_token(request: HttpRequest, session_id: str | None = None) -> VoiceSession:
     """The session the bearer token is bound to (token_session_id), which must exist."""
-    return await existing_session(token_session_id(request.headers, session_id))
-
-
-async def existing_session(session_id: str) -> VoiceSession:
-    """The session (journal.lookup), or 404."""
-    session = await journal.lookup(session_id)
+    token_session = token_session_id(request.headers, session_id)
+    session = await journal.lookup(token_session)
     if session is None:
         raise NotFound("No such session.", code=ErrorCode.SESSION_NOT_FOUND)
     return session

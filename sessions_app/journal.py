@@ -34,7 +34,6 @@ from django.core.cache import cache
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
-from django.db.models import Q
 from django.utils.dateparse import parse_datetime
 from health_check import HealthCheck
 from health_check.exceptions import ServiceWarning
@@ -102,11 +101,10 @@ async def _apply(op: dict):
         await VoiceSession.objects.abulk_create([_deserialized(op["row"])], ignore_conflicts=True)
         return None
     if kind == Op.CONNECTED:
-        # The same call recorded twice (a replay, or by the sweep too) still counts.
         return await VoiceSession.objects.filter(
-            Q(call_id__isnull=True) | Q(call_id=op["call_id"]),
             pk=session_id,
             status__in=VoiceSession.LIVE_STATUSES,
+            call_id__isnull=True,
         ).aupdate(
             call_id=op["call_id"],
             status=VoiceSession.Status.ACTIVE,

@@ -83,33 +83,6 @@ class VoiceSessionQuerySet(models.QuerySet):
             | models.Q(status=VoiceSession.Status.CREATED, created_at__lte=_connect_deadline(now))
         )
 
-    def claim_for_call(self, session_id: str) -> VoiceSession | None:
-        """Claims the session's one call while it may connect (CREATED, no call yet,
-        within its lifetime and the grace to connect): the session, now CONNECTING, or
-        None when it may not be claimed (read it to say why). One statement, UPDATE ...
-        RETURNING, where update() would need a read before it."""
-        now = timezone.now()
-        connection = connections[self.db]
-        quote, meta = connection.ops.quote_name, self.model._meta
-        column = {field.name: quote(field.column) for field in meta.concrete_fields}
-        # Names from the model, quoted; every value a parameter.
-        sql = (
-            f"UPDATE {quote(meta.db_table)} SET {column['status']} = %s, "  # noqa: S608
-            f"{column['updated_at']} = %s WHERE {column['id']} = %s AND "
-            f"{column['status']} = %s AND {column['call_id']} IS NULL AND "
-            f"{column['expires_at']} > %s AND {column['created_at']} > %s RETURNING *"
-        )
-        at = connection.ops.adapt_datetimefield_value
-        params = [
-            VoiceSession.Status.CONNECTING,
-            at(now),
-            session_id,
-            VoiceSession.Status.CREATED,
-            at(now),
-            at(_connect_deadline(now)),
-        ]
-        return next(iter(self.model.objects.using(self.db).raw(sql, params)), None)
-
     def owned_by(self, *, user_id: int | None, api_key_id: int | None) -> VoiceSessionQuerySet:
         """The sessions a caller started: an API key's own, or a signed-in user's in the
         browser (a key is its own caller, as for policy and limits); none for anonymous."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -40,42 +39,15 @@ def api_key() -> str:
     return settings.OPENAI_API_KEY or settings.SIMULATOR_API_KEY
 
 
-class _OnePieceBodies(httpx2.AsyncHTTPTransport):
-    """Sends each request body in one piece. The SDK posts an SDP offer as multipart
-    form data, which httpx2 streams a part header and a part at a time: a dozen small
-    writes, each a system call and a wake-up at the other end, several milliseconds of
-    CPU on a busy machine. The bodies we send are small (an offer is at most
-    SDP_MAX_BYTES)."""
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        await request.aread()
-        return await super().handle_async_request(request)
-
-
-PROXY_VARIABLES = (
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-)
-
-
 def client() -> openai.AsyncOpenAI:
     """The SDK client of the running event loop (an httpx2 pool is bound to its loop)."""
     loop = asyncio.get_running_loop()
     existing = _clients.get(loop)
     if existing is not None:
         return existing
-    limits = httpx2.Limits(max_connections=100, max_keepalive_connections=20)
-    # Behind an egress proxy (HTTPS_PROXY and the like) the client's own transports
-    # take the proxy from the environment; a transport given here would not.
-    proxied = any(os.environ.get(name) for name in PROXY_VARIABLES)
     http = httpx2.AsyncClient(
         timeout=httpx2.Timeout(settings.OPENAI_TIMEOUT_SECONDS, connect=5.0),
-        limits=limits,
-        transport=None if proxied else _OnePieceBodies(limits=limits),
+        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20),
     )
     created = openai.AsyncOpenAI(
         api_key=api_key(),
@@ -199,8 +171,7 @@ async def _upstream(operation: str, *, guarded: bool = True) -> AsyncIterator[No
     """Times one operation, caps its total time, and translates its failures. While the
     OpenAI breaker is open, a guarded operation (one that starts something) is refused
     at once with 503 instead of waiting on a failing upstream; cleanup still tries."""
-    reading = await breakers.aread(breakers.openai()) if guarded else None
-    if reading is not None and reading.open:
+    if guarded and await breakers.ais_open(breakers.openai()):
         count_error("openai", "circuit_open")
         raise UpstreamError(
             "The voice service is failing right now; try again shortly.",
@@ -227,9 +198,7 @@ async def _upstream(operation: str, *, guarded: bool = True) -> AsyncIterator[No
         count_error("openai", error.code)
         raise error from None
     else:
-        # After a clean reading (the usual case) a success has nothing to reset.
-        if reading is None or not reading.clean:
-            await breakers.arecord(breakers.openai(), True)
+        await breakers.arecord(breakers.openai(), True)
     finally:
         voice_openai_latency_seconds.labels(operation=operation).observe(
             time.perf_counter() - started

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -55,9 +55,6 @@ class Handlers:
     deliver_task: Callable[[str, Callable[[dict], Awaitable[None]]], Awaitable[bool]] | None = None
     tasks_pending: Callable[[str], Awaitable[bool]] | None = None
     task_group: Callable[[str], str] | None = None
-    # (): records, or hangs up, the calls answered by a process that died (or gave up)
-    # before recording them on their sessions; the sweep runs it before taking over.
-    unrecorded_calls: Callable[[], Awaitable[object]] | None = None
 
 
 @dataclass
@@ -205,22 +202,15 @@ def _db_thread(session_id: str) -> ThreadPoolExecutor:
     return _db_threads[zlib.crc32(session_id.encode()) % len(_db_threads)]
 
 
-@contextlib.asynccontextmanager
-async def call_database(session_id: str) -> AsyncIterator[None]:
-    """Runs a call's database work (its holder's, or what a request started for it and
-    left to finish after its answer) on a sideband thread, not on the thread of the
-    request that started it, which it outlives; and closes that thread's connection at
-    the end (back to the pool; the next call there takes another)."""
+async def _own_context(session_id: str, call_id: str, handlers: Handlers) -> None:
+    """Holds the call with database work on a sideband thread, not the thread of the
+    request that started it (it outlives that request), and closes that thread's
+    connection at the end (back to the pool; the next call there takes another)."""
     async with ThreadSensitiveContext(executor=_db_thread(session_id)):
         try:
-            yield
+            await _hold(session_id, call_id, handlers)
         finally:
             await sync_to_async(connections.close_all)()
-
-
-async def _own_context(session_id: str, call_id: str, handlers: Handlers) -> None:
-    async with call_database(session_id):
-        await _hold(session_id, call_id, handlers)
 
 
 async def _hold(session_id: str, call_id: str, handlers: Handlers) -> None:
@@ -540,22 +530,12 @@ def take_over_with(handlers: Handlers) -> None:
 
 
 async def sweep(handlers: Handlers) -> list[str]:
-    """One pass: a draining process lets go of every call; any other first records the
-    calls whose answer went back from a process that died before recording them
-    (handlers.unrecorded_calls), then takes over each live call whose lease nobody
-    holds, and stops holding calls that ended elsewhere. Returns the sessions it set
-    out to take over (the lease decides who wins)."""
+    """One pass: a draining process lets go of every call; any other takes over each
+    live call whose lease nobody holds, and stops holding calls that ended elsewhere.
+    Returns the sessions it set out to take over (the lease decides who wins)."""
     if drain.is_draining():
         await hand_over()
         return []
-    if handlers.unrecorded_calls is not None:
-        try:
-            await handlers.unrecorded_calls()
-        except Exception:  # the calls that are recorded are still to be taken over
-            log.exception("sideband_unrecorded_calls_failed")
-            count_error("sideband", "unrecorded_calls_failed")
-    if not settings.SIDEBAND_ENABLED:
-        return []  # nobody holds calls here
     mine = set(_running)
     live, settling = {}, set()
     # A call no holder has attached to yet, connected less than a lease ago, is the
@@ -587,12 +567,15 @@ async def sweep(handlers: Handlers) -> list[str]:
 
 def start_keeper() -> bool:
     """Starts this process's sweep on the running loop, once; False when it is off
-    (SIDEBAND_SWEEP_SECONDS=0, or no handlers to take calls over with). Without the
-    sideband it still records answered calls a process died before recording."""
+    (no sideband, SIDEBAND_SWEEP_SECONDS=0, or no handlers to take calls over with)."""
     global _keeper
     if _keeper is not None and not _keeper.done():
         return False
-    if settings.SIDEBAND_SWEEP_SECONDS <= 0 or _takeover_handlers is None:
+    if (
+        not settings.SIDEBAND_ENABLED
+        or settings.SIDEBAND_SWEEP_SECONDS <= 0
+        or _takeover_handlers is None
+    ):
         return False
     _keeper = asyncio.get_running_loop().create_task(
         _keep(_takeover_handlers), name="sideband-keeper"

@@ -67,11 +67,10 @@ async def _live_session(request: HttpRequest, session_id: str | None = None) -> 
 @api_view("POST")
 async def sdp(request: HttpRequest) -> HttpResponse:
     offer = read_body(request, max_bytes=settings.SDP_MAX_BYTES, content_types=("application/sdp",))
-    call = await actions.connect_call(
-        callers.token_session_id(request.headers), offers.offer_text(offer)
-    )
-    response = HttpResponse(call.answer, status=201, content_type="application/sdp")
-    response["X-Call-Id"] = call.call_id
+    session = await _live_session(request)
+    answer = await actions.connect_call(session, offers.offer_text(offer))
+    response = HttpResponse(answer, status=201, content_type="application/sdp")
+    response["X-Call-Id"] = session.call_id
     return response
 
 

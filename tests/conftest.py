@@ -59,19 +59,9 @@ def simulator(simulator_process, settings):
 
 @pytest.fixture(autouse=True)
 def _clean_cache():
-    # Rate-limit windows, usage dedupe keys, cached checks, counted slots and marks of
-    # answered calls; not the whole Redis database, which a running Celery worker and
-    # the channel layer also use.
-    for pattern in (
-        "rl:*",
-        "usage:*",
-        "ops:*",
-        "audit:*",
-        "slots:*",
-        "journal:*",
-        "claim:*",
-        "calls:*",
-    ):
+    # Rate-limit windows, usage dedupe keys, cached checks and counted slots; not the
+    # whole Redis database, which a running Celery worker and the channel layer also use.
+    for pattern in ("rl:*", "usage:*", "ops:*", "audit:*", "slots:*", "journal:*", "claim:*"):
         cache.delete_pattern(pattern)
     # The operators' switches and the health checks as this process last saw them.
     from ops_app import breakers, health, state

@@ -3,7 +3,6 @@ on a drain, and a call nobody holds is taken over by the sweep."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -106,20 +105,11 @@ async def test_the_sweep_takes_over_a_live_call_nobody_holds_and_a_drain_hands_i
     assert not await _connected(session_id)
 
 
-async def test_without_the_sideband_the_sweep_only_records_answered_calls(settings, make_session):
+def test_the_sweep_is_off_without_the_sideband(settings):
     settings.SIDEBAND_ENABLED = False
-    await make_session(status="active", call_id="rtc_nobody_holds")
-    recorded = []
+    settings.SIDEBAND_SWEEP_SECONDS = 1.0
 
-    async def unrecorded_calls():
-        recorded.append(True)
-
-    handlers = dataclasses.replace(actions.SIDEBAND_HANDLERS, unrecorded_calls=unrecorded_calls)
-
-    taken = await sideband.sweep(handlers)
-
-    assert recorded == [True]
-    assert taken == [] and sideband.held() == []
+    assert sideband.start_keeper() is False
 
 
 async def _connected(session_id: str) -> bool:
