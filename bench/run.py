@@ -920,7 +920,8 @@ def report_traffic(results: dict, out) -> None:
         )
 
 
-def report(results: dict, lat: dict, plan: Plan, out) -> None:
+def report_latency(results: dict, plan: Plan, out) -> None:
+    lat = results["latency"]
     names = ["simulator", "floor", "peer", "ours-pg", "ours-embedded"]
     out(f"\n== /session and /sdp ({results['meta']['database']}; one process each) ==")
     out(
@@ -952,6 +953,9 @@ def report(results: dict, lat: dict, plan: Plan, out) -> None:
             f"{gc_stats.get('full_gcs_in_requests')} inside a request, "
             f"{gc_stats.get('full_gcs_over_20ms_in_requests')} of them over 20 ms"
         )
+
+
+def report_held(results: dict, out) -> None:
     out("\n== live sessions held by one process (ours-pg) ==")
     out(
         f"{'asked':>6}{'held':>6}{'RSS/session KiB':>17}{'CPU %':>7}{'events/s':>10}"
@@ -965,7 +969,9 @@ def report(results: dict, lat: dict, plan: Plan, out) -> None:
             f"{row['loop_lag_p99_ms']:>9.1f}{row['loop_lag_max_ms']:>9.1f}"
             f"{row.get('full_gcs', 0):>9}  {row['errors']}"
         )
-    report_traffic(results, out)
+
+
+def report_tools(results: dict, out) -> None:
     tools = results["tools"]
     out("\n== tool dispatch (read_file of a tiny file) ==")
     out(f"{'path':<28}{'p50 ms':>9}{'p95':>8}{'p99':>8}{'calls/s':>9}")
@@ -980,13 +986,31 @@ def report(results: dict, lat: dict, plan: Plan, out) -> None:
         if "p50_stages_ms" in t:
             stages = ", ".join(f"{k} {v:.1f}" for k, v in t["p50_stages_ms"].items())
             out(f"{'':<28}p50 by stage (ms): {stages}")
+
+
+def report_webhooks(results: dict, out) -> None:
     w = results["webhooks"]
     out("\n== webhook ingest (ours-pg, 20 senders, 1 in 5 a redelivery) ==")
     out(f"{w['per_s']:.0f} verified events/s, {w['cpu_ms_per_event']} ms CPU each; {w['outcomes']}")
 
 
+def report(results: dict, plan: Plan, out) -> None:
+    """Every stage that ran, then the ones that failed and why."""
+    sections = {
+        "latency": lambda: report_latency(results, plan, out),
+        "held": lambda: report_held(results, out),
+        "traffic": lambda: report_traffic(results, out),
+        "tools": lambda: report_tools(results, out),
+        "webhooks": lambda: report_webhooks(results, out),
+    }
+    for name, section in sections.items():
+        if name in results:
+            section()
+    for name, reason in results.get("failed", {}).items():
+        out(f"\n== {name}: FAILED ({reason}) ==")
+
+
 async def talking(ours: Ours, sim: str, plan: Plan, env: dict, logs: Path, log) -> list[dict]:
-    log("talking calls held")
     worker = start_worker(env, logs, 1)  # runs the calls' tool calls
     try:
         return [await hold_traffic(ours, sim, n, plan.traffic_seconds, log) for n in plan.traffic]
@@ -996,17 +1020,31 @@ async def talking(ours: Ours, sim: str, plan: Plan, env: dict, logs: Path, log) 
         worker.wait()
 
 
+async def stage(results: dict, name: str, log, work) -> None:
+    """Runs one stage (work: an async callable) into results[name]. A stage that fails is
+    named in results["failed"] and the stages before and after it keep their figures."""
+    log(name)
+    try:
+        results[name] = await work()
+    except Exception as exc:
+        log(f"{name} failed: {exc!r}")
+        results.setdefault("failed", {})[name] = f"{type(exc).__name__}: {exc}"[:300]
+
+
 async def measure_traffic(procs: dict, plan: Plan, env_pg: dict, logs: Path, log) -> dict:
     """The talking-calls stage alone (--traffic-only)."""
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    results: dict = {}
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         sim = procs["simulator"].url + "/simulator"
         ours_pg = Ours(http, procs["ours-pg"].pid, sim, procs["ours-pg"].url, "ours-pg")
-        return {"traffic": await talking(ours_pg, sim, plan, env_pg, logs, log)}
+        await stage(results, "traffic", log, lambda: talking(ours_pg, sim, plan, env_pg, logs, log))
+    return results
 
 
 async def measure(procs: dict, offer: str, plan: Plan, env_pg: dict, logs: Path, log) -> dict:
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    results: dict = {}
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         sim = procs["simulator"].url + "/simulator"
         embedded = procs["ours-embedded"]
@@ -1018,46 +1056,32 @@ async def measure(procs: dict, offer: str, plan: Plan, env_pg: dict, logs: Path,
             ours_pg,
             Ours(http, embedded.pid, sim, embedded.url, "ours-embedded"),
         ]
-        log("warming up")
-        for target in targets:
-            await drive(target, offer, 2, 10, Measured())
-        await ours_pg.stats(reset=True)
-        log("latency")
-        lat = await latency(targets, offer, plan, log)
-        gc_stats = await ours_pg.stats()
-        log("sessions held")
-        held = [await hold_sessions(ours_pg, sim, n, plan, log) for n in plan.held]
-        traffic = await talking(ours_pg, sim, plan, env_pg, logs, log)
-        log("webhooks")
+
+        async def requests() -> dict:
+            for target in targets:  # warming up
+                await drive(target, offer, 2, 10, Measured())
+            await ours_pg.stats(reset=True)
+            lat = await latency(targets, offer, plan, log)
+            results["gc"] = await ours_pg.stats()
+            return lat
+
+        async def held() -> list[dict]:
+            return [await hold_sessions(ours_pg, sim, n, plan, log) for n in plan.held]
+
         secret = os.environ.get("SIMULATOR_WEBHOOK_SECRET") or (
             "whsec_c2ltdWxhdG9yLXdlYmhvb2stc2VjcmV0LWxvY2Fs"
         )
-        hooks = await webhook_ingest(ours_pg, plan.webhooks, secret)
-    log("tools")
-    tools = await tool_dispatch(env_pg, logs, plan, log)
-    return {
-        "latency": lat,
-        "gc": gc_stats,
-        "held": held,
-        "traffic": traffic,
-        "webhooks": hooks,
-        "tools": tools,
-    }
+        await stage(results, "latency", log, requests)
+        await stage(results, "held", log, held)
+        await stage(results, "traffic", log, lambda: talking(ours_pg, sim, plan, env_pg, logs, log))
+        await stage(
+            results, "webhooks", log, lambda: webhook_ingest(ours_pg, plan.webhooks, secret)
+        )
+    await stage(results, "tools", log, lambda: tool_dispatch(env_pg, logs, plan, log))
+    return results
 
 
-def traffic_json(results: dict) -> dict:
-    busiest = max(results["traffic"], key=lambda row: row["asked"])
-    return {
-        "calls_held_traffic": busiest["held"],
-        "lag_ms": busiest["lag_ms"],
-        "cpu_s_per_call_minute": busiest["cpu_s_per_call_minute"],
-        "rss_per_call_kb": busiest["rss_per_call_kb"],
-        "events_dropped": sum(row["events_dropped"] for row in results["traffic"]),
-        "traffic": results["traffic"],
-    }
-
-
-def as_json(results: dict, plan: Plan) -> dict:
+def latency_json(results: dict, plan: Plan) -> dict:
     lat = results["latency"]
 
     def added(attr: str) -> dict:
@@ -1086,10 +1110,7 @@ def as_json(results: dict, plan: Plan) -> dict:
                 "cpu_ms_per_request": round(1000 * m.cpu / max(1, m.requests), 2),
                 "errors": m.errors,
             }
-    biggest = max(results["held"], key=lambda row: row["asked"])
-    celery_one = results["tools"]["celery"][min(results["tools"]["celery"])]
     return {
-        "meta": results["meta"],
         "session_added_ms": added("session_ms"),
         "sdp_added_ms": added("sdp_ms"),
         "session_cpu_ms": cpu("ours-pg"),
@@ -1097,36 +1118,80 @@ def as_json(results: dict, plan: Plan) -> dict:
         "floor_cpu_ms": cpu("floor"),
         "peer_cpu_ms": cpu("peer"),
         "targets": targets,
-        "gc": results["gc"],
+        "gc": results.get("gc", {}),
+    }
+
+
+def held_json(results: dict, plan: Plan) -> dict:
+    biggest = max(results["held"], key=lambda row: row["asked"])
+    return {
         "sessions_held": biggest["held"],
         "rss_per_session_kb": biggest["rss_per_session_kb"],
         "loop_lag_p99_ms": biggest["loop_lag_p99_ms"],
         "held": results["held"],
-        **traffic_json(results),
-        "tool_dispatch_ms": {"p50": celery_one.get("p50"), "p99": celery_one.get("p99")},
-        "tool_inprocess_ms": results["tools"]["inprocess"]["p50"],
-        "tools": {
-            "inprocess": results["tools"]["inprocess"],
-            "celery": {str(k): v for k, v in results["tools"]["celery"].items()},
-        },
-        "webhooks_per_s": results["webhooks"]["per_s"],
-        "webhooks": results["webhooks"],
     }
+
+
+def traffic_json(results: dict, plan: Plan) -> dict:
+    busiest = max(results["traffic"], key=lambda row: row["asked"])
+    return {
+        "calls_held_traffic": busiest["held"],
+        "lag_ms": busiest["lag_ms"],
+        "cpu_s_per_call_minute": busiest["cpu_s_per_call_minute"],
+        "rss_per_call_kb": busiest["rss_per_call_kb"],
+        "events_dropped": sum(row["events_dropped"] for row in results["traffic"]),
+        "traffic": results["traffic"],
+    }
+
+
+def tools_json(results: dict, plan: Plan) -> dict:
+    tools = results["tools"]
+    celery_one = tools["celery"][min(tools["celery"])]
+    return {
+        "tool_dispatch_ms": {"p50": celery_one.get("p50"), "p99": celery_one.get("p99")},
+        "tool_inprocess_ms": tools["inprocess"]["p50"],
+        "tools": {
+            "inprocess": tools["inprocess"],
+            "celery": {str(k): v for k, v in tools["celery"].items()},
+        },
+    }
+
+
+def webhooks_json(results: dict, plan: Plan) -> dict:
+    return {"webhooks_per_s": results["webhooks"]["per_s"], "webhooks": results["webhooks"]}
+
+
+def as_json(results: dict, plan: Plan) -> dict:
+    """The keys of every stage that ran; "failed" names the stages that did not."""
+    stages = {
+        "latency": latency_json,
+        "held": held_json,
+        "traffic": traffic_json,
+        "tools": tools_json,
+        "webhooks": webhooks_json,
+    }
+    out = {"meta": results["meta"]}
+    for name, keys in stages.items():
+        if name in results:
+            out.update(keys(results, plan))
+    if results.get("failed"):
+        out["failed"] = results["failed"]
+    return out
 
 
 def traffic_only(procs, plan, env_pg, logs, log, args, began) -> int:
     measured = asyncio.run(measure_traffic(procs, plan, env_pg, logs, log))
+    measured["meta"] = {
+        "mode": "traffic",
+        "cpus": os.cpu_count(),
+        "seconds": round(time.monotonic() - began, 1),
+    }
     lines: list[str] = []
-    report_traffic(measured, lines.append)
+    report(measured, plan, lines.append)
     print("\n".join(lines))
     if args.json:
-        meta = {
-            "mode": "traffic",
-            "cpus": os.cpu_count(),
-            "seconds": round(time.monotonic() - began, 1),
-        }
-        write_json(args.json, {"meta": meta, **traffic_json(measured)})
-    return 0
+        write_json(args.json, as_json(measured, plan))
+    return 1 if measured.get("failed") else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1173,6 +1238,10 @@ def main(argv: list[str] | None = None) -> int:
             "TOOLS_MAX_RUNNING_PER_SESSION": "100",
             "TOOLS_MAX_RUNNING_PER_CALLER": "100",
             "TOOL_ARGUMENTS_MAX_BYTES_PER_SESSION": UNLIMITED,
+            # Thousands of bench sessions run tools: as plain directories their workspaces
+            # do not use up the host's mounted total (the tool stage's own session failed
+            # with StorageFull after the talking calls took it).
+            "TOOL_WORKSPACE_HARD_CAP": "0",
         }
     )
     ensure_database(database_url)
@@ -1246,13 +1315,13 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(tz=UTC).isoformat(timespec="seconds"),
     }
     lines: list[str] = []
-    report(measured, measured["latency"], plan, lines.append)
+    report(measured, plan, lines.append)
     print("\n".join(lines))
     if args.json:
         write_json(args.json, as_json(measured, plan))
         log(f"wrote {args.json}")
     log("done")
-    return 0
+    return 1 if measured.get("failed") else 0
 
 
 if __name__ == "__main__":

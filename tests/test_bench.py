@@ -153,3 +153,26 @@ def test_the_results_are_written_as_json_with_the_keys_the_issue_names(tmp_path)
     assert written["lag_ms"] == {"p50": 1.0, "p99": 40.0}
     assert written["cpu_s_per_call_minute"] == 0.02 and written["rss_per_call_kb"] == 150.0
     assert written["events_dropped"] == 2
+
+
+async def test_a_stage_that_fails_is_named_and_the_other_stages_keep_their_figures(tmp_path):
+    async def webhooks() -> dict:
+        return {"per_s": 510.0, "cpu_ms_per_event": 1.9, "outcomes": {"recorded": 10}}
+
+    async def tools() -> dict:
+        raise OSError(28, "Workspace storage on this worker is full")
+
+    full = "OSError: [Errno 28] Workspace storage on this worker is full"
+    results: dict = {"meta": {"mode": "quick"}}
+    await run.stage(results, "tools", lambda message: None, tools)
+    await run.stage(results, "webhooks", lambda message: None, webhooks)
+
+    assert results["failed"] == {"tools": full}
+    written = run.as_json(results, run.QUICK)
+    assert written["webhooks_per_s"] == 510.0 and "tool_dispatch_ms" not in written
+    assert written["failed"] == results["failed"]
+    lines: list[str] = []
+    run.report(results, run.QUICK, lines.append)
+    text = "\n".join(lines)
+    assert "510 verified events/s" in text
+    assert f"== tools: FAILED ({full}) ==" in text
