@@ -84,17 +84,35 @@ async def publish(session_id: str, kind: LiveEvent, /, **fields) -> None:
     )
 
 
-async def publish_many(session_id: str, kind: LiveEvent, many: list[dict], /) -> None:
-    """Sends several live events of one kind to every WebSocket of the session, as one
-    channel-layer message (each socket receives them one by one, in order)."""
-    if not many:
+async def publish_many(kind: LiveEvent, by_session: dict[str, list[dict]], /) -> None:
+    """Sends live events of one kind to the WebSockets of several sessions: each
+    session's as one channel-layer message (each socket receives them one by one, in
+    order), all sessions' in one call where the layer can (two Redis round trips in all).
+    Best effort, as publish."""
+    sends = [
+        (
+            session_group(session_id),
+            {"type": "session.events", "events": [{"type": str(kind), **f} for f in many]},
+        )
+        for session_id, many in by_session.items()
+        if many
+    ]
+    layer = get_channel_layer()
+    if layer is None or not sends:
         return
-    await _send(
-        session_group(session_id),
-        {"type": "session.events", "events": [{"type": str(kind), **fields} for fields in many]},
-        session_id=session_id,
-        event=str(kind),
-    )
+    try:
+        if hasattr(layer, "group_send_many"):
+            await layer.group_send_many(sends)
+        else:  # the in-memory layer (the embedded default): in-process, one by one
+            for group, message in sends:
+                await layer.group_send(group, message)
+    except Exception as exc:
+        log.warning(
+            "live_events_not_sent",
+            error=f"{type(exc).__name__}: {exc}"[:200],
+            sessions=len(sends),
+            event=str(kind),
+        )
 
 
 async def wake_execution_waiters(execution) -> None:

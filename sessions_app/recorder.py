@@ -170,21 +170,7 @@ async def write(batch: dict[str, list[tuple[datetime, dict]]]) -> None:
     by_session = defaultdict(list)
     for session_id, item in changed:
         by_session[session_id].append(transcripts.live_fields(item))
-    await _concurrently(
-        events.publish_many(session_id, events.LiveEvent.TRANSCRIPT_ITEM, items)
-        for session_id, items in by_session.items()
-    )
-
-
-async def _concurrently(calls, limit: int = 10) -> list:
-    """Awaits the calls (round trips to Redis), up to limit at a time."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(call):
-        async with gate:
-            return await call
-
-    return await asyncio.gather(*(one(call) for call in calls))
+    await events.publish_many(events.LiveEvent.TRANSCRIPT_ITEM, by_session)
 
 
 async def _unclaim(counted: frozenset[tuple[str, str]]) -> None:

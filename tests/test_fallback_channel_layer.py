@@ -78,6 +78,44 @@ async def test_groups_are_restored_in_a_returning_redis(layer):
     assert (await asyncio.wait_for(layer.receive(channel), 5))["n"] == 2
 
 
+async def test_many_groups_sent_at_once_reach_each_member_of_each_group_through_redis(layer):
+    own_redis, layer = layer
+    a1, a2, b = [await layer.new_channel() for _ in range(3)]
+    await layer.group_add("session.a", a1)
+    await layer.group_add("session.a", a2)
+    await layer.group_add("session.b", b)
+    local, layer.local = layer.local, None  # a send not through Redis fails here
+    try:
+        await layer.group_send_many(
+            [
+                ("session.a", {"type": "session.events", "n": 1}),
+                ("session.nobody", {"type": "session.events", "n": 2}),
+                ("session.b", {"type": "session.events", "n": 3}),
+            ]
+        )
+    finally:
+        layer.local = local
+
+    got = [await asyncio.wait_for(layer.redis.receive(c), 5) for c in (a1, a2, b)]
+    assert [message["n"] for message in got] == [1, 1, 3]
+
+
+async def test_many_groups_sent_at_once_reach_this_process_while_redis_is_down(layer):
+    own_redis, layer = layer
+    a, b = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("session.a", a)
+    await layer.group_add("session.b", b)
+    own_redis.kill()
+
+    await layer.group_send_many(
+        [("session.a", {"type": "session.events", "n": 1}), ("session.b", {"n": 2})]
+    )
+
+    assert (await asyncio.wait_for(layer.receive(a), 5))["n"] == 1
+    assert (await asyncio.wait_for(layer.receive(b), 5))["n"] == 2
+    assert outage.redis.down
+
+
 async def test_the_in_memory_side_sweeps_expired_entries_at_most_once_a_second(monkeypatch):
     from channels.layers import InMemoryChannelLayer
 
