@@ -509,6 +509,24 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0) -
         await asyncio.sleep(0.05)
 
 
+async def held(call, timeout: float = 30.0) -> None:
+    """Waits until the server holds the call's sideband. A client that relays nothing
+    (the probe) must, before the model may call a tool: the sideband attaches just
+    after /sdp answers, and what is said before it attaches reaches only the client
+    (the page relays it until it hears `sideband.attached`). On a loaded machine the
+    probe's WebRTC can be up and talking first."""
+    from sessions_app.models import VoiceSession
+
+    session_id = call.session["session_id"]
+
+    async def attached() -> bool:
+        return await VoiceSession.objects.filter(pk=session_id, sideband_connected=True).aexists()
+
+    assert await eventually(attached, timeout), (
+        f"the server did not hold the sideband of session {session_id} within {timeout} s"
+    )
+
+
 # --- the browser --------------------------------------------------------------------
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [

@@ -8,7 +8,7 @@ import pytest
 
 from sessions_app.models import ConversationItem
 from sessions_app.probe import open_call
-from tests.support import eventually
+from tests.support import eventually, held
 from tools_app.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,6 +27,7 @@ async def test_the_model_keeps_talking_while_a_task_runs_and_hears_its_result_on
     call = await open_call(http)
     session_id = call.session["session_id"]
     try:
+        await held(call)
         call.say("Please run 'sleep 3; echo finished-$((4000+242))'")
         started = await call.wait_for(transcript_done("Started task"), timeout=15)
         call.say("What is the weather like")
@@ -68,6 +69,7 @@ async def test_a_result_that_comes_after_the_call_ended_is_kept_not_spoken(
     session_id = call.session["session_id"]
     auth = {"Authorization": f"Bearer {call.session['session_token']}"}
     try:
+        await held(call)
         call.say("Please run 'sleep 2; echo late-result'")
         await call.wait_for(transcript_done("Started task"), timeout=15)
         ended = await http.post(call.session["urls"]["end"], headers=auth)

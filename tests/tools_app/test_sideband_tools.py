@@ -6,7 +6,7 @@ import pytest
 
 from sessions_app.models import ConversationItem
 from sessions_app.probe import open_call
-from tests.support import eventually
+from tests.support import eventually, held
 from tools_app.models import ToolExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,6 +19,7 @@ async def test_the_sideband_runs_the_models_tool_call_and_the_model_hears_the_ou
     session_id = call.session["session_id"]
     relay = {"Authorization": f"Bearer {call.session['session_token']}"}
     try:
+        await held(call)
         written = await http.post(
             "/tools/write_file",
             headers=relay,
@@ -71,6 +72,7 @@ async def test_a_call_for_a_tool_the_session_lacks_is_answered_with_a_reason(
     settings.TOOLS_FOR_ANONYMOUS = ["read_file"]
     call = await open_call(http)
     try:
+        await held(call)
         call.say("Please list files")
         reply = await call.wait_for(
             lambda e: (

@@ -24,6 +24,7 @@ from tests.support import (
     embedded_env,
     eventually,
     free_port,
+    held,
     start_server,
     stop_server,
     worker_running,
@@ -134,6 +135,7 @@ async def test_the_models_tool_call_on_the_sideband_is_a_trace_of_its_own(
 ):
     call = await open_call(traced_http)
     try:
+        await held(call)
         call.say("Please list files")
         await call.wait_for(
             lambda e: (
