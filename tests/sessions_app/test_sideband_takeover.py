@@ -30,7 +30,16 @@ from websockets.asyncio.client import connect
 from sessions_app import actions, leases, sideband
 from sessions_app.models import ConversationItem, VoiceSession
 from sessions_app.probe import ProbeCall, open_call
-from tests.support import ROOT, Simulator, daphne, database_env, eventually, free_port, start_server
+from tests.support import (
+    ROOT,
+    Simulator,
+    daphne,
+    database_env,
+    eventually,
+    free_port,
+    held,
+    start_server,
+)
 from tools_app.models import Task, ToolExecution
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -405,12 +414,8 @@ async def test_a_tool_call_nobody_held_the_call_for_is_answered_once_by_the_next
 ):
     call = await open_call(http)
     session_id = call.session["session_id"]
-
-    async def connected():
-        return (await VoiceSession.objects.aget(pk=session_id)).sideband_connected
-
     try:
-        assert await eventually(connected)
+        await held(call)
         await sideband.detach(session_id)  # the holder goes (drained, or dead)
         call.say("Please list files")
         # The model calls a tool while nobody holds the call; only the page sees it.
@@ -427,7 +432,7 @@ async def test_a_tool_call_nobody_held_the_call_for_is_answered_once_by_the_next
         # Taken over once more: what was answered is not answered again.
         await sideband.detach(session_id)
         sideband.attach(session_id, call.call_id, actions.SIDEBAND_HANDLERS)
-        assert await eventually(connected)
+        await held(call)
         await asyncio.sleep(1.0)
     finally:
         await call.close()
