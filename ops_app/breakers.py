@@ -7,6 +7,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -154,6 +155,34 @@ return 1
 async def ais_open(breaker: pybreaker.CircuitBreaker) -> bool:
     """is_open from async code."""
     return await astate_of(breaker) == "open"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A breaker as read before a call through it."""
+
+    state: str
+    # Closed with no failure counted: a success after it would change nothing.
+    clean: bool
+
+    @property
+    def open(self) -> bool:
+        return self.state == pybreaker.STATE_OPEN
+
+
+async def aread(breaker: pybreaker.CircuitBreaker) -> Reading:
+    """astate_of, and whether the breaker is clean, in the same single Redis call while
+    it is closed: a call that then succeeds needs no arecord (a failure counted between
+    the reading and the success stays counted, as if the call had started after it)."""
+    storage = breaker._state_storage  # noqa: SLF001
+    if not isinstance(storage, FallbackRedisStorage):
+        state = state_of(breaker)
+        return Reading(state, clean=state == pybreaker.STATE_CLOSED and not breaker.fail_counter)
+    keys = (storage._key("state"), storage._key("fail_counter"))
+    found = await aredis.either(lambda redis: redis.mget(keys), lambda: None)
+    if found is not None and found[0] in (None, b"closed"):
+        return Reading(pybreaker.STATE_CLOSED, clean=not int(found[1] or 0))
+    return Reading(await sync_to_async(state_of, thread_sensitive=False)(breaker), clean=False)
 
 
 async def astate_of(breaker: pybreaker.CircuitBreaker) -> str:

@@ -39,6 +39,18 @@ def api_key() -> str:
     return settings.OPENAI_API_KEY or settings.SIMULATOR_API_KEY
 
 
+class _OnePieceBodies(httpx2.AsyncHTTPTransport):
+    """Sends each request body in one piece. The SDK posts an SDP offer as multipart
+    form data, which httpx2 streams a part header and a part at a time: a dozen small
+    writes, each a system call and a wake-up at the other end, several milliseconds of
+    CPU on a busy machine. The bodies we send are small (an offer is at most
+    SDP_MAX_BYTES)."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        await request.aread()
+        return await super().handle_async_request(request)
+
+
 def client() -> openai.AsyncOpenAI:
     """The SDK client of the running event loop (an httpx2 pool is bound to its loop)."""
     loop = asyncio.get_running_loop()
@@ -47,7 +59,9 @@ def client() -> openai.AsyncOpenAI:
         return existing
     http = httpx2.AsyncClient(
         timeout=httpx2.Timeout(settings.OPENAI_TIMEOUT_SECONDS, connect=5.0),
-        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20),
+        transport=_OnePieceBodies(
+            limits=httpx2.Limits(max_connections=100, max_keepalive_connections=20)
+        ),
     )
     created = openai.AsyncOpenAI(
         api_key=api_key(),
@@ -171,7 +185,8 @@ async def _upstream(operation: str, *, guarded: bool = True) -> AsyncIterator[No
     """Times one operation, caps its total time, and translates its failures. While the
     OpenAI breaker is open, a guarded operation (one that starts something) is refused
     at once with 503 instead of waiting on a failing upstream; cleanup still tries."""
-    if guarded and await breakers.ais_open(breakers.openai()):
+    reading = await breakers.aread(breakers.openai()) if guarded else None
+    if reading is not None and reading.open:
         count_error("openai", "circuit_open")
         raise UpstreamError(
             "The voice service is failing right now; try again shortly.",
@@ -198,7 +213,9 @@ async def _upstream(operation: str, *, guarded: bool = True) -> AsyncIterator[No
         count_error("openai", error.code)
         raise error from None
     else:
-        await breakers.arecord(breakers.openai(), True)
+        # After a clean reading (the usual case) a success has nothing to reset.
+        if reading is None or not reading.clean:
+            await breakers.arecord(breakers.openai(), True)
     finally:
         voice_openai_latency_seconds.labels(operation=operation).observe(
             time.perf_counter() - started

@@ -72,3 +72,15 @@ async def test_the_metrics_show_the_breaker_open(api, simulator):
 
     assert 'circuit_breaker_state{service="openai"} 1.0' in page
     assert 'circuit_breaker_state{service="amplifier"} 0.0' in page
+
+
+async def test_a_success_between_failures_starts_the_count_again(api, simulator):
+    simulator.fault("error", status=500, count=4)
+    first = [(await _create(api)).status_code for _ in range(4)]
+    between = await _create(api)
+    simulator.fault("error", status=500, count=4)
+    second = [(await _create(api)).status_code for _ in range(4)]
+    after = await _create(api)
+
+    assert first == second == [502] * 4
+    assert between.status_code == after.status_code == 201  # never open: 4, not 8, in a row
