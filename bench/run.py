@@ -258,7 +258,9 @@ class Target:
         self.http, self.pid, self.sim = http, pid, sim
         self.leftovers: list = []
 
-    async def round(self, offer: str) -> tuple[float, float, bool]:
+    async def round(self, offer: str | None) -> tuple[float, float, bool]:
+        """/session then /sdp of offer (/session alone without one): (session ms,
+        sdp ms, both answered)."""
         raise NotImplementedError
 
     async def cleanup(self) -> None:
@@ -296,8 +298,8 @@ class SimulatorAlone(Target):
                 json={"session": {"type": "realtime", "model": "gpt-realtime"}},
             )
         )
-        if secret.status_code != 200:
-            return t1, 0.0, False
+        if secret.status_code != 200 or offer is None:
+            return t1, 0.0, secret.status_code == 200
         call, t2 = await _timed(
             self.http.post(
                 f"{self.sim}/v1/realtime/calls",
@@ -327,8 +329,8 @@ class Floor(Target):
 
     async def round(self, offer):
         secret, t1 = await _timed(self.http.post(f"{self.url}/session", json={}))
-        if secret.status_code != self.ok:
-            return t1, 0.0, False
+        if secret.status_code != self.ok or offer is None:
+            return t1, 0.0, secret.status_code == self.ok
         call, t2 = await _timed(
             self.http.post(
                 f"{self.url}/sdp",
@@ -367,6 +369,8 @@ class Ours(Target):
         session = created.json()
         auth = {"Authorization": f"Bearer {session['session_token']}"}
         self.leftovers.append((session["urls"]["end"], auth))
+        if offer is None:
+            return t1, 0.0, True
         call, t2 = await _timed(
             self.http.post(
                 f"{self.url}/sdp",
@@ -393,11 +397,22 @@ class Measured:
     wall: float = 0.0
     cpu: float = 0.0
     requests: int = 0
+    # /session alone, in blocks beside the pairs' (one client): what splits their CPU.
+    alone: Measured | None = None
+
+    def cpu_split(self) -> tuple[float, float] | None:
+        """CPU ms per /session (timed alone) and per /sdp (a pair's less that)."""
+        if self.alone is None or not self.alone.requests or not self.requests:
+            return None
+        session = 1000 * self.alone.cpu / self.alone.requests
+        return session, max(0.0, 2000 * self.cpu / self.requests - session)
 
 
-async def drive(target: Target, offer: str, clients: int, rounds: int, into: Measured) -> None:
-    """clients callers, rounds /session + /sdp pairs in all; CPU of the target's process
-    over the block."""
+async def drive(
+    target: Target, offer: str | None, clients: int, rounds: int, into: Measured
+) -> None:
+    """clients callers, rounds /session + /sdp pairs in all (/session alone without an
+    offer); CPU of the target's process over the block."""
     queue = list(range(rounds))
 
     async def caller():
@@ -405,17 +420,17 @@ async def drive(target: Target, offer: str, clients: int, rounds: int, into: Mea
             queue.pop()
             t1, t2, ok = await target.round(offer)
             into.session_ms.append(t1)
-            if ok:
-                into.sdp_ms.append(t2)
-            else:
+            if not ok:
                 into.errors += 1
+            elif offer is not None:
+                into.sdp_ms.append(t2)
 
     cpu = cpu_seconds(target.pid)
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(clients)))
     into.wall += time.perf_counter() - started
     into.cpu += cpu_seconds(target.pid) - cpu
-    into.requests += 2 * rounds
+    into.requests += (1 if offer is None else 2) * rounds
     await target.cleanup()
 
 
@@ -428,6 +443,9 @@ async def latency(targets: list[Target], offer: str, plan: Plan, log) -> dict:
             order = targets[block % len(targets) :] + targets[: block % len(targets)]
             for target in order:
                 await drive(target, offer, clients, per_block, measured[target.name])
+                if clients == 1:
+                    alone = measured[target.name].alone = measured[target.name].alone or Measured()
+                    await drive(target, None, clients, per_block, alone)
         results[clients] = measured
         log(f"  /session + /sdp at {clients} client(s): done")
     return results
@@ -945,6 +963,18 @@ def report_latency(results: dict, plan: Plan, out) -> None:
                 f"{m.requests / max(m.wall, 1e-9):>8.0f}"
                 f"{1000 * m.cpu / max(1, m.requests):>11.2f}{m.errors:>5}"
             )
+    split = cpu_by_endpoint(results)
+    if split:
+        floor = split.get("floor")
+        out("CPU ms per request at 1 client, by endpoint (/session timed alone; /sdp the rest):")
+        for name, cpu in split.items():
+            times = (
+                f"  ({cpu['session'] / floor['session']:.1f}x / {cpu['sdp'] / floor['sdp']:.1f}x"
+                " the floor's)"
+                if floor and floor["session"] and floor["sdp"] and name != "floor"
+                else ""
+            )
+            out(f"  {name:<14}/session {cpu['session']:>6.2f}   /sdp {cpu['sdp']:>6.2f}{times}")
     gc_stats = results.get("gc", {})
     if gc_stats:
         out(
@@ -1081,6 +1111,15 @@ async def measure(procs: dict, offer: str, plan: Plan, env_pg: dict, logs: Path,
     return results
 
 
+def cpu_by_endpoint(results: dict) -> dict[str, dict[str, float]]:
+    """CPU ms per /session and per /sdp of each target, at one client."""
+    split = {}
+    for name, m in results["latency"].get(1, {}).items():
+        if (both := m.cpu_split()) is not None:
+            split[name] = {"session": round(both[0], 2), "sdp": round(both[1], 2)}
+    return split
+
+
 def latency_json(results: dict, plan: Plan) -> dict:
     lat = results["latency"]
 
@@ -1117,6 +1156,7 @@ def latency_json(results: dict, plan: Plan) -> dict:
         "embedded_cpu_ms": cpu("ours-embedded"),
         "floor_cpu_ms": cpu("floor"),
         "peer_cpu_ms": cpu("peer"),
+        "cpu_ms_by_endpoint": cpu_by_endpoint(results),
         "targets": targets,
         "gc": results.get("gc", {}),
     }

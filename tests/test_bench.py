@@ -100,6 +100,8 @@ def test_the_results_are_written_as_json_with_the_keys_the_issue_names(tmp_path)
                 wall=1.0,
                 cpu=0.05,
                 requests=4,
+                # /session alone, timed at one client only
+                alone=run.Measured(cpu=0.01 * (1 + base), requests=2) if clients == 1 else None,
             )
             for name, base in (
                 ("simulator", 0),
@@ -144,6 +146,9 @@ def test_the_results_are_written_as_json_with_the_keys_the_issue_names(tmp_path)
     assert written["sdp_added_ms"]["10"] == {"p50": 3.0, "p99": 3.0}
     assert written["session_cpu_ms"] == written["floor_cpu_ms"] == written["peer_cpu_ms"] == 12.5
     assert set(written["targets"]) == {"simulator", "floor", "peer", "ours-pg", "ours-embedded"}
+    # Per endpoint: /session timed alone, /sdp the pair's CPU less that.
+    assert written["cpu_ms_by_endpoint"]["floor"] == {"session": 10.0, "sdp": 15.0}
+    assert written["cpu_ms_by_endpoint"]["ours-pg"] == {"session": 20.0, "sdp": 5.0}
     assert written["sessions_held"] == 100 and written["rss_per_session_kb"] == 90.0
     assert written["tool_dispatch_ms"] == {"p50": 8.0, "p99": 9.0}
     assert written["tool_inprocess_ms"] == 0.3
@@ -153,6 +158,9 @@ def test_the_results_are_written_as_json_with_the_keys_the_issue_names(tmp_path)
     assert written["lag_ms"] == {"p50": 1.0, "p99": 40.0}
     assert written["cpu_s_per_call_minute"] == 0.02 and written["rss_per_call_kb"] == 150.0
     assert written["events_dropped"] == 2
+    lines: list[str] = []
+    run.report_latency({**results, "meta": {"database": "pg"}}, plan, lines.append)
+    assert "  ours-pg       /session  20.00   /sdp   5.00  (2.0x / 0.3x the floor's)" in lines
 
 
 async def test_a_stage_that_fails_is_named_and_the_other_stages_keep_their_figures(tmp_path):
