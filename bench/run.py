@@ -720,6 +720,9 @@ async def hold_traffic(ours: Ours, sim: str, n: int, seconds: float, log) -> dic
         "cpu_s_per_call_minute": round(cpu / max(1, held) / (wall / 60), 4),
         "rss_per_call_kb": round((rss_peak - rss_before) / max(1, held), 1),
         "full_gcs": probe["full_gcs"],
+        "full_gc_max_ms": round(probe["full_gc_max_ms"], 1),
+        "slow_callbacks": probe.get("slow_callbacks", []),
+        "slow_callback_ms": probe.get("slow_callback_ms", 0),
         "errors": calls.errors,
     }
 
@@ -936,6 +939,18 @@ def report_traffic(results: dict, out) -> None:
             f"{row['cpu_s_per_call_minute']:>16.4f}{row['rss_per_call_kb']:>14.1f}"
             f"  {row['errors']}"
         )
+    for row in results["traffic"]:
+        slow = row.get("slow_callbacks") or []
+        out(
+            f"at {row['asked']} calls: {row.get('full_gcs', 0)} full GCs"
+            f" (longest {row.get('full_gc_max_ms', 0.0):.1f} ms); loop callbacks of"
+            f" {row.get('slow_callback_ms', 0):g} ms or more, by total:" + ("" if slow else " none")
+        )
+        for seen in slow:
+            out(
+                f"  {seen['count']:>6} x {seen['what']:<60} {seen['total_ms']:>9.1f} ms"
+                f" (longest {seen['max_ms']:.1f})"
+            )
 
 
 def report_latency(results: dict, plan: Plan, out) -> None:

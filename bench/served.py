@@ -1,7 +1,8 @@
 """The server as the benchmark runs it: voiceplatform.asgi.application, plus what the
 benchmark reads from inside the process at GET /__bench/stats (event-loop lag, full
 garbage collections and how many of them landed while a request was in flight, events
-received on sideband connections).
+received on sideband connections, and the event-loop callbacks that ran longest, by
+what they run: where the lag comes from).
 POST /__bench/reset starts a new window."""
 
 from __future__ import annotations
@@ -16,6 +17,17 @@ from prometheus_client import REGISTRY
 from voiceplatform.asgi import application as product
 
 LAG_INTERVAL = 0.05
+# A callback that holds the loop this long is counted, by what it runs.
+SLOW_CALLBACK_MS = 10.0
+
+
+def _what(callback) -> str:
+    """The coroutine a task step resumes, or the callback's own name."""
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        coro = owner.get_coro()
+        return getattr(coro, "__qualname__", type(coro).__name__)
+    return getattr(callback, "__qualname__", type(callback).__name__)
 
 
 class Probe:
@@ -30,6 +42,29 @@ class Probe:
         self.lags: list[float] = []
         self.full_gc_ms: list[float] = []
         self.full_gc_in_request_ms: list[float] = []
+        self.slow: dict[str, list[float]] = {}  # what -> [count, total ms, max ms]
+
+    def start(self) -> None:
+        """In the served process, on its first request: lag sampled, callbacks timed."""
+        self.sampler = asyncio.ensure_future(self.sample())
+        self.time_callbacks()
+
+    def time_callbacks(self) -> None:
+        run = asyncio.Handle._run  # noqa: SLF001
+        probe = self
+
+        def timed(handle: asyncio.Handle) -> None:
+            callback = handle._callback  # noqa: SLF001 (a cancelled handle loses it)
+            started = time.perf_counter()
+            run(handle)
+            took = (time.perf_counter() - started) * 1000
+            if took >= SLOW_CALLBACK_MS:
+                seen = probe.slow.setdefault(_what(callback), [0, 0.0, 0.0])
+                seen[0] += 1
+                seen[1] += took
+                seen[2] = max(seen[2], took)
+
+        asyncio.Handle._run = timed  # noqa: SLF001
 
     def _gc(self, phase: str, info: dict) -> None:
         if info.get("generation") != 2:
@@ -62,6 +97,13 @@ class Probe:
             "gc_frozen": gc.get_freeze_count(),
             "sideband_events": REGISTRY.get_sample_value("voice_sideband_events_total") or 0,
             "gc_threshold": gc.get_threshold(),
+            "slow_callback_ms": SLOW_CALLBACK_MS,
+            "slow_callbacks": [
+                {"what": what, "count": n, "total_ms": round(total, 1), "max_ms": round(most, 1)}
+                for what, (n, total, most) in sorted(self.slow.items(), key=lambda kv: -kv[1][1])[
+                    :8
+                ]
+            ],
         }
 
 
@@ -70,7 +112,7 @@ PROBE = Probe()
 
 async def application(scope, receive, send) -> None:
     if PROBE.sampler is None:
-        PROBE.sampler = asyncio.ensure_future(PROBE.sample())
+        PROBE.start()
     if scope["type"] == "http" and scope["path"].startswith("/__bench/"):
         if scope["path"] == "/__bench/reset":
             PROBE.reset()

@@ -184,3 +184,25 @@ async def test_a_stage_that_fails_is_named_and_the_other_stages_keep_their_figur
     text = "\n".join(lines)
     assert "510 verified events/s" in text
     assert f"== tools: FAILED ({full}) ==" in text
+
+
+async def test_the_served_probe_names_the_loop_callbacks_that_held_the_loop(monkeypatch):
+    import asyncio
+    import time
+
+    from bench import served
+
+    monkeypatch.setattr(asyncio.Handle, "_run", asyncio.Handle._run)  # undone after
+    probe = served.Probe()
+    probe.time_callbacks()
+
+    async def hogs_the_loop() -> None:
+        time.sleep(0.03)
+
+    await asyncio.ensure_future(hogs_the_loop())
+    asyncio.get_running_loop().call_soon(lambda: None)
+    await asyncio.sleep(0)
+
+    slow = probe.stats()["slow_callbacks"]
+    assert [(s["what"].rsplit(".", 1)[-1], s["count"]) for s in slow] == [("hogs_the_loop", 1)]
+    assert slow[0]["max_ms"] >= 30
