@@ -29,6 +29,12 @@ class SidebandConsumer(AsyncWebsocketConsumer):
         if call is None or call.state in TERMINAL_STATES:
             await self.close(code=4404)
             return
+        fault = STATE.take_fault("sideband")
+        if fault is not None and fault.mode == "slow":
+            await asyncio.sleep(fault.delay)
+        elif fault is not None:  # refused before the handshake ends (an HTTP 403)
+            await self.close(code=4500)
+            return
         await self.accept()
         self.call = call
         self.queue = asyncio.Queue()

@@ -253,7 +253,9 @@ async def call_action(request: HttpRequest, call_id: str, action: str) -> HttpRe
 @csrf_exempt
 async def control_fault(request: HttpRequest) -> HttpResponse:
     """POST {"mode": "error"|"rate_limit"|"slow"|"off", "status", "delay", "count",
-    "operations": [...]} switches the failure mode."""
+    "operations": [...]} switches the failure mode. Operations: client_secrets, calls,
+    responses, hangup, accept, reject, refer, and sideband (only when named: its
+    connection is refused, or slow to open)."""
     if refused := _control_refusal(request):
         return refused
     body = _json_body(request)
