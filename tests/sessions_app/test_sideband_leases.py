@@ -11,6 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from ops_app import drain
+from ops_app.metrics import voice_errors_total
 from sessions_app import actions, leases, sideband
 from sessions_app.models import VoiceSession
 from sessions_app.probe import open_call
@@ -103,6 +104,50 @@ async def test_the_sweep_takes_over_a_live_call_nobody_holds_and_a_drain_hands_i
     assert after_drain == (None, [])
     assert refused == []  # a draining process takes no call
     assert not await _connected(session_id)
+
+
+async def test_a_sideband_refused_just_after_the_answer_is_taken_over_by_the_sweep(
+    http, simulator, settings
+):
+    """/sdp answers before the sideband attaches; when that first connection fails,
+    its lease lapses and the next sweep holds the call."""
+    settings.SIDEBAND_LEASE_SECONDS = 1.0
+    refused_before = _sideband_failures()
+    simulator.fault("error", count=1, operations=["sideband"])
+
+    call = await open_call(http)
+    session_id = call.session["session_id"]
+    try:
+        refused = await eventually(lambda: _failed_more_than(refused_before))
+        connected_at_first = await _connected(session_id)
+        taken = await eventually(lambda: _swept(session_id))
+        connected = await eventually(lambda: _connected(session_id))
+        held = sideband.held()
+    finally:
+        await call.close()
+
+    assert refused and not connected_at_first
+    assert taken == [session_id]
+    assert connected and held == [session_id]
+
+
+def _sideband_failures() -> float:
+    return sum(
+        sample.value
+        for metric in voice_errors_total.collect()
+        for sample in metric.samples
+        if sample.name == "voice_errors_total" and sample.labels["component"] == "sideband"
+    )
+
+
+async def _failed_more_than(count: float) -> bool:
+    return _sideband_failures() > count
+
+
+async def _swept(session_id: str) -> list[str]:
+    """A sweep's takeovers, once it takes this session (its lease lapsed)."""
+    taken = await sideband.sweep(actions.SIDEBAND_HANDLERS)
+    return taken if session_id in taken else []
 
 
 def test_the_sweep_is_off_without_the_sideband(settings):
