@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from http.server import ThreadingHTTPServer
 
 import httpx
@@ -30,6 +31,33 @@ from tests.support import (
 )
 
 network_guard.install()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_outlives_a_deadlock():
+    """A transactional test's teardown empties every table with one TRUNCATE. Work the
+    test started may still be finishing in another connection (a worker recording a
+    tool run, the transcript writer); PostgreSQL then ends one of the two as a deadlock
+    victim. When that is the TRUNCATE, it is tried again: the other side has finished
+    by then, and the next test starts from empty tables."""
+    from django.db import OperationalError
+    from django.db.backends.base.operations import BaseDatabaseOperations
+
+    flush = BaseDatabaseOperations.execute_sql_flush
+
+    def retried(self, sql_list):
+        for attempt in range(3):
+            try:
+                return flush(self, sql_list)
+            except OperationalError as exc:
+                if attempt == 2 or "deadlock detected" not in str(exc):
+                    raise
+                time.sleep(0.2)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(BaseDatabaseOperations, "execute_sql_flush", retried)
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

@@ -425,8 +425,7 @@ async def test_a_rolling_restart_under_a_stream_of_calls_fails_no_request_and_lo
                 f"{name}: exited {code} after {stopped:.1f} s, serving again after "
                 f"{time.monotonic() - signalled:.1f} s"
             )
-            # As a rollout waits for the new pod's readiness: nginx (no active checks)
-            # asks it again once its fail_timeout (2 s) for the refusals has passed.
+            # A rollout's pause between pods (the new one is serving: start waited).
             await asyncio.sleep(3.0)
         restarted.set()
         return steps
