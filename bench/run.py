@@ -405,7 +405,7 @@ class Measured:
         if self.alone is None or not self.alone.requests or not self.requests:
             return None
         session = 1000 * self.alone.cpu / self.alone.requests
-        return session, max(0.0, 2000 * self.cpu / self.requests - session)
+        return session, 2000 * self.cpu / self.requests - session
 
 
 async def drive(
@@ -434,6 +434,11 @@ async def drive(
     await target.cleanup()
 
 
+# Before a block of /session alone: the hang-ups after the last pairs have finished
+# (their CPU would count as /session's).
+SETTLE_SECONDS = 1.0
+
+
 async def latency(targets: list[Target], offer: str, plan: Plan, log) -> dict:
     results: dict = {}
     for clients in plan.clients:
@@ -443,7 +448,9 @@ async def latency(targets: list[Target], offer: str, plan: Plan, log) -> dict:
             order = targets[block % len(targets) :] + targets[: block % len(targets)]
             for target in order:
                 await drive(target, offer, clients, per_block, measured[target.name])
-                if clients == 1:
+            if clients == 1:  # /session alone, in a rotation of its own
+                for target in order:
+                    await asyncio.sleep(SETTLE_SECONDS)  # what the pairs' cleanup started
                     alone = measured[target.name].alone = measured[target.name].alone or Measured()
                     await drive(target, None, clients, per_block, alone)
         results[clients] = measured
@@ -989,7 +996,11 @@ def report_latency(results: dict, plan: Plan, out) -> None:
                 if floor and floor["session"] and floor["sdp"] and name != "floor"
                 else ""
             )
-            out(f"  {name:<14}/session {cpu['session']:>6.2f}   /sdp {cpu['sdp']:>6.2f}{times}")
+            errors = f"  [{cpu['session_errors']} /session errors]" if cpu["session_errors"] else ""
+            out(
+                f"  {name:<14}/session {cpu['session']:>6.2f}   /sdp {cpu['sdp']:>6.2f}"
+                f"{times}{errors}"
+            )
     gc_stats = results.get("gc", {})
     if gc_stats:
         out(
@@ -1131,7 +1142,11 @@ def cpu_by_endpoint(results: dict) -> dict[str, dict[str, float]]:
     split = {}
     for name, m in results["latency"].get(1, {}).items():
         if (both := m.cpu_split()) is not None:
-            split[name] = {"session": round(both[0], 2), "sdp": round(both[1], 2)}
+            split[name] = {
+                "session": round(both[0], 2),
+                "sdp": round(both[1], 2),
+                "session_errors": m.alone.errors,
+            }
     return split
 
 

@@ -50,10 +50,14 @@ class Probe:
         self.time_callbacks()
 
     def time_callbacks(self) -> None:
+        """Times the callbacks of the running loop (not other threads' loops)."""
         run = asyncio.Handle._run  # noqa: SLF001
-        probe = self
+        probe, loop = self, asyncio.get_running_loop()
 
         def timed(handle: asyncio.Handle) -> None:
+            if handle._loop is not loop:  # noqa: SLF001
+                run(handle)
+                return
             callback = handle._callback  # noqa: SLF001 (a cancelled handle loses it)
             started = time.perf_counter()
             run(handle)

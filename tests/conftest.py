@@ -38,8 +38,8 @@ def _flush_outlives_a_deadlock():
     """A transactional test's teardown empties every table with one TRUNCATE. Work the
     test started may still be finishing in another connection (a worker recording a
     tool run, the transcript writer); PostgreSQL then ends one of the two as a deadlock
-    victim. When that is the TRUNCATE, it is tried again: the other side has finished
-    by then, and the next test starts from empty tables."""
+    victim. When that is the TRUNCATE, it is tried again (the other side's transaction
+    has gone on by then) rather than leaving the tables full for the next test."""
     from django.db import OperationalError
     from django.db.backends.base.operations import BaseDatabaseOperations
 
