@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 _started_at = time.time()
 _here = threading.Event()  # this process received SIGTERM
 _handing_over: set[asyncio.Task] = set()  # referenced until done
+_in_flight: set[object] = set()  # the HTTP requests this process is answering
 
 
 def marker() -> Path:
@@ -51,11 +52,33 @@ def stop() -> None:
     marker().unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def answering():
+    """Around an HTTP request: a SIGTERM lets it finish before the process stops."""
+    ticket = object()
+    _in_flight.add(ticket)
+    try:
+        yield
+    finally:
+        _in_flight.discard(ticket)
+
+
+async def _answered(waiting: set[object], deadline: float) -> int:
+    """Waits until the requests of waiting (those in flight at the signal) have been
+    answered, or the deadline (time.monotonic()) passed; returns how many were still in
+    flight then. Later ones are not waited for: a draining process refuses new work."""
+    while waiting and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        waiting &= _in_flight
+    return len(waiting)
+
+
 def on_sigterm(hand_over: Callable[[], Awaitable[object]], bound: float) -> bool:
-    """Makes SIGTERM drain this process: it stops taking sessions, runs hand_over
-    (at most `bound` seconds), then stops as it would have (the handler it replaces,
-    e.g. daphne's reactor's). Call from the main thread with the server's loop
-    running; False where signals cannot be handled."""
+    """Makes SIGTERM drain this process: it stops taking sessions, runs hand_over and
+    lets the HTTP requests in flight be answered (at most `bound` seconds in all), then
+    stops as it would have (the handler it replaces, e.g. daphne's reactor's, which
+    drops open connections). Call from the main thread with the server's loop running;
+    False where signals cannot be handled."""
     if threading.current_thread() is not threading.main_thread():
         return False
     loop = asyncio.get_running_loop()
@@ -70,9 +93,17 @@ def on_sigterm(hand_over: Callable[[], Awaitable[object]], bound: float) -> bool
 
     async def drain_then_stop(signum: int, frame) -> None:
         started = time.monotonic()
+        in_flight = set(_in_flight)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(hand_over(), bound)
-        log.info("drained_on_sigterm", seconds=round(time.monotonic() - started, 3))
+        unanswered = await _answered(in_flight, started + bound)
+        if in_flight:
+            await asyncio.sleep(0.1)  # the last answers' bytes leave before the sockets close
+        log.info(
+            "drained_on_sigterm",
+            seconds=round(time.monotonic() - started, 3),
+            requests_cut=unanswered,
+        )
         stop_as_before(signum, frame)
 
     def handler(signum: int, frame) -> None:

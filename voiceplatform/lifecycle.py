@@ -19,7 +19,8 @@ _starting = False  # a server process whose start work has not run (or failed) y
 
 class StartsOnFirstCall:
     """ASGI middleware: runs started() once, on the server's running loop; a start that
-    fails is tried again on the next call, and the process stays starting till then."""
+    fails is tried again on the next call, and the process stays starting till then.
+    Every HTTP request goes through it: a SIGTERM drain lets those in flight finish."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -36,7 +37,10 @@ class StartsOnFirstCall:
             else:
                 self.started = True
                 _starting = False
-        return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        with drain.answering():
+            return await self.app(scope, receive, send)
 
 
 def is_starting() -> bool:

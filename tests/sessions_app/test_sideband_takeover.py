@@ -29,7 +29,7 @@ from websockets.asyncio.client import connect
 
 from sessions_app import actions, leases, sideband
 from sessions_app.models import ConversationItem, VoiceSession
-from sessions_app.probe import ProbeCall, open_call
+from sessions_app.probe import ProbeCall, offering_peer, open_call
 from tests.support import (
     ROOT,
     Simulator,
@@ -407,6 +407,44 @@ async def test_sigterm_hands_the_calls_over_and_the_process_exits_in_time(
     assert takeover < LEASE_SECONDS
     assert exited < 15 and a.process.returncode is not None
     assert after == said("Hello again")
+
+
+async def test_sigterm_lets_a_request_in_flight_be_answered_before_the_process_stops(
+    pods, simulator_process
+):
+    """A rolling restart signals a pod while it answers an /sdp: the answer goes back
+    (daphne's own SIGTERM would drop the connection, and the offer retried on another
+    pod finds the session claimed: a 409)."""
+    a, _ = pods
+    simulator_process.fault("slow", delay=2.0, count=1, operations=["calls"])
+    peer, _ = await offering_peer()
+    async with httpx.AsyncClient(base_url=a.url, timeout=20) as via_a:
+        try:
+            session = (await via_a.post("/session", json={})).json()
+            answering = asyncio.ensure_future(
+                via_a.post(
+                    "/sdp",
+                    content=peer.localDescription.sdp,
+                    headers={
+                        "Content-Type": "application/sdp",
+                        "Authorization": f"Bearer {session['session_token']}",
+                    },
+                )
+            )
+            upstream = await eventually(lambda: _status_is(session["session_id"], "connecting"))
+            a.process.send_signal(signal.SIGTERM)
+            answer = await answering
+        finally:
+            await peer.close()
+    code = await asyncio.to_thread(a.process.wait, 15)
+
+    assert upstream  # the offer was with the upstream when the signal came
+    assert answer.status_code == 201 and answer.text.startswith("v=0")
+    assert code == 0
+
+
+async def _status_is(session_id: str, status: str) -> bool:
+    return (await VoiceSession.objects.aget(pk=session_id)).status == status
 
 
 async def test_a_tool_call_nobody_held_the_call_for_is_answered_once_by_the_next_holder(
