@@ -174,8 +174,8 @@ async def aread(breaker: pybreaker.CircuitBreaker) -> Reading:
     """astate_of, and whether the breaker is clean, in the same single Redis call while
     it is closed: a call that then succeeds needs no arecord (a failure counted between
     the reading and the success stays counted, as if the call had started after it)."""
-    storage = breaker._state_storage  # noqa: SLF001
-    if not isinstance(storage, FallbackRedisStorage):
+    storage = breaker._state_storage  # noqa: SLF001 (pybreaker has no getter)
+    if not isinstance(storage, FallbackRedisStorage):  # in memory: no I/O
         state = state_of(breaker)
         return Reading(state, clean=state == pybreaker.STATE_CLOSED and not breaker.fail_counter)
     keys = (storage._key("state"), storage._key("fail_counter"))
@@ -188,13 +188,7 @@ async def aread(breaker: pybreaker.CircuitBreaker) -> Reading:
 async def astate_of(breaker: pybreaker.CircuitBreaker) -> str:
     """state_of from async code. A closed breaker (the usual case) is read on the event
     loop; anything else, and Redis away, goes through pybreaker on a thread."""
-    storage = breaker._state_storage  # noqa: SLF001 (pybreaker has no getter)
-    if not isinstance(storage, FallbackRedisStorage):
-        return state_of(breaker)  # in memory: no I/O
-    state = await aredis.either(lambda redis: redis.get(storage._key("state")), lambda: b"?")
-    if state is None or state == b"closed":
-        return pybreaker.STATE_CLOSED
-    return await sync_to_async(state_of, thread_sensitive=False)(breaker)
+    return (await aread(breaker)).state
 
 
 async def arecord(breaker: pybreaker.CircuitBreaker, ok: bool) -> None:
