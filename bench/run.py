@@ -659,6 +659,7 @@ async def hold_traffic(ours: Ours, sim: str, n: int, seconds: float, log) -> dic
     control = {"Authorization": f"Bearer {SIM_KEY}"}
     await asyncio.sleep(1)
     rss_before = rss_kb(ours.pid)
+    left = await ours.stats()  # what the stages before left running in the process
     calls = Held(ours, sim)
     await calls.ring(n)
     await calls.open_sockets()
@@ -730,6 +731,7 @@ async def hold_traffic(ours: Ours, sim: str, n: int, seconds: float, log) -> dic
         "full_gc_max_ms": round(probe["full_gc_max_ms"], 1),
         "slow_callbacks": probe.get("slow_callbacks", []),
         "slow_callback_ms": probe.get("slow_callback_ms", 0),
+        "left_before": {key: left.get(key) for key in ("tasks", "sidebands_held")},
         "errors": calls.errors,
     }
 
@@ -949,7 +951,8 @@ def report_traffic(results: dict, out) -> None:
     for row in results["traffic"]:
         slow = row.get("slow_callbacks") or []
         out(
-            f"at {row['asked']} calls: {row.get('full_gcs', 0)} full GCs"
+            f"at {row['asked']} calls (left running before: {row.get('left_before', {})}):"
+            f" {row.get('full_gcs', 0)} full GCs"
             f" (longest {row.get('full_gc_max_ms', 0.0):.1f} ms); loop callbacks of"
             f" {row.get('slow_callback_ms', 0):g} ms or more, by total:" + ("" if slow else " none")
         )

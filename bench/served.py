@@ -92,6 +92,8 @@ class Probe:
             del self.lags[:-20000]
 
     def stats(self) -> dict:
+        from sessions_app import sideband  # once Django is set up
+
         lags = sorted(self.lags) or [0.0]
         return {
             "lag_p50_ms": lags[len(lags) // 2],
@@ -103,6 +105,9 @@ class Probe:
             "full_gcs_over_20ms_in_requests": sum(1 for t in self.full_gc_in_request_ms if t > 20),
             "gc_frozen": gc.get_freeze_count(),
             "sideband_events": REGISTRY.get_sample_value("voice_sideband_events_total") or 0,
+            # What a stage leaves behind for the next: tasks alive, sidebands still held.
+            "tasks": len(asyncio.all_tasks()),
+            "sidebands_held": len(sideband.held()),
             "gc_threshold": gc.get_threshold(),
             "slow_callback_ms": SLOW_CALLBACK_MS,
             "slow_callbacks": [

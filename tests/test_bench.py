@@ -204,5 +204,8 @@ async def test_the_served_probe_names_the_loop_callbacks_that_held_the_loop(monk
     asyncio.get_running_loop().call_soon(lambda: None)
     await asyncio.sleep(0)
 
-    slow = {s["what"].rsplit(".", 1)[-1]: s for s in probe.stats()["slow_callbacks"]}
+    stats = probe.stats()
+    slow = {s["what"].rsplit(".", 1)[-1]: s for s in stats["slow_callbacks"]}
     assert slow["hogs_the_loop"]["count"] == 1 and slow["hogs_the_loop"]["max_ms"] >= 30
+    # What a stage leaves running for the next: this test's own task, no sideband.
+    assert stats["tasks"] >= 1 and stats["sidebands_held"] == 0
