@@ -806,8 +806,11 @@ async def tool_dispatch(env: dict, logs: Path, plan: Plan, log) -> dict:
         submitted = time.perf_counter()
         execution = await actions.wait_for(execution, 30)
         done = time.perf_counter()
-        if execution.status != "succeeded":
-            raise RuntimeError(f"tool call failed: {execution.error}")
+        if execution.status != "succeeded":  # failed, or still queued/running at 30 s
+            raise RuntimeError(
+                f"tool call {execution.status} after {done - started:.1f} s:"
+                f" {execution.error or 'no error given'}"
+            )
         # Where the time went: the row's own clock (this machine) for the worker's part.
         now = datetime.now(tz=UTC)
         stages["submit"].append((submitted - started) * 1000)
@@ -823,10 +826,12 @@ async def tool_dispatch(env: dict, logs: Path, plan: Plan, log) -> dict:
         worker = start_worker(env, logs, workers)
         try:
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            while True:
                 replies = await sync_to_async(app.control.ping)(timeout=0.5)
                 if any(h.startswith(f"bench{workers}@") for r in replies or [] for h in r):
                     break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the worker did not answer a ping within 60 s")
             for _ in range(5):  # warm the pool's connections
                 await one_call()
             for values in stages.values():
