@@ -90,6 +90,8 @@ async def _level(checks: dict[str, health.Check]) -> tuple[int, list[str]]:
 
 # What the level and status are made of: request paths probe only these.
 _LEVEL_CHECKS = frozenset({"database", "workers", "openai_breaker", "amplifier_breaker"})
+# What the level alone is made of (_level reads these).
+_LEVEL_INPUTS = ("database", "workers", "amplifier_breaker")
 
 
 def _failing(checks: dict[str, health.Check]) -> list[str]:
@@ -102,7 +104,11 @@ def _failing(checks: dict[str, health.Check]) -> list[str]:
 
 
 async def current_level() -> int:
-    return (await current()).level
+    """current().level, for request paths: reads only what the level is made of (the
+    database and the workers as last probed, the Amplifier breaker now), not the OpenAI
+    breaker, which changes the status alone, nor the other checks."""
+    checks = {name: await health.check(name, wait=False) for name in _LEVEL_INPUTS}
+    return (await _level(checks))[0]
 
 
 async def refuse_in_maintenance(level: int) -> None:

@@ -108,6 +108,30 @@ async def test_the_level_and_the_health_status_come_from_one_reading(settings, b
     assert any("tools unavailable" in reason for reason in service.reasons)
 
 
+async def test_the_level_request_paths_read_is_the_level_of_the_service_state(
+    settings, breakers_reset
+):
+    from ops_app import health
+
+    async def both() -> tuple[int, int, str]:
+        service = await degradation.current()
+        return await degradation.current_level(), service.level, service.status
+
+    assert await both() == (degradation.FULL, degradation.FULL, "healthy")
+    # The OpenAI breaker open: new calls are refused, but the level is still full.
+    for _ in range(settings.OPENAI_BREAKER_FAILURES):
+        await sync_to_async(breakers.record)(breakers.openai(), False)
+    assert await both() == (degradation.FULL, degradation.FULL, "unhealthy")
+    for _ in range(settings.AMPLIFIER_BREAKER_FAILURES):
+        await sync_to_async(breakers.record)(breakers.amplifier(), False)
+    assert await both() == (degradation.REDUCED, degradation.REDUCED, "unhealthy")
+    health.report_failure("database", "drill: away")
+    try:
+        assert await both() == (degradation.VOICE_ONLY, degradation.VOICE_ONLY, "unhealthy")
+    finally:
+        health.report_ok("database", "drill over")
+
+
 async def test_a_tools_refusal_is_no_service_error_but_a_lost_worker_is(api, simulator):
     session = await api.post("/session", content_type="application/json")
     bearer = {"Authorization": f"Bearer {session.json()['session_token']}"}

@@ -187,3 +187,25 @@ async def test_an_op_the_database_refuses_is_set_aside_and_the_rest_is_written(
     assert await VoiceSession.objects.filter(pk=session.pk).aexists()
     refused = (settings.VAR_DIR / "journal" / "refused.jsonl").read_text()
     assert "sess_unknown" in refused
+
+
+def test_a_snapshot_is_the_text_djangos_json_serializer_writes_and_reads_back():
+    from django.core import serializers
+
+    session = _session()
+    session.instructions = 'Speak plainly: «quotes», "escapes" and ünïcode.'
+    session.tools = [{"type": "function", "name": "bash", "parameters": {"type": "object"}}]
+    session.connected_at = timezone.now()  # microseconds: Django's encoder trims them
+
+    written = journal._serialized(session)
+
+    assert written == serializers.serialize("json", [session])
+    back = journal._deserialized(written)
+    assert (back.pk, back.instructions, back.tools) == (
+        session.pk,
+        session.instructions,
+        session.tools,
+    )
+    assert back.connected_at == session.connected_at.replace(
+        microsecond=session.connected_at.microsecond // 1000 * 1000
+    )
