@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import redis.asyncio as redis
@@ -23,12 +24,18 @@ from voiceplatform import outage
 
 T = TypeVar("T")
 
-# How long a caller waits for a free connection before the wait counts as Redis away.
-POOL_WAIT_SECONDS = 5.0
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[str, redis.Redis]] = (
-    weakref.WeakKeyDictionary()
-)
+@dataclass(frozen=True)
+class _Loop:
+    """A loop's client, and its turns: at most REDIS_LOOP_CONNECTIONS calls at once
+    (so the pool never opens more), the rest waiting for one to finish."""
+
+    location: str
+    redis: redis.Redis
+    turns: asyncio.Semaphore
+
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = weakref.WeakKeyDictionary()
 
 
 def url() -> str | None:
@@ -40,38 +47,49 @@ def url() -> str | None:
     return cache["LOCATION"]
 
 
-def client() -> redis.Redis | None:
+def _loop_client() -> _Loop | None:
     """This loop's client; None without Redis."""
     location = url()
     if location is None:
         return None
     loop = asyncio.get_running_loop()
     existing = _clients.get(loop)
-    if existing is None or existing[0] != location:
+    if existing is None or existing.location != location:
         timeout = settings.REDIS_SOCKET_TIMEOUT_SECONDS
-        # A burst of requests waits its turn for one of a bounded set of connections
-        # (a plain pool refuses past its size, and that would read as an outage).
-        pool = redis.BlockingConnectionPool.from_url(
+        size = settings.REDIS_LOOP_CONNECTIONS
+        # A plain pool: the turns keep it within its size. (redis-py's blocking pool
+        # does the same with a lock and a timer around every command, which cost more
+        # than the command; and its wait, timed out, read as Redis being away.)
+        pool = redis.ConnectionPool.from_url(
             location,
-            max_connections=settings.REDIS_LOOP_CONNECTIONS,
-            timeout=POOL_WAIT_SECONDS,
+            max_connections=size,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             # Once more on a fresh connection: one left from before a Redis restart
             # fails its first command, and Redis is not away for that.
             retry=Retry(NoBackoff(), 1),
         )
-        found = redis.Redis(connection_pool=pool)
-        existing = _clients[loop] = (location, found)
-    return existing[1]
+        existing = _clients[loop] = _Loop(
+            location, redis.Redis(connection_pool=pool), asyncio.Semaphore(size)
+        )
+    return existing
 
 
 async def either(on_redis: Callable[[redis.Redis], Awaitable[T]], on_memory: Callable[[], T]) -> T:
-    """on_redis(client) when Redis is configured and worth trying, else on_memory()."""
-    found = client()
+    """on_redis(client) when Redis is configured and worth trying, else on_memory().
+
+    A burst waits its turn for a connection, however long: each call in flight ends
+    within the socket timeout, so a wait is bounded by the calls ahead of it, and a busy
+    process is not an outage (only a call that fails to reach Redis is)."""
+    found = _loop_client()
     if found is None:
         return on_memory()
-    return await outage.redis.aeither(lambda: on_redis(found), on_memory)
+
+    async def on_its_turn() -> T:
+        async with found.turns:
+            return await on_redis(found.redis)
+
+    return await outage.redis.aeither(on_its_turn, on_memory)
 
 
 def cache_key(key: str) -> str:
