@@ -42,6 +42,22 @@ def status_label(response: HttpResponse) -> str:
     return status if status in KNOWN_STATUSES else OTHER
 
 
+# Each metric's child per label values, as metric.labels() finds it (which validates
+# and locks on every call, a dozen times a request). Bounded: every label value comes
+# from a fixed set (above).
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, labels: dict[str, str]):
+    if not labels:
+        return metric
+    key = (metric, *labels.items())
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(**labels)
+    return found
+
+
 class _Native:
     """django-prometheus's hooks are plain CPU work: call them directly in async
     requests instead of through sync_to_async (a thread hop each)."""
@@ -74,7 +90,7 @@ class MetricsAfterMiddleware(_Native, PrometheusAfterMiddleware):
             labels["view"] = view_label(request)
         if "status" in labels and response is not None:
             labels["status"] = status_label(response)
-        return super().label_metric(metric, request, response, **labels)
+        return _child(metric, labels)
 
     def process_request(self, request: HttpRequest) -> None:
         request.voice_started = time.perf_counter()
@@ -96,9 +112,14 @@ class MetricsAfterMiddleware(_Native, PrometheusAfterMiddleware):
         if started is not None:
             match = request.resolver_match
             endpoint = f"/{match.route}" if match is not None else UNMATCHED
-            voice_api_request_duration_seconds.labels(
-                endpoint=endpoint, method=method_label(request), status=status_label(response)
-            ).observe(time.perf_counter() - started)
+            labels = {
+                "endpoint": endpoint,
+                "method": method_label(request),
+                "status": status_label(response),
+            }
+            _child(voice_api_request_duration_seconds, labels).observe(
+                time.perf_counter() - started
+            )
             if response.status_code >= 500:
                 count_error("api", f"http_{status_label(response)}")
         return super().process_response(request, response)

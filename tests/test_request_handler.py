@@ -89,3 +89,57 @@ async def test_a_request_goes_to_the_thread_with_the_fewest_requests_in_flight(h
         handler._load[:] = [0] * len(handler._load)
 
     assert names == ["request-3_0"]
+
+
+async def test_the_content_security_policy_is_django_csps_own_and_follows_the_settings(
+    http, settings
+):
+    from csp.utils import build_policy
+
+    first = await http.get("/health/live")
+    assert first.headers["Content-Security-Policy"] == build_policy()
+    assert "Content-Security-Policy-Report-Only" not in first.headers
+
+    settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": {"default-src": ["'none'"]}}
+    settings.CONTENT_SECURITY_POLICY_REPORT_ONLY = {
+        "DIRECTIVES": {"default-src": ["'self'"]},
+        "EXCLUDE_URL_PREFIXES": ["/health"],
+    }
+    changed = await http.get("/health/live")
+    api = await http.get("/api/openapi.json")
+
+    assert changed.headers["Content-Security-Policy"] == "default-src 'none'"
+    assert "Content-Security-Policy-Report-Only" not in changed.headers  # excluded prefix
+    assert api.headers["Content-Security-Policy-Report-Only"] == "default-src 'self'"
+
+
+async def test_message_storage_is_made_only_for_a_request_that_uses_it(settings):
+    from importlib import import_module
+
+    from django.contrib import messages
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+    from django.utils.functional import empty
+
+    from voiceplatform.inline_middleware import Messages
+
+    def request(path: str):
+        made = RequestFactory().get(path)
+        made.session = import_module(settings.SESSION_ENGINE).SessionStore()
+        return made
+
+    async def adds_one(request):
+        messages.info(request, "Saved.")
+        return HttpResponse("ok")
+
+    async def uses_none(request):
+        return HttpResponse("ok")
+
+    told = await Messages(adds_one)(request("/admin/"))
+    assert "messages" in told.cookies  # the cookie storage kept it for the next page
+
+    quiet_request = request("/session")
+    quiet = await Messages(uses_none)(quiet_request)
+    assert "messages" not in quiet.cookies
+    assert quiet_request._messages._wrapped is empty  # never made
+    assert list(messages.get_messages(quiet_request)) == []  # made when first asked for

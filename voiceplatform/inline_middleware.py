@@ -12,16 +12,20 @@ looks for them): voiceplatform.handler loads the subclasses here in their place.
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
-from csp.middleware import CSPMiddleware
+from csp.constants import HEADER, HEADER_REPORT_ONLY
+from csp.middleware import CheckableLazyObject, CSPMiddleware
+from csp.utils import build_policy
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.messages.storage import default_storage
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.csrf import CsrfViewMiddleware
 from django.middleware.security import SecurityMiddleware
+from django.utils.functional import SimpleLazyObject, empty
 
 
 class OnTheLoop:
@@ -41,7 +45,49 @@ class OnTheLoop:
 
 
 class ContentSecurityPolicy(OnTheLoop, CSPMiddleware):
-    pass
+    """django-csp builds both headers from the settings on every response, which costs
+    more than the rest of this middleware. A response that carries no policy of its own
+    (csp decorators) from a request that used no nonce gets the same text every time:
+    that text is built once per settings. Any other goes django-csp's own way."""
+
+    _PER_RESPONSE = tuple(
+        f"_csp_{part}{suffix}"
+        for part in ("config", "update", "replace", "exempt")
+        for suffix in ("", "_ro")
+    )
+    _built: tuple[tuple, list[tuple[str, str, tuple[str, ...]]]] | None = None
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if (
+            getattr(request, "_csp_nonce", None) is not None
+            or any(hasattr(response, name) for name in self._PER_RESPONSE)
+            or settings.DEBUG
+        ):
+            return super().process_response(request, response)
+        for header, policy, excluded in self._policies():
+            if header not in response and not request.path_info.startswith(excluded):
+                response[header] = policy
+        request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)
+        return response
+
+    def _policies(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(header, its text, path prefixes it skips) for each policy that is set."""
+        config = tuple(
+            getattr(settings, name, None)
+            for name in ("CONTENT_SECURITY_POLICY", "CONTENT_SECURITY_POLICY_REPORT_ONLY")
+        )
+        built = type(self)._built
+        if built is None or any(a is not b for a, b in zip(built[0], config, strict=True)):
+            policies = []
+            for header, report_only, policy in zip(
+                (HEADER, HEADER_REPORT_ONLY), (False, True), config, strict=True
+            ):
+                text = build_policy(report_only=report_only)
+                if text:
+                    excluded = tuple((policy or {}).get("EXCLUDE_URL_PREFIXES") or ())
+                    policies.append((header, text, excluded))
+            built = type(self)._built = (config, policies)
+        return built[1]
 
 
 class Common(OnTheLoop, CommonMiddleware):
@@ -79,11 +125,17 @@ class Authentication(OnTheLoop, AuthenticationMiddleware):
 
 
 class Messages(OnTheLoop, MessageMiddleware):
-    """Storing messages may read the session (loading it from its store): only then
-    on a thread; a request that neither read nor added any stores nothing."""
+    """The message storage is made when first used (the API's requests never use it);
+    storing messages may read the session (loading it from its store): only then on a
+    thread; a request that neither read nor added any stores nothing."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        request._messages = SimpleLazyObject(lambda: default_storage(request))
 
     async def _process_response(self, request: HttpRequest, response: HttpResponse):
         storage = getattr(request, "_messages", None)
+        if isinstance(storage, SimpleLazyObject) and storage._wrapped is empty:
+            return response  # never made: nothing to store
         if storage is not None and (storage.used or storage.added_new):
             return await sync_to_async(self.process_response)(request, response)
         return self.process_response(request, response)

@@ -3,7 +3,7 @@ JSON."""
 
 from __future__ import annotations
 
-import secrets
+import random
 
 import structlog
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -29,7 +29,8 @@ class RequestContextMiddleware:
 
     def _bind(self, request: HttpRequest) -> str:
         incoming = request.headers.get("X-Request-Id", "")
-        request_id = incoming if 0 < len(incoming) <= 64 else secrets.token_hex(8)
+        # A log correlation id, not a secret: the process's PRNG, not a getrandom() call.
+        request_id = incoming if 0 < len(incoming) <= 64 else f"{random.getrandbits(64):016x}"
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         return request_id
