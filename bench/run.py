@@ -675,6 +675,7 @@ async def hold_traffic(ours: Ours, sim: str, n: int, seconds: float, log) -> dic
         headers=control,
     )
     talking = begun.json().get("started", 0)
+    log(f"  {talking} calls talking for {seconds:g} s")
     rss_peak = 0
     while True:  # every call plays its last turn to its end
         await asyncio.sleep(1)
