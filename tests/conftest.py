@@ -102,6 +102,27 @@ def _clean_cache():
         breakers.reset(breaker)
 
 
+class _StoppedClock:
+    """time.time() as it was when the test began."""
+
+    def __init__(self) -> None:
+        self.at = time.time()
+
+    def time(self) -> float:
+        return self.at
+
+
+@pytest.fixture(autouse=True)
+def _one_rate_window(monkeypatch):
+    """Rate limits count in fixed windows (a minute): hits of one test that straddled
+    a window's end would start counting again, and a 429 that was due would be a 201
+    (a machine under load stretches a test across the minute now and then). In this
+    process the limiter's clock stands still for the test, so its hits share a window."""
+    from ops_app import ratelimit
+
+    monkeypatch.setattr(ratelimit, "time", _StoppedClock())
+
+
 @pytest.fixture(autouse=True)
 def _unmount_workspaces(tmp_path_factory):
     """Workspaces are tmpfs mounts when the suite runs as root (tools_app.mounts): those
