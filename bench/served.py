@@ -1,5 +1,6 @@
 """The server as the benchmark runs it: voiceplatform.asgi.application, plus what the
-benchmark reads from inside the process at GET /__bench/stats (event-loop lag, full
+benchmark reads from inside the process at GET /__bench/stats (event-loop lag, and
+that lag less the time the loop's thread waited for a CPU another process had; full
 garbage collections and how many of them landed while a request was in flight, events
 received on sideband connections, and the event-loop callbacks that ran longest, by
 what they run: where the lag comes from).
@@ -11,6 +12,7 @@ import asyncio
 import gc
 import json
 import os
+import threading
 import time
 
 from prometheus_client import REGISTRY
@@ -41,6 +43,7 @@ class Probe:
 
     def reset(self) -> None:
         self.lags: list[float] = []
+        self.own_lags: list[float] = []
         self.full_gc_ms: list[float] = []
         self.full_gc_in_request_ms: list[float] = []
         self.slow: dict[str, list[float]] = {}  # what -> [count, total ms, max ms]
@@ -85,20 +88,28 @@ class Probe:
             self.full_gc_in_request_ms.append(took)
 
     async def sample(self) -> None:
+        stats = _schedstat()
         while True:
-            started = time.perf_counter()
+            started, waited = time.perf_counter(), _cpu_waited(stats)
             await asyncio.sleep(LAG_INTERVAL)
-            self.lags.append(max(0.0, time.perf_counter() - started - LAG_INTERVAL) * 1000)
-            del self.lags[:-20000]
+            lag = max(0.0, time.perf_counter() - started - LAG_INTERVAL)
+            self.lags.append(lag * 1000)
+            # Less the time the loop's thread was ready but had no CPU (another process
+            # had it): the lag this process's own work made.
+            self.own_lags.append(max(0.0, lag - (_cpu_waited(stats) - waited)) * 1000)
+            del self.lags[:-20000], self.own_lags[:-20000]
 
     def stats(self) -> dict:
         from sessions_app import sideband  # once Django is set up
 
         lags = sorted(self.lags) or [0.0]
+        own = sorted(self.own_lags) or [0.0]
         return {
             "lag_p50_ms": lags[len(lags) // 2],
             "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
             "lag_max_ms": lags[-1],
+            "own_lag_p50_ms": own[len(own) // 2],
+            "own_lag_p99_ms": own[min(len(own) - 1, int(len(own) * 0.99))],
             "full_gcs": len(self.full_gc_ms),
             "full_gc_max_ms": max(self.full_gc_ms, default=0.0),
             "full_gcs_in_requests": len(self.full_gc_in_request_ms),
@@ -117,6 +128,21 @@ class Probe:
                 ]
             ],
         }
+
+
+def _schedstat() -> str:
+    """/proc's schedstat of the calling thread (Linux)."""
+    return f"/proc/self/task/{threading.get_native_id()}/schedstat"
+
+
+def _cpu_waited(path: str) -> float:
+    """Seconds the thread has spent ready to run while other work had the CPU; 0
+    where the kernel does not say."""
+    try:
+        with open(path) as stats:
+            return int(stats.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 PROBE = Probe()

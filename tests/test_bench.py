@@ -209,3 +209,11 @@ async def test_the_served_probe_names_the_loop_callbacks_that_held_the_loop(monk
     assert slow["hogs_the_loop"]["count"] == 1 and slow["hogs_the_loop"]["max_ms"] >= 30
     # What a stage leaves running for the next: this test's own task, no sideband.
     assert stats["tasks"] >= 1 and stats["sidebands_held"] == 0
+
+
+def test_the_served_probe_reads_how_long_its_thread_waited_for_a_cpu(tmp_path):
+    from bench import served
+
+    waited = served._cpu_waited(served._schedstat())
+    assert waited >= 0.0 and served._cpu_waited(served._schedstat()) >= waited
+    assert served._cpu_waited(str(tmp_path / "no-such-thread")) == 0.0
